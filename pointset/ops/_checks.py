@@ -1,0 +1,77 @@
+"""Input validation shared by the operators: errors are raised where the input enters."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def check_points(pos: Tensor, name: str = "pos", allow_empty: bool = False) -> Tensor:
+    """Check that ``pos`` is a finite floating ``[N, D]`` tensor and return it.
+
+    Raises ``ValueError`` naming ``name`` for a non-tensor, a wrong rank, an integer dtype,
+    an empty cloud (unless ``allow_empty``) or NaN/inf values (with the first bad row).
+    """
+    if not isinstance(pos, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(pos).__name__}")
+    if pos.dim() != 2:
+        raise ValueError(f"{name} must have shape [N, D], got shape {tuple(pos.shape)}")
+    if not pos.is_floating_point():
+        raise ValueError(f"{name} must be a floating tensor, got dtype {pos.dtype}")
+    if pos.size(0) == 0 and not allow_empty:
+        raise ValueError(f"{name} is empty (0 points); operators need at least one point")
+    if pos.size(1) == 0:
+        raise ValueError(f"{name} has 0 coordinates per point (shape {tuple(pos.shape)})")
+    finite = torch.isfinite(pos).all(dim=1)
+    if not bool(finite.all()):
+        bad = int((~finite).nonzero()[0, 0])
+        raise ValueError(
+            f"{name} contains NaN or inf: row {bad} is {pos[bad].tolist()} "
+            f"({int((~finite).sum())} bad rows in all)"
+        )
+    return pos
+
+
+def check_batch(batch: Tensor | None, num_points: int, name: str = "batch") -> Tensor | None:
+    """Check a PyG batch vector: 1-D integer, one entry per point, sorted non-decreasing."""
+    if batch is None:
+        return None
+    if not isinstance(batch, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor or None, got {type(batch).__name__}")
+    if batch.dim() != 1 or batch.numel() != num_points:
+        raise ValueError(
+            f"{name} must have shape [{num_points}] (one entry per point), got {tuple(batch.shape)}"
+        )
+    if batch.is_floating_point() or batch.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer tensor, got dtype {batch.dtype}")
+    if num_points == 0:
+        return batch.long()
+    if int(batch.min()) < 0:
+        raise ValueError(f"{name} has negative entries (min {int(batch.min())})")
+    steps = batch[1:] < batch[:-1]
+    if bool(steps.any()):
+        i = int(steps.nonzero()[0, 0])
+        raise ValueError(
+            f"{name} must be sorted in non-decreasing order (as PyG's DataLoader makes it); "
+            f"{name}[{i}]={int(batch[i])} is followed by {name}[{i + 1}]={int(batch[i + 1])}"
+        )
+    return batch.long()
+
+
+def batch_counts(batch: Tensor | None, num_points: int, batch_size: int | None = None) -> Tensor:
+    """Points per cloud ``[B]`` (long, on the batch's device) for a checked batch vector."""
+    if batch is None:
+        return torch.tensor([num_points], dtype=torch.long)
+    size = batch_size if batch_size is not None else (int(batch.max()) + 1 if batch.numel() else 0)
+    return torch.bincount(batch, minlength=size)
+
+
+def check_same_dim(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
+    """Both point tensors must use the same number of coordinates, dtype and device."""
+    if a.size(1) != b.size(1):
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same number of coordinates, "
+            f"got {a.size(1)} and {b.size(1)}"
+        )
+    if a.device != b.device:
+        raise ValueError(f"{name_a} is on {a.device} but {name_b} is on {b.device}")
