@@ -1,0 +1,238 @@
+"""A small PLY reader and writer (ascii, binary little- and big-endian), numpy only.
+
+Only the ``vertex`` element is returned; other elements (faces, edges) are skipped.
+Vertex properties map to point attributes as follows: ``x y z`` -> positions,
+``nx ny nz`` -> normals, ``red green blue`` -> colours (``alpha`` is ignored), every
+other scalar property -> a feature column, in file order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import numpy as np
+
+_TYPES = {
+    "char": "i1", "int8": "i1",
+    "uchar": "u1", "uint8": "u1",
+    "short": "i2", "int16": "i2",
+    "ushort": "u2", "uint16": "u2",
+    "int": "i4", "int32": "i4",
+    "uint": "u4", "uint32": "u4",
+    "float": "f4", "float32": "f4",
+    "double": "f8", "float64": "f8",
+}  # fmt: skip
+
+_FORMATS = {"ascii": None, "binary_little_endian": "<", "binary_big_endian": ">"}
+
+POSITION = ("x", "y", "z")
+NORMAL = ("nx", "ny", "nz")
+COLOR = ("red", "green", "blue")
+IGNORED = ("alpha",)
+
+
+@dataclass
+class _Element:
+    name: str
+    count: int
+    props: list[tuple[str, str, str | None]] = field(default_factory=list)
+    # (name, value type, list count type or None)
+
+
+@dataclass
+class PointArrays:
+    """Arrays read from a point file: ``pos [N, 3]`` and optional parts (``None`` if absent)."""
+
+    pos: np.ndarray
+    normal: np.ndarray | None = None
+    color: np.ndarray | None = None
+    features: np.ndarray | None = None
+    feature_names: list[str] = field(default_factory=list)
+
+
+def _parse_header(data: bytes, path: str) -> tuple[str, list[_Element], int]:
+    if not data.startswith(b"ply"):
+        raise ValueError(f"{path}: not a PLY file (it does not start with 'ply')")
+    end = data.find(b"end_header")
+    if end < 0:
+        raise ValueError(f"{path}: PLY header has no 'end_header' line")
+    body = data.index(b"\n", end) + 1 if b"\n" in data[end:] else len(data)
+    try:
+        lines = data[:end].decode("ascii").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: PLY header is not ASCII text") from exc
+    fmt = None
+    elements: list[_Element] = []
+    for number, raw in enumerate(lines[1:], start=2):
+        words = raw.split()
+        if not words or words[0] in ("comment", "obj_info"):
+            continue
+        try:
+            if words[0] == "format":
+                fmt = words[1]
+                if fmt not in _FORMATS:
+                    raise ValueError(f"unknown format {fmt!r}")
+            elif words[0] == "element":
+                elements.append(_Element(words[1], int(words[2])))
+            elif words[0] == "property":
+                if not elements:
+                    raise ValueError("property before any element")
+                if words[1] == "list":
+                    elements[-1].props.append((words[4], _TYPES[words[3]], _TYPES[words[2]]))
+                else:
+                    elements[-1].props.append((words[2], _TYPES[words[1]], None))
+            else:
+                raise ValueError(f"unknown keyword {words[0]!r}")
+        except (IndexError, KeyError, ValueError) as exc:
+            raise ValueError(f"{path}: bad PLY header line {number}: {raw!r} ({exc})") from exc
+    if fmt is None:
+        raise ValueError(f"{path}: PLY header has no 'format' line")
+    return fmt, elements, body
+
+
+def _skip_binary_list_element(data: bytes, offset: int, el: _Element, order: str, path: str) -> int:
+    """Byte offset after an element with list properties (walked row by row)."""
+    for _ in range(el.count):
+        for _name, vtype, ctype in el.props:
+            if ctype is None:
+                offset += np.dtype(vtype).itemsize
+                continue
+            cdt = np.dtype(order + ctype)
+            if offset + cdt.itemsize > len(data):
+                raise ValueError(f"{path}: PLY file is truncated inside element {el.name!r}")
+            n = int(np.frombuffer(data, cdt, 1, offset)[0])
+            offset += cdt.itemsize + n * np.dtype(vtype).itemsize
+    if offset > len(data):
+        raise ValueError(f"{path}: PLY file is truncated inside element {el.name!r}")
+    return offset
+
+
+def read_ply(path: str) -> PointArrays:
+    """Read the vertices of a PLY file. Raises ``ValueError`` naming the file and problem."""
+    with open(path, "rb") as f:
+        data = f.read()
+    fmt, elements, offset = _parse_header(data, path)
+    vertex = next((el for el in elements if el.name == "vertex"), None)
+    if vertex is None:
+        raise ValueError(f"{path}: PLY file has no 'vertex' element")
+    if any(ctype is not None for _, _, ctype in vertex.props):
+        raise ValueError(f"{path}: PLY 'vertex' element has list properties; not a point file")
+    names = [p[0] for p in vertex.props]
+    for axis in POSITION:
+        if axis not in names:
+            raise ValueError(f"{path}: PLY vertex has no {axis!r} property (has {names})")
+
+    if fmt == "ascii":
+        lines = data[offset:].splitlines()
+        row = 0
+        table = None
+        for el in elements:
+            if el is vertex:
+                chunk = lines[row : row + el.count]
+                if len(chunk) < el.count:
+                    raise ValueError(
+                        f"{path}: PLY file is truncated: {el.count} vertices declared, "
+                        f"{len(chunk)} lines present"
+                    )
+                try:
+                    values = np.array(b" ".join(chunk).split(), dtype=np.float64)
+                    table = values.reshape(el.count, len(el.props))
+                except ValueError as exc:
+                    raise ValueError(f"{path}: bad vertex data in ASCII PLY ({exc})") from exc
+                break
+            row += el.count
+        columns = {
+            name: table[:, i].astype(vtype) for i, (name, vtype, _) in enumerate(vertex.props)
+        }
+    else:
+        order = _FORMATS[fmt]
+        columns = {}
+        for el in elements:
+            if el is vertex:
+                dt = np.dtype([(name, order + vtype) for name, vtype, _ in el.props])
+                need = dt.itemsize * el.count
+                if len(data) - offset < need:
+                    raise ValueError(
+                        f"{path}: PLY file is truncated: {el.count} vertices need {need} bytes, "
+                        f"{len(data) - offset} present"
+                    )
+                rec = np.frombuffer(data, dt, el.count, offset)
+                columns = {
+                    name: rec[name].astype(rec[name].dtype.newbyteorder("=")) for name in dt.names
+                }
+                break
+            if any(ctype is not None for _, _, ctype in el.props):
+                offset = _skip_binary_list_element(data, offset, el, order, path)
+            else:
+                offset += np.dtype([(n, order + t) for n, t, _ in el.props]).itemsize * el.count
+    return _to_arrays(columns, names)
+
+
+def _to_arrays(columns: dict[str, np.ndarray], names: list[str]) -> PointArrays:
+    pos = np.stack([columns[a] for a in POSITION], axis=1)
+    out = PointArrays(pos=pos)
+    if all(n in columns for n in NORMAL):
+        out.normal = np.stack([columns[a] for a in NORMAL], axis=1)
+    if all(n in columns for n in COLOR):
+        out.color = np.stack([columns[a] for a in COLOR], axis=1)
+    used = set(POSITION) | set(IGNORED)
+    if out.normal is not None:
+        used |= set(NORMAL)
+    if out.color is not None:
+        used |= set(COLOR)
+    extra = [n for n in names if n not in used]
+    if extra:
+        out.features = np.stack([columns[n].astype(np.float64) for n in extra], axis=1)
+        out.feature_names = extra
+    return out
+
+
+def write_ply(
+    f: BinaryIO,
+    pos: np.ndarray,
+    normal: np.ndarray | None = None,
+    color: np.ndarray | None = None,
+    features: np.ndarray | None = None,
+    binary: bool = True,
+) -> None:
+    """Write points to an open binary file.
+
+    ``pos [N, 3]`` float32/float64 (written as ``float``/``double``), ``normal [N, 3]``,
+    ``color [N, 3]`` uint8, ``features [N, C]`` written as ``float`` properties
+    ``feat_0 ...`` (``double`` when float64).
+    """
+    n = pos.shape[0]
+    cols: list[tuple[str, np.ndarray]] = []
+
+    def ftype(a: np.ndarray) -> np.dtype:
+        return np.dtype("f8") if a.dtype == np.float64 else np.dtype("f4")
+
+    for i, name in enumerate(POSITION):
+        cols.append((name, pos[:, i].astype(ftype(pos))))
+    if normal is not None:
+        for i, name in enumerate(NORMAL):
+            cols.append((name, normal[:, i].astype(ftype(normal))))
+    if color is not None:
+        for i, name in enumerate(COLOR):
+            cols.append((name, color[:, i].astype(np.uint8)))
+    if features is not None:
+        for i in range(features.shape[1]):
+            cols.append((f"feat_{i}", features[:, i].astype(ftype(features))))
+    ply_type = {"f4": "float", "f8": "double", "u1": "uchar"}
+    header = ["ply", f"format {'binary_little_endian' if binary else 'ascii'} 1.0"]
+    header.append(f"element vertex {n}")
+    header += [f"property {ply_type[c.dtype.str[1:]]} {name}" for name, c in cols]
+    header.append("end_header")
+    f.write(("\n".join(header) + "\n").encode("ascii"))
+    rec = np.empty(n, dtype=[(name, "<" + c.dtype.str[1:]) for name, c in cols])
+    for name, c in cols:
+        rec[name] = c
+    if binary:
+        f.write(rec.tobytes())
+    elif n:
+        fmts = [
+            "%d" if c.dtype == np.uint8 else ("%.17g" if c.dtype == np.float64 else "%.9g")
+            for _, c in cols
+        ]
+        np.savetxt(f, rec, fmt=" ".join(fmts))

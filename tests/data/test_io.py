@@ -1,0 +1,213 @@
+"""Point-set files. Oracles: the write/read round trip, and Open3D reading/writing the
+same .ply/.pcd files."""
+
+from __future__ import annotations
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from pointset.data import PointSet, from_image, read, write
+
+SUFFIXES = [".ply", ".pcd", ".xyz", ".npy", ".npz", ".h5"]
+
+
+def _cloud(n: int = 50, channels: int = 3, normals: bool = True, dtype=torch.float32) -> PointSet:
+    g = torch.Generator().manual_seed(n + channels)
+    attrs = dict(pos=torch.randn(n, 3, generator=g, dtype=dtype))
+    if channels:
+        x = torch.randint(0, 256, (n, channels), generator=g).to(dtype) / 255
+        attrs["x"] = x if channels == 3 else torch.randn(n, channels, generator=g, dtype=dtype)
+    if normals:
+        attrs["normal"] = torch.nn.functional.normalize(
+            torch.randn(n, 3, generator=g, dtype=dtype), dim=1
+        )
+    return PointSet(**attrs)
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+@pytest.mark.parametrize("binary", [True, False])
+def test_round_trip_colours(tmp_path, suffix, binary):
+    """8-bit colours survive every format exactly; normals where the format has them."""
+    ps = _cloud()
+    path = tmp_path / f"cloud{suffix}"
+    write(path, ps, binary=binary)
+    back = read(path)
+    assert torch.equal(back.pos, ps.pos)
+    assert torch.allclose(back.x, ps.x, atol=1e-7, rtol=0)
+    if suffix in (".ply", ".pcd", ".npz", ".h5"):
+        assert torch.equal(back.normal, ps.normal)
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_round_trip_features_float64(tmp_path, suffix):
+    """Non-colour features are stored as floats, losslessly, and float64 stays float64."""
+    ps = _cloud(channels=5, normals=False, dtype=torch.float64)
+    path = tmp_path / f"cloud{suffix}"
+    write(path, ps)
+    back = read(path, dtype=torch.float64)
+    assert back.pos.dtype == torch.float64
+    assert torch.equal(back.pos, ps.pos) and torch.equal(back.x, ps.x)
+
+
+@pytest.mark.parametrize("suffix", [".ply", ".pcd"])
+def test_x_as_modes(tmp_path, suffix):
+    ps = _cloud(normals=False)
+    path = tmp_path / f"a{suffix}"
+    write(path, ps, x_as="feature")
+    assert torch.equal(read(path).x, ps.x)
+    write(path, ps, x_as="none")
+    assert read(path).x is None
+    with pytest.raises(ValueError, match="x_as='color'"):
+        write(path, _cloud(channels=4), x_as="color")
+    odd = PointSet(pos=ps.pos, x=ps.x * 0.5 + 0.25 / 255)  # not on the 8-bit lattice
+    write(path, odd)  # auto: colours, quantised to 8 bits
+    assert (read(path).x - odd.x).abs().max() <= 0.5 / 255 + 1e-7
+
+
+def test_npz_and_h5_keep_every_attribute(tmp_path):
+    ps = from_image(torch.rand(2, 3, 4, 5))
+    ps.pixel = torch.stack([ps.pos[:, 0].long(), ps.pos[:, 1].long()], dim=1)
+    ps.label = torch.tensor([3, 4])
+    for suffix in (".npz", ".h5"):
+        write(tmp_path / f"b{suffix}", ps)
+        back = read(tmp_path / f"b{suffix}")
+        for key in ("x", "pos", "grid_size", "batch", "pixel", "label"):
+            assert torch.equal(back[key], ps[key]), key
+        assert back.num_clouds == 2 and back.is_grid
+        assert [c.num_points for c in back.clouds()] == [20, 20]
+
+
+def test_open3d_reads_our_files_and_we_read_open3d_files(tmp_path):
+    """Oracle: Open3D's own PLY/PCD reader and writer."""
+    o3d = pytest.importorskip("open3d")
+    ps = _cloud(200)
+    for suffix in (".ply", ".pcd"):
+        for binary in (True, False):
+            path = str(tmp_path / f"ours{suffix}")
+            write(path, ps, binary=binary)
+            pcd = o3d.io.read_point_cloud(path)
+            assert np.abs(np.asarray(pcd.points) - ps.pos.double().numpy()).max() < 1e-6
+            assert np.abs(np.asarray(pcd.colors) - ps.x.double().numpy()).max() < 1e-6
+            assert np.abs(np.asarray(pcd.normals) - ps.normal.double().numpy()).max() < 1e-6
+    pcd = o3d.geometry.PointCloud()
+    pcd.points = o3d.utility.Vector3dVector(ps.pos.double().numpy())
+    pcd.colors = o3d.utility.Vector3dVector(ps.x.double().numpy())
+    pcd.normals = o3d.utility.Vector3dVector(ps.normal.double().numpy())
+    cases = [
+        (".ply", {}),
+        (".ply", {"write_ascii": True}),
+        (".pcd", {}),
+        (".pcd", {"write_ascii": True}),
+        (".pcd", {"compressed": True}),
+    ]
+    for i, (suffix, kwargs) in enumerate(cases):
+        path = str(tmp_path / f"o3d{i}{suffix}")
+        assert o3d.io.write_point_cloud(path, pcd, **kwargs)
+        if kwargs.get("compressed"):
+            with open(path, "rb") as f:
+                assert b"DATA binary_compressed" in f.read(1000)
+        back = read(path, dtype=torch.float64)
+        ref = o3d.io.read_point_cloud(path)  # ascii files hold rounded values
+        assert np.abs(back.pos.numpy() - np.asarray(ref.points)).max() < 1e-6, kwargs
+        assert np.abs(back.x.numpy() - np.asarray(ref.colors)).max() < 1e-6, kwargs
+        assert np.abs(back.normal.numpy() - np.asarray(ref.normals)).max() < 1e-6, kwargs
+
+
+@pytest.mark.parametrize("name", ["cloud_bin_0.pcd", "bathtub_0154.ply"])
+def test_real_scans_match_open3d(shared_dir, name):
+    path = shared_dir / "data" / "scans" / name
+    ps = read(path)
+    assert ps.pos.shape[1] == 3 and ps.num_points > 1000
+    o3d = pytest.importorskip("open3d")
+    ref = o3d.io.read_point_cloud(str(path))
+    assert ps.num_points == len(ref.points)
+    assert np.abs(ps.pos.double().numpy() - np.asarray(ref.points)).max() < 1e-6
+    if ref.has_colors():
+        assert np.abs(ps.x.double().numpy() - np.asarray(ref.colors)).max() < 1e-6
+    if ref.has_normals():
+        assert np.abs(ps.normal.double().numpy() - np.asarray(ref.normals)).max() < 1e-6
+
+
+def test_nonfinite_points_are_dropped_from_scans(tmp_path):
+    path = tmp_path / "holes.xyz"
+    path.write_text("0 0 0 1\nnan nan nan 2\n1 2 3 4\n")
+    ps = read(path)
+    assert ps.pos.tolist() == [[0, 0, 0], [1, 2, 3]] and ps.x.tolist() == [[1], [4]]
+
+
+def test_writes_are_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "keep.npz"
+    write(path, _cloud())
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write(path, _cloud(10))
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["keep.npz"]
+
+
+def _write_bytes(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_unreadable_files_raise_value_error_naming_file(tmp_path):
+    good = _cloud()
+    write(tmp_path / "ok.h5", good)
+    h5_bytes = (tmp_path / "ok.h5").read_bytes()
+    write(tmp_path / "ok.ply", good)
+    ply_bytes = (tmp_path / "ok.ply").read_bytes()
+    write(tmp_path / "ok.pcd", good)
+    pcd_bytes = (tmp_path / "ok.pcd").read_bytes()
+    with h5py.File(tmp_path / "nopos.h5", "w") as f:
+        f.create_dataset("points", data=np.zeros((3, 3)))
+    np.savez(tmp_path / "nopos.npz", points=np.zeros((3, 3)))
+    cases = [
+        (_write_bytes(tmp_path, "trunc.h5", h5_bytes[: len(h5_bytes) // 2]), "unreadable HDF5"),
+        (tmp_path / "nopos.h5", r"no 'pos' array; found keys \['points'\]"),
+        (tmp_path / "nopos.npz", "no 'pos' array"),
+        (_write_bytes(tmp_path, "garbage.ply", os.urandom(256)), "not a PLY file"),
+        (_write_bytes(tmp_path, "trunc.ply", ply_bytes[:-100]), "truncated"),
+        (
+            _write_bytes(tmp_path, "noend.ply", b"ply\nformat ascii 1.0\nelement vertex 2\n"),
+            "end_header",
+        ),
+        (_write_bytes(tmp_path, "trunc.pcd", pcd_bytes[:-100]), "truncated"),
+        (_write_bytes(tmp_path, "garbage.pcd", b"\xff\xfe" * 100), "PCD"),
+        (_write_bytes(tmp_path, "garbage.npz", b"PK\x03\x04garbage"), "unreadable .npz"),
+        (_write_bytes(tmp_path, "garbage.npy", b"\x93NUMPY garbage"), "unreadable .npy"),
+        (_write_bytes(tmp_path, "ragged.xyz", b"1 2 3\n4 5\n"), "numeric table"),
+        (_write_bytes(tmp_path, "narrow.xyz", b"1 2\n4 5\n"), r"\[N, 3 \+ C\]"),
+    ]
+    np.save(tmp_path / "flat.npy", np.zeros(5))
+    cases.append((tmp_path / "flat.npy", r"shape \[N, 3 \+ C\]"))
+    for path, message in cases:
+        with pytest.raises(ValueError, match=message) as info:
+            read(path)
+        assert str(path) in str(info.value), path
+
+
+def test_path_and_content_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read(tmp_path / "missing.ply")
+    with pytest.raises(ValueError, match="unsupported file type '.obj'"):
+        read(tmp_path / "mesh.obj")
+    batch = from_image(torch.rand(2, 3, 2, 2))
+    with pytest.raises(ValueError, match="holds one cloud but the point set has 2"):
+        write(tmp_path / "two.ply", batch)
+    with pytest.raises(ValueError, match="stores 3-D points"):
+        write(tmp_path / "flat.ply", from_image(torch.rand(3, 2, 2)))
+    ps = _cloud()
+    ps.name = "chair"
+    with pytest.raises(ValueError, match="attribute 'name'"):
+        write(tmp_path / "named.npz", ps)
