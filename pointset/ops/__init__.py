@@ -7,6 +7,13 @@ from ._backend import (
     is_available,
     use_backend,
 )
+from .ball_query import ball_query
+from .fps import fps, fps_dense
+from .kmeans import KMeansResult, kmeans
+from .knn import knn, knn_dense, knn_graph
+from .nearest import nearest
+from .radius import radius, radius_graph
+from .voxel_grid import VoxelDownsample, voxel_downsample, voxel_grid
 
 __all__ = [
     "BACKENDS",
@@ -14,4 +21,27 @@ __all__ = [
     "available_backends",
     "is_available",
     "use_backend",
+    "fps",
+    "fps_dense",
+    "knn",
+    "knn_dense",
+    "knn_graph",
+    "ball_query",
+    "kmeans",
+    "KMeansResult",
+    "nearest",
+    "radius",
+    "radius_graph",
+    "voxel_grid",
+    "voxel_downsample",
+    "VoxelDownsample",
 ]
+
+from .balanced_cluster import (  # noqa: E402
+    BalancedClusters,
+    DenseBalancedClusters,
+    balanced_cluster,
+    balanced_cluster_dense,
+)
+
+__all__ += ["BalancedClusters", "DenseBalancedClusters", "balanced_cluster", "balanced_cluster_dense"]
