@@ -1,0 +1,133 @@
+"""Tests for pointset/models/coc.py.
+
+Oracles: the official Context-Cluster model's outputs stored in the coc_mini fixture
+(embedding, every ``network[j]`` output, logits in float32 and float64), and the official
+state_dict listings (keys, shapes, parameter counts) of coc_tiny/coc_tiny_plain/coc_small/
+coc_medium.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pointset.models.coc import (
+    ClusterBlock,
+    ContextClusterNet,
+    coc_medium,
+    coc_small,
+    coc_tiny,
+    coc_tiny_plain,
+)
+
+FACTORIES = {
+    "coc_tiny": coc_tiny,
+    "coc_tiny_plain": coc_tiny_plain,
+    "coc_small": coc_small,
+    "coc_medium": coc_medium,
+}
+
+
+@pytest.fixture(scope="module")
+def fixture(shared_dir):
+    path = shared_dir / "reference" / "fixtures" / "coc_mini.pt"
+    if not path.is_file():
+        pytest.skip(f"{path.name} is absent")
+    return torch.load(path, weights_only=True)
+
+
+def _model(fixture, dtype=torch.float32) -> ContextClusterNet:
+    config = json.loads(fixture["config_json"])
+    assert config.pop("norm_layer") == "GroupNorm"
+    model = ContextClusterNet(**config).to(dtype).eval()
+    model.load_state_dict(fixture["state_dict"], strict=True)
+    return model
+
+
+def test_grid_path_reproduces_official_stage_outputs_and_logits(fixture):
+    model = _model(fixture)
+    with torch.no_grad():
+        x = model.forward_embeddings(fixture["input"])
+        torch.testing.assert_close(x, fixture["embed_output"], atol=1e-5, rtol=0)
+        for j, module in enumerate(model.network):
+            x = module(x)
+            torch.testing.assert_close(x, fixture["stage_outputs"][j], atol=1e-5, rtol=0)
+        torch.testing.assert_close(model(fixture["input"]), fixture["logits"], atol=1e-5, rtol=0)
+
+
+def test_float64_reproduces_official_float64_logits(fixture):
+    model = _model(fixture, torch.float64)
+    with torch.no_grad():
+        logits = model(fixture["input"].double())
+    torch.testing.assert_close(logits, fixture["logits_fp64"], atol=1e-10, rtol=0)
+
+
+def _block_on_points(block: ClusterBlock, x: torch.Tensor) -> torch.Tensor:
+    """A ClusterBlock whose token mixer runs the point path with the grid plan."""
+    b, c, h, w = x.shape
+    plan = block.token_mixer.grid_plan(b, h, w)
+
+    def mixer(t):
+        packed = t.permute(0, 2, 3, 1).reshape(-1, c)
+        return block.token_mixer(packed, plan=plan).view(b, h, w, c).permute(0, 3, 1, 2)
+
+    x = x + block.layer_scale_1.view(-1, 1, 1) * mixer(block.norm1(x))
+    return x + block.layer_scale_2.view(-1, 1, 1) * block.mlp(block.norm2(x))
+
+
+def test_point_path_reproduces_official_stage_outputs(fixture):
+    model = _model(fixture)
+    with torch.no_grad():
+        x = model.forward_embeddings(fixture["input"])
+        for j, module in enumerate(model.network):
+            if isinstance(module, torch.nn.Sequential):
+                for block in module:
+                    x = _block_on_points(block, x)
+            else:
+                x = module(x)
+            torch.testing.assert_close(x, fixture["stage_outputs"][j], atol=1e-5, rtol=0)
+
+
+def _listing(shared_dir, name):
+    lines = (shared_dir / "reference" / "state_dicts" / f"{name}.txt").read_text().splitlines()
+    header = lines[0].split()
+    count = int(header[2])
+    shapes = {}
+    for line in lines[1:]:
+        key, shape, _ = line.split("\t")
+        shapes[key] = tuple(int(s) for s in shape.split(",")) if shape else ()
+    return count, shapes
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_state_dict_and_parameter_count_equal_official_listing(shared_dir, name):
+    count, shapes = _listing(shared_dir, name)
+    model = FACTORIES[name]()
+    assert sum(p.numel() for p in model.parameters()) == count
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == shapes
+
+
+def test_fork_feat_returns_four_normalised_stage_maps():
+    """Oracle: the official feature-pyramid layout (norm0/2/4/6, strides 4, 8, 16, 32)."""
+    model = ContextClusterNet(
+        [1, 1, 1, 1], [8, 16, 24, 32], [2, 2, 2, 2], [True] * 4,
+        fold_w=[2, 1, 1, 1], fold_h=[2, 1, 1, 1], heads=[1] * 4, head_dim=[4] * 4,
+        fork_feat=True,
+    )  # fmt: skip
+    assert {"norm0.weight", "norm6.bias"} <= set(model.state_dict())
+    assert "head.weight" not in model.state_dict()
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [tuple(o.shape) for o in outs] == [
+        (1, 8, 16, 16),
+        (1, 16, 8, 8),
+        (1, 24, 4, 4),
+        (1, 32, 2, 2),
+    ]
+
+
+def test_bad_image_raises_value_error():
+    model = coc_tiny(num_classes=3)
+    with pytest.raises(ValueError, match="expected images"):
+        model(torch.randn(1, 4, 64, 64))
