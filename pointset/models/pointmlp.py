@@ -1,0 +1,251 @@
+"""PointMLP, PointMLP-Elite and PointMLP-CoC classifiers (official state-dict layout)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pointset.nn.local_grouper import LocalGrouper
+from pointset.nn.point_mlp_blocks import (
+    ConvBNReLU1D,
+    PosExtraction,
+    PreExtraction,
+    activation_layer,
+)
+
+#: Constructor arguments of the published models (``num_classes`` excluded).
+CONFIGS: dict[str, dict[str, Any]] = {
+    "pointmlp": dict(
+        points=1024,
+        embed_dim=64,
+        groups=1,
+        res_expansion=1.0,
+        activation="relu",
+        bias=False,
+        use_xyz=False,
+        normalize="anchor",
+        dim_expansion=[2, 2, 2, 2],
+        pre_blocks=[2, 2, 2, 2],
+        pos_blocks=[2, 2, 2, 2],
+        k_neighbors=[24, 24, 24, 24],
+        reducers=[2, 2, 2, 2],
+    ),
+    "pointmlp_elite": dict(
+        points=1024,
+        embed_dim=32,
+        groups=1,
+        res_expansion=0.25,
+        activation="relu",
+        bias=False,
+        use_xyz=False,
+        normalize="anchor",
+        dim_expansion=[2, 2, 2, 1],
+        pre_blocks=[1, 1, 2, 1],
+        pos_blocks=[1, 1, 2, 1],
+        k_neighbors=[24, 24, 24, 24],
+        reducers=[2, 2, 2, 2],
+    ),
+}
+CONFIGS["pointmlp_coc"] = dict(CONFIGS["pointmlp"], coc=True)
+
+
+class PointMLP(nn.Module):
+    r"""PointMLP point cloud classifier, and its PointMLP-CoC variant.
+
+    From `"Rethinking Network Design and Local Geometry in Point Cloud: A Simple Residual MLP
+    Framework" <https://arxiv.org/abs/2202.07123>`_ (ICLR 2022); ``coc=True`` builds the
+    PointMLP-CoC of `"Image as Set of Points" <https://arxiv.org/abs/2303.01494>`_, which
+    puts a :class:`~pointset.nn.GroupContextCluster` before every pre-extraction block.
+
+    A pointwise embedding is followed by stages of
+    :class:`~pointset.nn.LocalGrouper` (``points // reducer`` anchors, kNN groups, geometric
+    affine normalisation), :class:`~pointset.nn.PreExtraction` (shared MLP + max over each
+    group) and :class:`~pointset.nn.PosExtraction`; a max over the anchors feeds the
+    ``Linear(512) -> Linear(256) -> Linear(num_classes)`` head. Submodule names and shapes
+    are the official ones, so official checkpoints load with ``strict=True``.
+
+    Input layout: ``x [B, in_channels, N]`` with the **first three channels the xyz
+    coordinates**. All ``in_channels`` channels (e.g. xyz + rgb for ``in_channels=6``) feed
+    the embedding, while only xyz drives sampling and grouping. ``N`` may differ from
+    ``points``; anchor counts follow ``points``, so every stage needs at least that many
+    input points and ``k`` neighbours.
+
+    Args:
+        points (int): Nominal input size that sets the anchor counts. (default: ``1024``)
+        num_classes (int, optional): Output classes; ``None`` means 40. (default: ``None``)
+        embed_dim (int): Embedding channels. (default: ``64``)
+        groups (int): Convolution groups in the residual blocks. (default: ``1``)
+        res_expansion (float): Hidden width factor of the residual blocks. (default: ``1.0``)
+        activation (str): Activation name. (default: ``"relu"``)
+        bias (bool): Convolution biases. (default: ``False``)
+        use_xyz (bool): Append xyz to grouped features. (default: ``False``)
+        normalize (str or None): ``"anchor"``, ``"center"`` or ``None``. (default: ``"anchor"``)
+        dim_expansion (list[int]): Channel factor per stage. (default: ``[2, 2, 2, 2]``)
+        pre_blocks (list[int]): Residual blocks in each PreExtraction. (default: ``[2]*4``)
+        pos_blocks (list[int]): Residual blocks in each PosExtraction. (default: ``[2]*4``)
+        k_neighbors (list[int]): Group size per stage. (default: ``[24]*4``)
+        reducers (list[int]): Anchor reduction per stage. (default: ``[2]*4``)
+        in_channels (int): Input channels, at least 3 (xyz first). (default: ``3``)
+        coc (bool): Build PointMLP-CoC. (default: ``False``)
+        class_num (int, optional): The official name of ``num_classes``; accepted so that
+            official configs can be passed as keyword arguments.
+
+    The defaults are the published PointMLP configuration (the official ``Model`` class has
+    other defaults that no published model uses).
+
+    Shapes:
+        - **input:** :math:`(B, C_{in}, N)`
+        - **output:** :math:`(B, \text{num\_classes})` logits
+    """
+
+    def __init__(
+        self,
+        points: int = 1024,
+        num_classes: int | None = None,
+        embed_dim: int = 64,
+        groups: int = 1,
+        res_expansion: float = 1.0,
+        activation: str = "relu",
+        bias: bool = False,
+        use_xyz: bool = False,
+        normalize: str | None = "anchor",
+        dim_expansion: Sequence[int] = (2, 2, 2, 2),
+        pre_blocks: Sequence[int] = (2, 2, 2, 2),
+        pos_blocks: Sequence[int] = (2, 2, 2, 2),
+        k_neighbors: Sequence[int] = (24, 24, 24, 24),
+        reducers: Sequence[int] = (2, 2, 2, 2),
+        in_channels: int = 3,
+        coc: bool = False,
+        class_num: int | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes is not None and class_num is not None and num_classes != class_num:
+            raise ValueError(
+                f"num_classes={num_classes} and class_num={class_num} disagree; pass one"
+            )
+        if num_classes is None:
+            num_classes = 40 if class_num is None else class_num
+        lengths = {
+            "dim_expansion": len(dim_expansion),
+            "pre_blocks": len(pre_blocks),
+            "pos_blocks": len(pos_blocks),
+            "k_neighbors": len(k_neighbors),
+            "reducers": len(reducers),
+        }
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"per-stage lists must have equal lengths, got {lengths}")
+        if in_channels < 3:
+            raise ValueError(f"in_channels must be at least 3 (xyz first), got {in_channels}")
+        self.points = points
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.stages = len(pre_blocks)
+
+        self.embedding = ConvBNReLU1D(in_channels, embed_dim, bias=bias, activation=activation)
+        self.local_grouper_list = nn.ModuleList()
+        self.pre_blocks_list = nn.ModuleList()
+        self.pos_blocks_list = nn.ModuleList()
+        channels, anchors = embed_dim, points
+        for i in range(self.stages):
+            out_channels = channels * dim_expansion[i]
+            anchors = anchors // reducers[i]
+            self.local_grouper_list.append(
+                LocalGrouper(channels, anchors, k_neighbors[i], use_xyz, normalize)
+            )
+            self.pre_blocks_list.append(
+                PreExtraction(
+                    channels,
+                    out_channels,
+                    pre_blocks[i],
+                    groups=groups,
+                    res_expansion=res_expansion,
+                    bias=bias,
+                    activation=activation,
+                    use_xyz=use_xyz,
+                    coc=coc,
+                )
+            )
+            self.pos_blocks_list.append(
+                PosExtraction(
+                    out_channels,
+                    pos_blocks[i],
+                    groups=groups,
+                    res_expansion=res_expansion,
+                    bias=bias,
+                    activation=activation,
+                )
+            )
+            channels = out_channels
+        self.out_channels = channels
+        self.classifier = nn.Sequential(
+            nn.Linear(channels, 512),
+            nn.BatchNorm1d(512),
+            activation_layer(activation),
+            nn.Dropout(0.5),
+            nn.Linear(512, 256),
+            nn.BatchNorm1d(256),
+            activation_layer(activation),
+            nn.Dropout(0.5),
+            nn.Linear(256, num_classes),
+        )
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every layer (PyTorch defaults, identity affine, alpha 1, beta 0)."""
+
+        def reset(module: nn.Module) -> None:
+            for child in module.children():
+                if hasattr(child, "reset_parameters"):
+                    child.reset_parameters()
+                else:
+                    reset(child)
+
+        reset(self)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Global feature ``[B, C_last]`` of ``x [B, in_channels, N]`` (before the head)."""
+        if not isinstance(x, Tensor) or x.dim() != 3:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must have shape [B, {self.in_channels}, N], got {shape}")
+        if x.size(1) != self.in_channels:
+            raise ValueError(
+                f"x must have {self.in_channels} channels (xyz first), got {x.size(1)} "
+                f"(input layout is [B, C, N])"
+            )
+        if x.size(0) == 0 or x.size(2) == 0:
+            raise ValueError(f"x is empty (shape {tuple(x.shape)})")
+        xyz = x[:, :3].transpose(1, 2)  # [B, N, 3]
+        x = self.embedding(x)  # [B, E, N]
+        for grouper, pre, pos in zip(
+            self.local_grouper_list, self.pre_blocks_list, self.pos_blocks_list
+        ):
+            xyz, grouped = grouper(xyz, x.transpose(1, 2))  # [B, S, 3], [B, S, k, 2C]
+            x = pos(pre(grouped))  # [B, C', S]
+        return F.adaptive_max_pool1d(x, 1).squeeze(-1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``[B, num_classes]`` of ``x [B, in_channels, N]``."""
+        return self.classifier(self.forward_features(x))
+
+
+def _build(name: str, num_classes: int, kwargs: dict[str, Any]) -> PointMLP:
+    config = dict(CONFIGS[name])
+    config.update(kwargs)
+    return PointMLP(num_classes=num_classes, **config)
+
+
+def pointmlp(num_classes: int = 40, **kwargs: Any) -> PointMLP:
+    """PointMLP (13.2M parameters for 15 classes); ``kwargs`` override the config."""
+    return _build("pointmlp", num_classes, kwargs)
+
+
+def pointmlp_elite(num_classes: int = 40, **kwargs: Any) -> PointMLP:
+    """PointMLP-Elite (0.71M parameters for 15 classes); ``kwargs`` override the config."""
+    return _build("pointmlp_elite", num_classes, kwargs)
+
+
+def pointmlp_coc(num_classes: int = 40, **kwargs: Any) -> PointMLP:
+    """PointMLP-CoC (15.3M parameters for 15 classes); ``kwargs`` override the config."""
+    return _build("pointmlp_coc", num_classes, kwargs)

@@ -1,0 +1,135 @@
+"""Group-wise Context Cluster of PointMLP-CoC: one cluster per kNN group, centred on its mean."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.utils import scatter
+
+
+class GroupContextCluster(nn.Module):
+    r"""The Context Cluster block of PointMLP-CoC, one cluster per point group.
+
+    From `"Image as Set of Points" <https://arxiv.org/abs/2303.01494>`_ (ICLR 2023), point
+    cloud variant. Every group (a kNN neighbourhood of PointMLP) is a single cluster whose
+    center is the mean of its members, so no assignment step is needed. With
+    :math:`f_i = W_1 x_i`, :math:`v_i = W_v x_i` (split into ``heads``) for the members
+    :math:`i` of a group,
+
+    .. math::
+        c = \tfrac{1}{k}\textstyle\sum_i f_i,\quad v_c = \tfrac{1}{k}\sum_i v_i,\quad
+        s_i = \sigma\big(\beta + \alpha \cos(c, f_i)\big),
+
+        g = \frac{\sum_i s_i v_i + v_c}{\sum_i s_i + 1},\qquad
+        y_i = x_i + W_2\,(s_i\, g).
+
+    ``alpha`` and ``beta`` are the learnable scalars ``sim_alpha`` and ``sim_beta``;
+    ``W_1``, ``W_v``, ``W_2`` are the linear layers ``fc1``, ``fc_v``, ``fc2`` (with biases).
+
+    The layer is dense: :meth:`forward` takes groups of equal size in the channel-first
+    layout of PointMLP. :meth:`forward_grouped` takes packed points with a group index (any
+    group sizes) and computes the same formula with scatter reductions; the whole cluster
+    is one group, so no message-passing edges are involved.
+
+    Args:
+        dim (int): Channels of the points.
+        heads (int, optional): Heads; the similarity is computed per head. (default: ``1``)
+        head_dim (int, optional): Channels per head; ``None`` takes ``max(dim // 4, 32)``
+            as PointMLP-CoC does. (default: ``None``)
+
+    Shapes:
+        - **dense input:** :math:`(G, C, k)` -> **output:** :math:`(G, C, k)`
+        - **grouped input:** points :math:`(N, C)`, group :math:`(N)` ->
+          **output:** :math:`(N, C)`
+    """
+
+    def __init__(self, dim: int, heads: int = 1, head_dim: int | None = None) -> None:
+        super().__init__()
+        if head_dim is None:
+            head_dim = max(dim // 4, 32)
+        if dim < 1 or heads < 1 or head_dim < 1:
+            raise ValueError(
+                f"dim, heads and head_dim must be positive, got {dim}, {heads}, {head_dim}"
+            )
+        self.dim = dim
+        self.heads = heads
+        self.head_dim = head_dim
+        self.fc1 = nn.Linear(dim, heads * head_dim)
+        self.fc2 = nn.Linear(heads * head_dim, dim)
+        self.fc_v = nn.Linear(dim, heads * head_dim)
+        self.sim_alpha = nn.Parameter(torch.empty(1))
+        self.sim_beta = nn.Parameter(torch.empty(1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Default ``Linear`` init, ``sim_alpha = 1``, ``sim_beta = 0``."""
+        self.fc1.reset_parameters()
+        self.fc2.reset_parameters()
+        self.fc_v.reset_parameters()
+        nn.init.ones_(self.sim_alpha)
+        nn.init.zeros_(self.sim_beta)
+
+    def _similarity(self, center: Tensor, feats: Tensor) -> Tensor:
+        """``sigmoid(beta + alpha * cos)`` along the last axis (broadcasting)."""
+        cos = (F.normalize(center, dim=-1) * F.normalize(feats, dim=-1)).sum(dim=-1)
+        return torch.sigmoid(self.sim_beta + self.sim_alpha * cos)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Cluster each of ``G`` groups of ``k`` points.
+
+        Args:
+            x: ``[G, C, k]`` group members, channel first.
+
+        Returns:
+            ``[G, C, k]``.
+        """
+        if x.dim() != 3 or x.size(1) != self.dim:
+            raise ValueError(f"x must have shape [G, {self.dim}, k], got {tuple(x.shape)}")
+        g, _, k = x.shape
+        tokens = x.transpose(1, 2)  # [G, k, C]
+        feats = self.fc1(tokens).view(g, k, self.heads, self.head_dim).transpose(1, 2)
+        value = self.fc_v(tokens).view(g, k, self.heads, self.head_dim).transpose(1, 2)
+        center = feats.mean(dim=2, keepdim=True)  # [G, H, 1, d]
+        value_center = value.mean(dim=2, keepdim=True)
+        cos = F.normalize(center, dim=-1) @ F.normalize(feats, dim=-1).transpose(-2, -1)
+        sim = torch.sigmoid(self.sim_beta + self.sim_alpha * cos).transpose(-2, -1)  # [G,H,k,1]
+        agg = ((value * sim).sum(dim=2, keepdim=True) + value_center) / (
+            sim.sum(dim=2, keepdim=True) + 1.0
+        )  # [G, H, 1, d]
+        out = (agg * sim).transpose(1, 2).reshape(g, k, self.heads * self.head_dim)
+        return x + self.fc2(out).transpose(1, 2)
+
+    def forward_grouped(self, x: Tensor, group: Tensor, num_groups: int | None = None) -> Tensor:
+        """Cluster packed points, each group being one cluster.
+
+        Args:
+            x: ``[N, C]`` points.
+            group: ``[N]`` group of every point (any order, any sizes).
+            num_groups: number of groups (default ``group.max() + 1``).
+
+        Returns:
+            ``[N, C]``.
+        """
+        if x.dim() != 2 or x.size(1) != self.dim:
+            raise ValueError(f"x must have shape [N, {self.dim}], got {tuple(x.shape)}")
+        if x.size(0) == 0:
+            raise ValueError("x is empty (0 points)")
+        if group.dim() != 1 or group.numel() != x.size(0) or group.is_floating_point():
+            raise ValueError(
+                f"group must be an integer tensor of shape [{x.size(0)}], got "
+                f"{tuple(group.shape)} {group.dtype}"
+            )
+        n = x.size(0)
+        feats = self.fc1(x).view(n, self.heads, self.head_dim)
+        value = self.fc_v(x).view(n, self.heads, self.head_dim)
+        center = scatter(feats, group, 0, num_groups, reduce="mean")  # [G, H, d]
+        value_center = scatter(value, group, 0, num_groups, reduce="mean")
+        sim = self._similarity(center[group], feats).unsqueeze(-1)  # [N, H, 1]
+        num = scatter(value * sim, group, 0, num_groups) + value_center
+        den = scatter(sim, group, 0, num_groups) + 1.0
+        out = (num / den)[group] * sim
+        return x + self.fc2(out.reshape(n, self.heads * self.head_dim))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, heads={self.heads}, head_dim={self.head_dim}"

@@ -1,0 +1,276 @@
+"""PointMLP's residual point MLP blocks (kernel-1 ``Conv1d`` + ``BatchNorm1d`` + activation).
+
+All blocks work on channel-first tensors ``[B, C, L]`` (``L`` points or group members) and
+keep the official submodule names, so official checkpoints load with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .group_context_cluster import GroupContextCluster
+
+ACTIVATIONS = ("relu", "gelu", "rrelu", "selu", "silu", "hardswish", "leakyrelu", "leakyrelu0.2")
+
+
+def activation_layer(name: str) -> nn.Module:
+    """The activation module PointMLP names ``name`` (case-insensitive).
+
+    Unlike the official helper, which silently falls back to ReLU, an unknown name raises
+    ``ValueError``.
+    """
+    key = str(name).lower()
+    if key == "relu":
+        return nn.ReLU(inplace=True)
+    if key == "gelu":
+        return nn.GELU()
+    if key == "rrelu":
+        return nn.RReLU(inplace=True)
+    if key == "selu":
+        return nn.SELU(inplace=True)
+    if key == "silu":
+        return nn.SiLU(inplace=True)
+    if key == "hardswish":
+        return nn.Hardswish(inplace=True)
+    if key == "leakyrelu":
+        return nn.LeakyReLU(inplace=True)
+    if key == "leakyrelu0.2":
+        return nn.LeakyReLU(0.2, inplace=True)
+    raise ValueError(f"unknown activation {name!r}; valid activations are {', '.join(ACTIVATIONS)}")
+
+
+def _reset_children(module: nn.Module) -> None:
+    """Re-initialise every submodule once (containers are walked into)."""
+    for child in module.children():
+        if hasattr(child, "reset_parameters"):
+            child.reset_parameters()
+        else:
+            _reset_children(child)
+
+
+class ConvBNReLU1D(nn.Module):
+    r"""Pointwise ``Conv1d -> BatchNorm1d -> activation`` (``net.0``, ``net.1``, ``net.2``).
+
+    .. math::
+        y = \mathrm{act}(\mathrm{BN}(W x + b))
+
+    Args:
+        in_channels (int): Input channels.
+        out_channels (int): Output channels.
+        kernel_size (int, optional): Convolution width. (default: ``1``)
+        bias (bool, optional): Convolution bias. (default: ``True``)
+        activation (str, optional): See :func:`activation_layer`. (default: ``"relu"``)
+
+    Shapes:
+        - **input:** :math:`(B, C_{in}, L)`
+        - **output:** :math:`(B, C_{out}, L - \text{kernel\_size} + 1)`
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        bias: bool = True,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv1d(in_channels, out_channels, kernel_size, bias=bias),
+            nn.BatchNorm1d(out_channels),
+            activation_layer(activation),
+        )
+
+    def reset_parameters(self) -> None:
+        _reset_children(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class ConvBNReLURes1D(nn.Module):
+    r"""PointMLP's residual point block.
+
+    .. math::
+        y = \mathrm{act}\big(\mathrm{BN}_2(W_2\, \mathrm{act}(\mathrm{BN}_1(W_1 x))) + x\big)
+
+    ``W_1`` maps ``channel`` to ``int(channel * res_expansion)`` and ``W_2`` maps back. With
+    ``groups > 1`` both convolutions are grouped and ``net2`` gains a second, dense
+    ``Conv1d + BatchNorm1d`` after an activation (as in the official code).
+
+    Args:
+        channel (int): Channels in and out.
+        kernel_size (int, optional): Convolution width (``1`` keeps ``L``). (default: ``1``)
+        groups (int, optional): Convolution groups. (default: ``1``)
+        res_expansion (float, optional): Hidden width factor. (default: ``1.0``)
+        bias (bool, optional): Convolution biases. (default: ``True``)
+        activation (str, optional): See :func:`activation_layer`. (default: ``"relu"``)
+
+    Shapes:
+        - **input:** :math:`(B, C, L)`
+        - **output:** :math:`(B, C, L)`
+    """
+
+    def __init__(
+        self,
+        channel: int,
+        kernel_size: int = 1,
+        groups: int = 1,
+        res_expansion: float = 1.0,
+        bias: bool = True,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        hidden = int(channel * res_expansion)
+        if hidden < 1:
+            raise ValueError(
+                f"res_expansion={res_expansion} leaves no hidden channels for channel={channel}"
+            )
+        self.act = activation_layer(activation)
+        self.net1 = nn.Sequential(
+            nn.Conv1d(channel, hidden, kernel_size, groups=groups, bias=bias),
+            nn.BatchNorm1d(hidden),
+            activation_layer(activation),
+        )
+        if groups > 1:
+            self.net2 = nn.Sequential(
+                nn.Conv1d(hidden, channel, kernel_size, groups=groups, bias=bias),
+                nn.BatchNorm1d(channel),
+                activation_layer(activation),
+                nn.Conv1d(channel, channel, kernel_size, bias=bias),
+                nn.BatchNorm1d(channel),
+            )
+        else:
+            self.net2 = nn.Sequential(
+                nn.Conv1d(hidden, channel, kernel_size, bias=bias),
+                nn.BatchNorm1d(channel),
+            )
+
+    def reset_parameters(self) -> None:
+        _reset_children(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.net2(self.net1(x)) + x)
+
+
+class PreExtraction(nn.Module):
+    r"""PointMLP's per-group extractor :math:`\Phi_{pre}`: shared MLP, then max over the group.
+
+    ``transfer`` (:class:`ConvBNReLU1D`) maps the grouped channels to ``out_channels``, then
+    ``operation`` runs ``blocks`` :class:`ConvBNReLURes1D` over the members of every group
+    (with ``coc=True`` each block is preceded by a :class:`GroupContextCluster`, as in
+    PointMLP-CoC), and a max over the ``k`` members gives one vector per group.
+
+    Args:
+        channels (int): Point feature channels ``C`` before grouping.
+        out_channels (int): Output channels.
+        blocks (int, optional): Residual blocks. (default: ``1``)
+        groups (int, optional): Convolution groups. (default: ``1``)
+        res_expansion (float, optional): Hidden width factor. (default: ``1``)
+        bias (bool, optional): Convolution biases. (default: ``True``)
+        activation (str, optional): See :func:`activation_layer`. (default: ``"relu"``)
+        use_xyz (bool, optional): Groups carry ``pos_dim`` extra position channels, as from
+            :class:`~pointset.nn.LocalGrouper` with ``use_xyz=True``. (default: ``True``)
+        coc (bool, optional): Insert a group-wise context cluster before every block.
+            (default: ``False``)
+        pos_dim (int, optional): Position channels added by ``use_xyz``. (default: ``3``)
+
+    Shapes:
+        - **input:** :math:`(B, S, k, 2C (+D))` grouped points
+        - **output:** :math:`(B, C_{out}, S)`
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        out_channels: int,
+        blocks: int = 1,
+        groups: int = 1,
+        res_expansion: float = 1,
+        bias: bool = True,
+        activation: str = "relu",
+        use_xyz: bool = True,
+        coc: bool = False,
+        pos_dim: int = 3,
+    ) -> None:
+        super().__init__()
+        self.in_channels = 2 * channels + (pos_dim if use_xyz else 0)
+        self.transfer = ConvBNReLU1D(
+            self.in_channels, out_channels, bias=bias, activation=activation
+        )
+        operation: list[nn.Module] = []
+        for _ in range(blocks):
+            if coc:
+                operation.append(GroupContextCluster(out_channels))
+            operation.append(
+                ConvBNReLURes1D(
+                    out_channels,
+                    groups=groups,
+                    res_expansion=res_expansion,
+                    bias=bias,
+                    activation=activation,
+                )
+            )
+        self.operation = nn.Sequential(*operation)
+
+    def reset_parameters(self) -> None:
+        _reset_children(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.size(-1) != self.in_channels:
+            raise ValueError(
+                f"PreExtraction expects grouped points [B, S, k, {self.in_channels}], "
+                f"got {tuple(x.shape)}"
+            )
+        b, s, k, d = x.shape
+        x = x.permute(0, 1, 3, 2).reshape(b * s, d, k)
+        x = self.operation(self.transfer(x))  # [B*S, C_out, k]
+        x = F.adaptive_max_pool1d(x, 1)
+        return x.reshape(b, s, -1).permute(0, 2, 1)
+
+
+class PosExtraction(nn.Module):
+    r"""PointMLP's per-anchor extractor :math:`\Phi_{pos}`: ``blocks`` residual blocks.
+
+    Args:
+        channels (int): Channels in and out.
+        blocks (int, optional): Residual blocks. (default: ``1``)
+        groups (int, optional): Convolution groups. (default: ``1``)
+        res_expansion (float, optional): Hidden width factor. (default: ``1``)
+        bias (bool, optional): Convolution biases. (default: ``True``)
+        activation (str, optional): See :func:`activation_layer`. (default: ``"relu"``)
+
+    Shapes:
+        - **input:** :math:`(B, C, S)`
+        - **output:** :math:`(B, C, S)`
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        blocks: int = 1,
+        groups: int = 1,
+        res_expansion: float = 1,
+        bias: bool = True,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.operation = nn.Sequential(
+            *(
+                ConvBNReLURes1D(
+                    channels,
+                    groups=groups,
+                    res_expansion=res_expansion,
+                    bias=bias,
+                    activation=activation,
+                )
+                for _ in range(blocks)
+            )
+        )
+
+    def reset_parameters(self) -> None:
+        _reset_children(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.operation(x)

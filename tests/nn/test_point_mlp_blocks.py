@@ -1,0 +1,155 @@
+"""Tests for pointset/nn/point_mlp_blocks.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from pointset.nn.group_context_cluster import GroupContextCluster
+from pointset.nn.point_mlp_blocks import (
+    ConvBNReLU1D,
+    ConvBNReLURes1D,
+    PosExtraction,
+    PreExtraction,
+    activation_layer,
+)
+
+
+def _randomize(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Random weights and BN running statistics so eval-mode BN is not the identity."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.uniform_(-0.5, 0.5, generator=gen)
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.5, 0.5, generator=gen)
+                m.running_var.uniform_(0.5, 1.5, generator=gen)
+    return module.eval()
+
+
+def _bn(y, bn):
+    """Eval-mode BatchNorm1d on [B, C, L] written out."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return (y - bn.running_mean[:, None]) * scale[:, None] + bn.bias[:, None]
+
+
+def _conv(x, conv):
+    """Kernel-1 Conv1d on [B, C, L] written as a matmul."""
+    y = torch.einsum("oc,bcl->bol", conv.weight[:, :, 0], x)
+    return y if conv.bias is None else y + conv.bias[:, None]
+
+
+def test_conv_bn_relu_matches_formula():
+    """Oracle: relu(BN(W x + b)) written with einsum and explicit BN arithmetic."""
+    block = _randomize(ConvBNReLU1D(5, 7, bias=True).double())
+    x = torch.randn(3, 5, 11, dtype=torch.float64)
+    expected = torch.relu(_bn(_conv(x, block.net[0]), block.net[1]))
+    torch.testing.assert_close(block(x), expected)
+
+
+@pytest.mark.parametrize("res_expansion", [1.0, 0.25])
+def test_residual_block_matches_formula(res_expansion):
+    """Oracle: relu(BN2(W2 relu(BN1(W1 x))) + x) written out."""
+    block = _randomize(ConvBNReLURes1D(8, res_expansion=res_expansion, bias=False).double())
+    x = torch.randn(3, 8, 6, dtype=torch.float64)
+    hidden = torch.relu(_bn(_conv(x, block.net1[0]), block.net1[1]))
+    expected = torch.relu(_bn(_conv(hidden, block.net2[0]), block.net2[1]) + x)
+    torch.testing.assert_close(block(x), expected)
+    assert block.net1[0].out_channels == int(8 * res_expansion)
+
+
+def test_grouped_residual_block_has_official_extra_layers():
+    """Oracle: official layout for groups > 1 (net2 = gconv, BN, act, conv, BN)."""
+    block = ConvBNReLURes1D(8, groups=2, bias=False)
+    keys = [k for k in block.state_dict() if not k.endswith("num_batches_tracked")]
+    assert [k for k in keys if k.startswith("net2")] == [
+        "net2.0.weight",
+        "net2.1.weight",
+        "net2.1.bias",
+        "net2.1.running_mean",
+        "net2.1.running_var",
+        "net2.3.weight",
+        "net2.4.weight",
+        "net2.4.bias",
+        "net2.4.running_mean",
+        "net2.4.running_var",
+    ]
+    assert block.net2[0].weight.shape == (8, 4, 1)
+    assert block(torch.randn(2, 8, 5)).shape == (2, 8, 5)
+
+
+def test_pre_extraction_is_max_over_group_of_pointwise_mlp():
+    """Oracle: transfer + residual blocks applied to each group separately, then max over k."""
+    pre = _randomize(PreExtraction(4, 16, blocks=2, use_xyz=True, bias=False).double())
+    x = torch.randn(2, 5, 6, 2 * 4 + 3, dtype=torch.float64)  # [B, S, k, 2C+3]
+    out = pre(x)
+    assert out.shape == (2, 16, 5)
+    for b in range(2):
+        for s in range(5):
+            members = x[b, s].t().unsqueeze(0)  # [1, 2C+3, k]
+            feats = pre.operation(pre.transfer(members))[0]  # [16, k]
+            torch.testing.assert_close(out[b, :, s], feats.max(dim=-1).values)
+
+
+def test_pre_extraction_coc_interleaves_context_clusters():
+    """Oracle: PointMLP-CoC layout, [ContextCluster, residual block] per block."""
+    pre = PreExtraction(64, 128, blocks=2, use_xyz=False, coc=True)
+    kinds = [type(m) for m in pre.operation]
+    assert kinds == [GroupContextCluster, ConvBNReLURes1D] * 2
+    assert pre.transfer.net[0].weight.shape == (128, 128, 1)
+    assert pre.operation[0].fc1.weight.shape == (32, 128)
+
+
+def test_pos_extraction_stacks_residual_blocks():
+    """Oracle: the blocks applied one after another."""
+    pos = _randomize(PosExtraction(6, blocks=3, res_expansion=0.5).double())
+    x = torch.randn(2, 6, 9, dtype=torch.float64)
+    expected = x
+    for block in pos.operation:
+        expected = block(expected)
+    torch.testing.assert_close(pos(x), expected)
+    assert len(pos.operation) == 3
+
+
+def test_official_parameter_names():
+    """Oracle: names from the official state-dict listing (net1.0.weight, transfer.net...)."""
+    pre = PreExtraction(64, 128, blocks=1, use_xyz=False, bias=False)
+    names = [k for k in pre.state_dict() if not k.endswith("num_batches_tracked")]
+    assert names == [
+        "transfer.net.0.weight",
+        "transfer.net.1.weight",
+        "transfer.net.1.bias",
+        "transfer.net.1.running_mean",
+        "transfer.net.1.running_var",
+        "operation.0.net1.0.weight",
+        "operation.0.net1.1.weight",
+        "operation.0.net1.1.bias",
+        "operation.0.net1.1.running_mean",
+        "operation.0.net1.1.running_var",
+        "operation.0.net2.0.weight",
+        "operation.0.net2.1.weight",
+        "operation.0.net2.1.bias",
+        "operation.0.net2.1.running_mean",
+        "operation.0.net2.1.running_var",
+    ]
+
+
+def test_reset_parameters_restores_defaults():
+    """Oracle: PyTorch's default BN init (weight 1, bias 0) after reset."""
+    block = _randomize(ConvBNReLURes1D(4))
+    block.reset_parameters()
+    assert torch.equal(block.net1[1].weight, torch.ones(4))
+    assert torch.equal(block.net2[1].bias, torch.zeros(4))
+
+
+def test_bad_input_raises_value_error():
+    """Oracle: the input contract (ValueError naming the problem)."""
+    with pytest.raises(ValueError, match="activation"):
+        activation_layer("swishy")
+    with pytest.raises(ValueError, match="hidden"):
+        ConvBNReLURes1D(2, res_expansion=0.25)
+    pre = PreExtraction(4, 8, use_xyz=False)
+    with pytest.raises(ValueError, match=r"\[B, S, k, 8\]"):
+        pre(torch.randn(2, 3, 4, 11))
