@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pointset.models._layers import DropPath, Mlp
+from pointset.models.registry import Reported, register_model
 from pointset.nn._aff_geometry import cluster_neighbourhood
 from pointset.nn.adaptive_downsample import AdaptiveDownsample
 from pointset.nn.cluster_attention import ClusterAttention, Neighbourhood
@@ -79,35 +81,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-class DropPath(nn.Module):
-    """Stochastic depth: drop the whole residual branch per sample with probability ``p``."""
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        shape = (x.size(0),) + (1,) * (x.dim() - 1)
-        return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
-
-
-class Mlp(nn.Module):
-    """``Linear -> GELU -> Dropout -> Linear -> Dropout`` on channels-last tokens."""
-
-    def __init__(self, channels: int, hidden: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(channels, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, channels)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
 class AFFPatchEmbed(nn.Module):
     """Stem ``Conv3x3/2 -> BN -> GELU -> Conv3x3/2``, flattened in raster order, then LN.
 
@@ -164,7 +137,7 @@ class AFFBlock(nn.Module):
         )
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
     def forward(self, x: Tensor, pos: Tensor, nbhd: Neighbourhood) -> Tensor:
         y = self.attn.forward_dense(self.norm1(x), pos, nbhd)
@@ -377,21 +350,90 @@ def _build(name: str, num_classes: int, kwargs: dict[str, Any]) -> AutoFocusForm
     return AutoFocusFormer(num_classes=num_classes, **config)
 
 
+_PAPER = (
+    "AutoFocusFormer: Image Segmentation off the Grid (Ziwen et al., CVPR 2023), "
+    "https://arxiv.org/abs/2304.12406"
+)
+_SOURCE = "official AutoFocusFormer README"
+_WEIGHTS = "https://docs-assets.developer.apple.com/ml-research/models/aff/classification/"
+
+
+def _cfg(params: int | None, file: str, results: list[tuple[str, float, str]], size: int = 224):
+    return dict(
+        default_cfg=dict(
+            num_classes=1000,
+            input_size=(3, size, size),
+            mean=(0.485, 0.456, 0.406),
+            std=(0.229, 0.224, 0.225),
+            param_count=params,
+            url=_WEIGHTS + file,
+        ),
+        reported=[
+            Reported(dataset, {"top1": top1}, setting, _SOURCE)
+            for dataset, top1, setting in results
+        ],
+    )
+
+
+_IN1K = "ImageNet-1K val"
+
+
+@register_model(
+    family="aff",
+    paper=_PAPER,
+    config=CONFIGS["aff_mini"],
+    **_cfg(
+        6_754_451,
+        "aff_mini.pth",
+        [(_IN1K, 78.2, "224x224"), (_IN1K, 77.5, "224x224, ds_rate=0.2 (AFF-Mini-1/5)")],
+    ),
+)
 def aff_mini(num_classes: int = 1000, **kwargs: Any) -> AutoFocusFormer:
     """AFF-Mini (6.75M parameters at 1000 classes). ``ds_rate=0.2`` gives AFF-Mini-1/5."""
     return _build("aff_mini", num_classes, kwargs)
 
 
+@register_model(
+    family="aff",
+    paper=_PAPER,
+    config=CONFIGS["aff_tiny"],
+    **_cfg(
+        None,
+        "aff_tiny.pth",
+        [(_IN1K, 83.0, "224x224"), (_IN1K, 82.4, "224x224, ds_rate=0.2 (AFF-Tiny-1/5)")],
+    ),
+)
 def aff_tiny(num_classes: int = 1000, **kwargs: Any) -> AutoFocusFormer:
     """AFF-Tiny (27M parameters). ``ds_rate=0.2`` gives AFF-Tiny-1/5."""
     return _build("aff_tiny", num_classes, kwargs)
 
 
+@register_model(
+    family="aff",
+    paper=_PAPER,
+    config=CONFIGS["aff_small"],
+    **_cfg(
+        None,
+        "aff_small.pth",
+        [(_IN1K, 83.5, "224x224"), (_IN1K, 83.4, "224x224, ds_rate=0.2 (AFF-Small-1/5)")],
+    ),
+)
 def aff_small(num_classes: int = 1000, **kwargs: Any) -> AutoFocusFormer:
     """AFF-Small (42.6M parameters). ``ds_rate=0.2`` gives AFF-Small-1/5."""
     return _build("aff_small", num_classes, kwargs)
 
 
+@register_model(
+    family="aff",
+    paper=_PAPER,
+    config=CONFIGS["aff_base"],
+    **_cfg(
+        None,
+        "aff_base_22kto1k_384.pth",
+        [(_IN1K, 86.2, "384x384, ImageNet-22K pretraining")],
+        size=384,
+    ),
+)
 def aff_base(num_classes: int = 1000, **kwargs: Any) -> AutoFocusFormer:
     """AFF-Base (75.3M parameters), the ImageNet-22K-pretrained configuration."""
     return _build("aff_base", num_classes, kwargs)

@@ -7,19 +7,21 @@ models, so their checkpoints load with ``strict=True``.
 
 from __future__ import annotations
 
-from typing import List, Sequence, Union
+from typing import Any, List, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 from pointset.data.image import coc_input
+from pointset.models._layers import DropPath, Mlp
+from pointset.models.registry import Reported, register_model
 from pointset.nn.context_cluster import ContextCluster
 from pointset.nn.point_reducer import GridPointReducer
 
 __all__ = [
     "ClusterBlock",
+    "CONFIGS",
     "ContextClusterNet",
-    "Mlp",
     "coc_medium",
     "coc_small",
     "coc_tiny",
@@ -27,47 +29,12 @@ __all__ = [
 ]
 
 
-class DropPath(nn.Module):
-    """Stochastic depth: drop the whole residual branch per sample with probability ``p``."""
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.size(0),) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-
-class Mlp(nn.Module):
-    """``Linear -> act -> Linear`` over the channels of ``x [B, C, H, W]`` (channels-last)."""
-
-    def __init__(
-        self,
-        in_features: int,
-        hidden_features: int,
-        act_layer: type = nn.GELU,
-        drop: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden_features)
-        self.act = act_layer()
-        self.fc2 = nn.Linear(hidden_features, in_features)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.drop(self.act(self.fc1(x.permute(0, 2, 3, 1))))
-        return self.drop(self.fc2(x).permute(0, 3, 1, 2))
-
-
 class ClusterBlock(nn.Module):
     """``x + ls1 * ContextCluster(GN(x))``, then ``x + ls2 * Mlp(GN(x))``.
 
     ``GN`` is ``GroupNorm(1, dim)``; ``ls1``/``ls2`` are per-channel layer scales
-    (``layer_scale_1``/``layer_scale_2``, only with ``use_layer_scale``).
+    (``layer_scale_1``/``layer_scale_2``, only with ``use_layer_scale``); the MLP runs
+    channels-last.
 
     Shapes:
         - **input / output:** ``[B, dim, H, W]``
@@ -114,7 +81,7 @@ class ClusterBlock(nn.Module):
         if self.use_layer_scale:
             mixed = self.layer_scale_1.view(-1, 1, 1) * mixed
         x = x + self.drop_path(mixed)
-        fed = self.mlp(self.norm2(x))
+        fed = self.mlp(self.norm2(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         if self.use_layer_scale:
             fed = self.layer_scale_2.view(-1, 1, 1) * fed
         return x + self.drop_path(fed)
@@ -282,61 +249,116 @@ class ContextClusterNet(nn.Module):
         return self.head(self.norm(x).mean(dim=(-2, -1)))
 
 
-def _build(
-    layers,
-    embed_dims,
-    heads,
-    head_dim,
-    proposal,
-    fold,
-    num_classes: int,
-    **kwargs,
-) -> ContextClusterNet:
-    return ContextClusterNet(
-        layers,
-        embed_dims=embed_dims,
-        mlp_ratios=[8, 8, 4, 4],
-        downsamples=[True, True, True, True],
-        proposal_w=proposal,
-        proposal_h=proposal,
-        fold_w=fold,
-        fold_h=fold,
-        heads=heads,
-        head_dim=head_dim,
-        num_classes=num_classes,
-        down_patch_size=3,
-        down_pad=1,
-        **kwargs,
+_PAPER = "Image as Set of Points (Ma et al., ICLR 2023), https://arxiv.org/abs/2303.01494"
+_SOURCE = "official Context-Cluster README"
+_COMMON: dict[str, Any] = dict(
+    mlp_ratios=[8, 8, 4, 4],
+    downsamples=[True, True, True, True],
+    down_patch_size=3,
+    down_pad=1,
+)
+
+#: Constructor arguments of the published models (``num_classes`` excluded), from the
+#: official ``models/context_cluster.py``.
+CONFIGS: dict[str, dict[str, Any]] = {
+    "coc_tiny": dict(
+        _COMMON,
+        layers=[3, 4, 5, 2],
+        embed_dims=[32, 64, 196, 320],
+        heads=[4, 4, 8, 8],
+        head_dim=[24, 24, 24, 24],
+        proposal_w=[2, 2, 2, 2],
+        proposal_h=[2, 2, 2, 2],
+        fold_w=[8, 4, 2, 1],
+        fold_h=[8, 4, 2, 1],
+    ),
+    "coc_tiny_plain": dict(
+        _COMMON,
+        layers=[3, 4, 5, 2],
+        embed_dims=[32, 64, 196, 320],
+        heads=[4, 4, 8, 8],
+        head_dim=[24, 24, 24, 24],
+        proposal_w=[4, 4, 2, 2],
+        proposal_h=[4, 4, 2, 2],
+        fold_w=[1, 1, 1, 1],
+        fold_h=[1, 1, 1, 1],
+    ),
+    "coc_small": dict(
+        _COMMON,
+        layers=[2, 2, 6, 2],
+        embed_dims=[64, 128, 320, 512],
+        heads=[4, 4, 8, 8],
+        head_dim=[32, 32, 32, 32],
+        proposal_w=[2, 2, 2, 2],
+        proposal_h=[2, 2, 2, 2],
+        fold_w=[8, 4, 2, 1],
+        fold_h=[8, 4, 2, 1],
+    ),
+    "coc_medium": dict(
+        _COMMON,
+        layers=[4, 4, 12, 4],
+        embed_dims=[64, 128, 320, 512],
+        heads=[6, 6, 12, 12],
+        head_dim=[32, 32, 32, 32],
+        proposal_w=[2, 2, 2, 2],
+        proposal_h=[2, 2, 2, 2],
+        fold_w=[8, 4, 2, 1],
+        fold_h=[8, 4, 2, 1],
+    ),
+}
+
+
+def _cfg(params: int, top1: float, note: str = "") -> dict[str, Any]:
+    return dict(
+        default_cfg=dict(
+            num_classes=1000,
+            input_size=(3, 224, 224),
+            mean=(0.485, 0.456, 0.406),
+            std=(0.229, 0.224, 0.225),
+            param_count=params,
+        ),
+        reported=[Reported("ImageNet-1K val", {"top1": top1}, "224x224" + note, _SOURCE)],
     )
 
 
-def coc_tiny(num_classes: int = 1000, **kwargs) -> ContextClusterNet:
-    """CoC-Tiny: 5,570,584 parameters (1000 classes), regions 8/4/2/1, 2x2 centers."""
-    return _build(
-        [3, 4, 5, 2], [32, 64, 196, 320], [4, 4, 8, 8], [24] * 4, [2] * 4, [8, 4, 2, 1],
-        num_classes, **kwargs,
-    )  # fmt: skip
+def _build(
+    name: str, num_classes: int, features_only: bool, kwargs: dict[str, Any]
+) -> ContextClusterNet:
+    config = dict(CONFIGS[name])
+    config.update(kwargs)
+    if features_only:
+        config["fork_feat"] = True
+    return ContextClusterNet(num_classes=num_classes, **config)
 
 
-def coc_tiny_plain(num_classes: int = 1000, **kwargs) -> ContextClusterNet:
-    """CoC-Tiny without regions: 5,570,584 parameters, centers 4x4, 4x4, 2x2, 2x2."""
-    return _build(
-        [3, 4, 5, 2], [32, 64, 196, 320], [4, 4, 8, 8], [24] * 4, [4, 4, 2, 2], [1] * 4,
-        num_classes, **kwargs,
-    )  # fmt: skip
+@register_model(family="coc", paper=_PAPER, config=CONFIGS["coc_tiny"], **_cfg(5_570_584, 71.8))
+def coc_tiny(num_classes: int = 1000, features_only: bool = False, **kwargs: Any):
+    """CoC-Tiny: 5,570,584 parameters (1000 classes), regions 8/4/2/1, 2x2 centers.
+
+    ``features_only=True`` returns the four normalised stage maps instead of logits;
+    ``kwargs`` override the config.
+    """
+    return _build("coc_tiny", num_classes, features_only, kwargs)
 
 
-def coc_small(num_classes: int = 1000, **kwargs) -> ContextClusterNet:
+@register_model(
+    family="coc",
+    paper=_PAPER,
+    config=CONFIGS["coc_tiny_plain"],
+    **_cfg(5_570_584, 72.9, ", no region partition"),
+)
+def coc_tiny_plain(num_classes: int = 1000, features_only: bool = False, **kwargs: Any):
+    """CoC-Tiny without region partition: 5,570,584 parameters, centers 4x4, 4x4, 2x2, 2x2."""
+    return _build("coc_tiny_plain", num_classes, features_only, kwargs)
+
+
+@register_model(family="coc", paper=_PAPER, config=CONFIGS["coc_small"], **_cfg(14_657_024, 77.5))
+def coc_small(num_classes: int = 1000, features_only: bool = False, **kwargs: Any):
     """CoC-Small: 14,657,024 parameters (1000 classes)."""
-    return _build(
-        [2, 2, 6, 2], [64, 128, 320, 512], [4, 4, 8, 8], [32] * 4, [2] * 4, [8, 4, 2, 1],
-        num_classes, **kwargs,
-    )  # fmt: skip
+    return _build("coc_small", num_classes, features_only, kwargs)
 
 
-def coc_medium(num_classes: int = 1000, **kwargs) -> ContextClusterNet:
+@register_model(family="coc", paper=_PAPER, config=CONFIGS["coc_medium"], **_cfg(29_290_520, 81.0))
+def coc_medium(num_classes: int = 1000, features_only: bool = False, **kwargs: Any):
     """CoC-Medium: 29,290,520 parameters (1000 classes)."""
-    return _build(
-        [4, 4, 12, 4], [64, 128, 320, 512], [6, 6, 12, 12], [32] * 4, [2] * 4, [8, 4, 2, 1],
-        num_classes, **kwargs,
-    )  # fmt: skip
+    return _build("coc_medium", num_classes, features_only, kwargs)

@@ -8,6 +8,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pointset.models.registry import Reported, register_model
 from pointset.nn.local_grouper import LocalGrouper
 from pointset.nn.point_mlp_blocks import (
     ConvBNReLU1D,
@@ -236,16 +237,86 @@ def _build(name: str, num_classes: int, kwargs: dict[str, Any]) -> PointMLP:
     return PointMLP(num_classes=num_classes, **config)
 
 
+_POINTMLP_PAPER = (
+    "Rethinking Network Design and Local Geometry in Point Cloud: A Simple Residual MLP "
+    "Framework (Ma et al., ICLR 2022), https://arxiv.org/abs/2202.07123"
+)
+_COC_PAPER = "Image as Set of Points (Ma et al., ICLR 2023), https://arxiv.org/abs/2303.01494"
+_SONN = "ScanObjectNN PB_T50_RS"
+_MN40 = "ModelNet40"
+_RELEASE = "official pointMLP README (released fixed-std checkpoint)"
+
+
+def _cfg(params_40: int, reported: list[Reported]) -> dict[str, Any]:
+    # ``param_count`` is at the factory default of 40 classes; the head's last Linear adds
+    # 257 parameters per class (15 classes: 25 * 257 = 6,425 fewer).
+    return dict(
+        default_cfg=dict(num_classes=40, input_size=(3, 1024), param_count=params_40),
+        reported=reported,
+    )
+
+
+@register_model(
+    family="pointmlp",
+    paper=_POINTMLP_PAPER,
+    config=CONFIGS["pointmlp"],
+    **_cfg(
+        13_238_504,
+        [
+            Reported(
+                _SONN,
+                {"OA": 85.4, "OA_std": 0.3, "mAcc": 83.9, "mAcc_std": 0.5},
+                "1,024 points, mean of runs",
+                "PointMLP paper",
+            ),
+            Reported(_SONN, {"OA": 86.1, "mAcc": 84.4}, "no voting", _RELEASE),
+            Reported(_MN40, {"OA": 94.1, "mAcc": 91.5}, "no voting", _RELEASE),
+        ],
+    ),
+)
 def pointmlp(num_classes: int = 40, **kwargs: Any) -> PointMLP:
     """PointMLP (13.2M parameters for 15 classes); ``kwargs`` override the config."""
     return _build("pointmlp", num_classes, kwargs)
 
 
+@register_model(
+    family="pointmlp",
+    paper=_POINTMLP_PAPER,
+    config=CONFIGS["pointmlp_elite"],
+    **_cfg(
+        716_232,
+        [
+            Reported(
+                _SONN,
+                {"OA": 83.8, "OA_std": 0.6, "mAcc": 81.8, "mAcc_std": 0.8},
+                "1,024 points, mean of runs",
+                "PointMLP paper",
+            ),
+            Reported(_SONN, {"OA": 84.1, "mAcc": 81.7}, "no voting", _RELEASE),
+        ],
+    ),
+)
 def pointmlp_elite(num_classes: int = 40, **kwargs: Any) -> PointMLP:
     """PointMLP-Elite (0.71M parameters for 15 classes); ``kwargs`` override the config."""
     return _build("pointmlp_elite", num_classes, kwargs)
 
 
+@register_model(
+    family="pointmlp",
+    paper=_COC_PAPER,
+    config=CONFIGS["pointmlp_coc"],
+    **_cfg(
+        15_333_240,
+        [
+            Reported(
+                _SONN,
+                {"OA": 86.2, "mAcc": 84.4},
+                "1,024 points",
+                "Context Cluster paper / official pointcloud README",
+            )
+        ],
+    ),
+)
 def pointmlp_coc(num_classes: int = 40, **kwargs: Any) -> PointMLP:
     """PointMLP-CoC (15.3M parameters for 15 classes); ``kwargs`` override the config."""
     return _build("pointmlp_coc", num_classes, kwargs)

@@ -74,7 +74,8 @@ def _block_on_points(block: ClusterBlock, x: torch.Tensor) -> torch.Tensor:
         return block.token_mixer(packed, plan=plan).view(b, h, w, c).permute(0, 3, 1, 2)
 
     x = x + block.layer_scale_1.view(-1, 1, 1) * mixer(block.norm1(x))
-    return x + block.layer_scale_2.view(-1, 1, 1) * block.mlp(block.norm2(x))
+    fed = block.mlp(block.norm2(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    return x + block.layer_scale_2.view(-1, 1, 1) * fed
 
 
 def test_point_path_reproduces_official_stage_outputs(fixture):
