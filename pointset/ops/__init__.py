@@ -44,4 +44,9 @@ from .balanced_cluster import (  # noqa: E402
     balanced_cluster_dense,
 )
 
-__all__ += ["BalancedClusters", "DenseBalancedClusters", "balanced_cluster", "balanced_cluster_dense"]
+__all__ += [
+    "BalancedClusters",
+    "DenseBalancedClusters",
+    "balanced_cluster",
+    "balanced_cluster_dense",
+]

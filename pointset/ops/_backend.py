@@ -26,13 +26,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import torch
 
 #: Every backend name an operator may accept in ``backend=``.
-BACKENDS = ("native", "fpsample", "scipy", "torch_cluster", "open3d", "pytorch3d")
+BACKENDS = ("native", "numba", "fpsample", "scipy", "torch_cluster", "open3d", "pytorch3d")
 
 #: Backends that only accept CPU tensors.
-CPU_ONLY = frozenset({"fpsample", "scipy", "open3d"})
+CPU_ONLY = frozenset({"numba", "fpsample", "scipy", "open3d"})
 
 _MODULES = {
     "native": "torch",
+    "numba": "numba",
     "fpsample": "fpsample",
     "scipy": "scipy.spatial",
     "torch_cluster": "torch_cluster",
@@ -41,6 +42,7 @@ _MODULES = {
 }
 
 _INSTALL_HINT = {
+    "numba": "pip install 'pointset[fast]'",
     "fpsample": "pip install 'pointset[fast]'",
     "scipy": "pip install scipy",
     "torch_cluster": "pip install --no-build-isolation torch-cluster",
@@ -62,7 +64,7 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown backend {name!r}; valid backends are {', '.join(BACKENDS)}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _import_error(name: str) -> str | None:
     """The reason ``name`` cannot be imported, or ``None`` when it imports."""
     try:

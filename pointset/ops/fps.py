@@ -153,6 +153,27 @@ def _fps_native(
     return out
 
 
+def _fps_numba(
+    pad: Tensor, counts: list[int], samples: list[int], starts: list[int] | None
+) -> np.ndarray:
+    from ._numba_kernels import fps_clouds
+
+    if pad.dtype not in (torch.float32, torch.float64):
+        pad = pad.float()
+    arr = pad.detach().numpy()
+    start = starts if starts is not None else [0] * len(counts)
+    big = [b for b, n in enumerate(counts) if n >= BUCKETED_MIN_POINTS and samples[b] > 0]
+    # Large clouds: the bucket-pruned loop skips most of the work; small ones run in
+    # parallel through the compiled plain loop.
+    small_samples = [0 if b in big else s for b, s in enumerate(samples)]
+    out = fps_clouds(arr, counts, small_samples, start)
+    if out.shape[1] < max(samples):
+        out = np.pad(out, ((0, 0), (0, max(samples) - out.shape[1])))
+    for b in big:
+        out[b, : samples[b]] = fps_bucketed_numpy(arr[b, : counts[b]], samples[b], start[b])
+    return out
+
+
 def _fps_fpsample(
     pad: Tensor, counts: list[int], samples: list[int], starts: list[int] | None
 ) -> np.ndarray:
@@ -269,6 +290,7 @@ def _fps_pytorch3d(
 
 _IMPLS = {
     "native": _fps_native,
+    "numba": _fps_numba,
     "fpsample": _fps_fpsample,
     "torch_cluster": _fps_torch_cluster,
     "open3d": _fps_open3d,
@@ -281,8 +303,8 @@ def auto(device: torch.device, dtype: torch.dtype, random_start: bool) -> tuple[
     if device.type != "cpu":
         return ("torch_cluster", "pytorch3d", "native")
     if random_start and dtype == torch.float32:
-        return ("fpsample", "native")
-    return ("native",)
+        return ("fpsample", "numba", "native")
+    return ("numba", "native")
 
 
 def _run(

@@ -340,6 +340,18 @@ def _knn_open3d(job: _Job):
     return _per_cloud(job, _open3d_search)
 
 
+def _knn_numba(job: _Job):
+    from ._numba_kernels import knn_grid
+
+    xa, ya, rows = _numpy_job(job)
+    if xa.shape[1] not in (2, 3):
+        raise ValueError(f"backend 'numba' searches 2-D or 3-D points, got {xa.shape[1]}-D")
+    queries = ya if rows.size == ya.shape[0] else ya[rows]
+    cloud = np.repeat(np.arange(len(job.y_count), dtype=np.int64), job.y_count)
+    own = rows if job.exclude_self else None
+    return knn_grid(xa, job.x_start, job.x_count, queries, cloud, own, job.k)
+
+
 def _knn_torch_cluster(job: _Job):
     import torch_cluster
 
@@ -389,6 +401,7 @@ def _knn_pytorch3d(job: _Job):
 
 _IMPLS = {
     "native": _knn_native,
+    "numba": _knn_numba,
     "scipy": _knn_scipy,
     "torch_cluster": _knn_torch_cluster,
     "open3d": _knn_open3d,
@@ -396,10 +409,14 @@ _IMPLS = {
 }
 
 
-def auto(device: torch.device, max_count: int, num_queries: int, k: int) -> tuple[str, ...]:
+def auto(
+    device: torch.device, max_count: int, num_queries: int, k: int, dim: int = 3
+) -> tuple[str, ...]:
     """Backends to try for kNN, fastest first (the rule is in the module docstring)."""
     if device.type != "cpu":
         return ("torch_cluster", "pytorch3d", "native")
+    if dim in (2, 3):
+        return ("numba", "open3d", "scipy", "native")
     return ("open3d", "scipy", "native")
 
 
@@ -409,7 +426,7 @@ def _run(job: _Job, backend: str | None):
         _IMPLS,
         job.x.device,
         backend,
-        lambda: auto(job.x.device, max(job.x_count), sum(job.y_count), job.k),
+        lambda: auto(job.x.device, max(job.x_count), sum(job.y_count), job.k, job.x.size(1)),
     )
     return impl(job)
 

@@ -34,6 +34,7 @@ distance formula, so every backend returns the same edges as ``native``.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -61,6 +62,22 @@ from ._grouping import (
 
 def _radius_native(x: Tensor, y: Tensor, layout: Layout, r: float, k: int) -> Tensor:
     return first_within_native(x, y, layout, r, k)
+
+
+def _radius_numba(x: Tensor, y: Tensor, layout: Layout, r: float, k: int) -> Tensor:
+    from ._numba_kernels import radius_grid
+
+    if x.size(1) not in (2, 3):
+        raise ValueError(f"backend 'numba' searches 2-D or 3-D points, got {x.size(1)}-D")
+    xa = x.detach()
+    ya = y.detach()
+    if xa.dtype not in (torch.float32, torch.float64):
+        xa, ya = xa.float(), ya.float()
+    xa, ya = xa.numpy(), ya.numpy()
+    counts = layout.counts_p()
+    cloud = layout.batch_q.numpy()
+    row, col = radius_grid(xa, layout.ptr_p[:-1], counts, ya, cloud, r, k)
+    return torch.from_numpy(np.stack([row, col]))
 
 
 def _radius_scipy(x: Tensor, y: Tensor, layout: Layout, r: float, k: int) -> Tensor:
@@ -174,6 +191,7 @@ def _radius_pytorch3d(x: Tensor, y: Tensor, layout: Layout, r: float, k: int) ->
 
 _IMPLS = {
     "native": _radius_native,
+    "numba": _radius_numba,
     "scipy": _radius_scipy,
     "torch_cluster": _radius_torch_cluster,
     "open3d": _radius_open3d,
@@ -193,6 +211,8 @@ def auto(device: torch.device, layout: Layout, dim: int) -> tuple[str, ...]:
     """
     if device.type == "cuda":
         return ("torch_cluster", "pytorch3d", "native")
+    if dim in (2, 3):
+        return ("numba", "native")
     if dim > 8 or native_is_faster_on_cpu(layout):
         return ("native",)
     return ("scipy", "torch_cluster", "native")

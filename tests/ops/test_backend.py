@@ -19,6 +19,7 @@ from pointset.ops._backend import BackendUnavailableError, select, use_backend
 # ``pointset.ops.fps`` is the function; the modules holding the tables come from sys.modules.
 fps_module = importlib.import_module("pointset.ops.fps")
 knn_module = importlib.import_module("pointset.ops.knn")
+radius_module = importlib.import_module("pointset.ops.radius")
 
 
 def first_installed(names):
@@ -78,11 +79,13 @@ def test_auto_takes_the_first_usable_entry(calls, monkeypatch):
 def test_auto_rules_documented_in_the_modules():
     """The rules stated in the fps / knn module docstrings."""
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert fps_module.auto(cpu, torch.float32, True) == ("fpsample", "native")
-    assert fps_module.auto(cpu, torch.float32, False) == ("native",)
-    assert fps_module.auto(cpu, torch.float64, True) == ("native",)
+    assert fps_module.auto(cpu, torch.float32, True) == ("fpsample", "numba", "native")
+    assert fps_module.auto(cpu, torch.float32, False) == ("numba", "native")
+    assert fps_module.auto(cpu, torch.float64, True) == ("numba", "native")
     assert fps_module.auto(cuda, torch.float32, False)[-1] == "native"
-    assert knn_module.auto(cpu, 200_000, 200_000, 16) == ("open3d", "scipy", "native")
+    assert knn_module.auto(cpu, 200_000, 200_000, 16) == ("numba", "open3d", "scipy", "native")
+    assert knn_module.auto(cpu, 100, 100, 4, dim=5) == ("open3d", "scipy", "native")
+    assert radius_module.auto(cpu, None, 3)[0] == "numba"
     assert knn_module.auto(cuda, 1024, 1024, 16)[-1] == "native"
     for rule in (fps_module.auto(cuda, torch.float32, True), knn_module.auto(cuda, 10, 10, 1)):
         assert not set(rule) & _backend.CPU_ONLY

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pointset.ops import fps, fps_dense
 from pointset.ops._backend import is_available, unavailable_reason
 
-BACKENDS = ("native", "fpsample", "torch_cluster", "open3d", "pytorch3d")
+BACKENDS = ("native", "numba", "fpsample", "torch_cluster", "open3d", "pytorch3d")
 #: Backends whose random start is honoured exactly (QuickFPS breaks ties its own way).
 EXACT_RANDOM_START = ("native", "torch_cluster", "open3d", "pytorch3d")
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pointset.ops import _native_knn, knn, knn_dense, knn_graph
 from pointset.ops._backend import is_available, unavailable_reason
 
-BACKENDS = ("native", "scipy", "torch_cluster", "open3d", "pytorch3d")
+BACKENDS = ("native", "numba", "scipy", "torch_cluster", "open3d", "pytorch3d")
 
 
 def need(backend: str) -> None:

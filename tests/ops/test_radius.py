@@ -22,7 +22,7 @@ from pointset.ops import _grouping, radius, radius_graph
 from pointset.ops._backend import is_available, unavailable_reason
 from pointset.ops.radius import _radius_pytorch3d
 
-BACKENDS = ("native", "scipy", "torch_cluster", "open3d", "pytorch3d")
+BACKENDS = ("native", "numba", "scipy", "torch_cluster", "open3d", "pytorch3d")
 
 
 def need(backend: str) -> None:

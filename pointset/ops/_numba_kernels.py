@@ -1,0 +1,512 @@
+"""Compiled CPU kernels for the ``"numba"`` backend: FPS, kNN and radius search.
+
+Imported only when the backend is used (``numba`` is an optional dependency, part of the
+``fast`` extra). Every kernel computes squared distances the way the rest of pointset does -
+direct differences accumulated coordinate by coordinate in the input dtype,
+``((p0 - q0)^2 + (p1 - q1)^2) + ...`` - and breaks ties towards the lowest index, so the
+results are identical to the brute-force ``"native"`` backend, not merely close.
+
+kNN and radius search share a uniform cell grid per cloud (:func:`build_grid`): points are
+counting-sorted by cell, and a query visits cells in Chebyshev shells around its own cell
+until the k-th best distance is below the distance to the unvisited region (kNN), or the
+single shell that covers the radius (radius search, cell edge >= r). Queries run in parallel
+on ``torch.get_num_threads()`` threads.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+# OpenMP first (torch uses it too); the TBB layer warns when its library is too old.
+numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
+
+# Relative safety margin of the shell-stopping bound against rounding in cell assignment and
+# in low-precision distances (float32 rounds at ~6e-8; this is 160x that).
+_BOUND_MARGIN = 1e-5
+
+
+def _threads() -> int:
+    import torch
+
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
+# ---------------------------------------------------------------------------------------
+# Farthest point sampling
+# ---------------------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _fps_clouds(planes, counts, steps, starts, out):  # pragma: no cover - compiled
+    num_clouds, dim, size = planes.shape
+    for b in prange(num_clouds):
+        n = counts[b]
+        if steps[b] == 0:
+            continue
+        pts = planes[b]  # [D, N]: each coordinate contiguous, so the update vectorises
+        mind = np.full(n, np.inf, dtype=planes.dtype)
+        step = np.empty(n, dtype=planes.dtype)
+        cur = starts[b]
+        for s in range(steps[b]):
+            out[b, s] = cur
+            if s + 1 == steps[b]:
+                break
+            q = pts[0, cur]
+            for i in range(n):
+                diff = pts[0, i] - q
+                step[i] = diff * diff
+            for c in range(1, dim):
+                q = pts[c, cur]
+                for i in range(n):
+                    diff = pts[c, i] - q
+                    step[i] += diff * diff
+            for i in range(n):
+                mind[i] = min(mind[i], step[i])
+            best = mind[0]
+            arg = 0
+            for i in range(1, n):
+                if mind[i] > best:
+                    best = mind[i]
+                    arg = i
+            cur = arg
+
+
+def fps_clouds(pad: np.ndarray, counts, steps, starts) -> np.ndarray:
+    """Exact FPS of every cloud of ``pad: [B, N, D]`` (valid in its first ``counts[b]``
+    slots), ``steps[b]`` samples from local index ``starts[b]``; returns ``[B, max(steps)]``
+    int64 local indices in selection order (entries past ``steps[b]`` are 0).
+
+    Clouds run in parallel; each is the plain O(n x steps) loop.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    steps = np.asarray(steps, dtype=np.int64)
+    starts = np.asarray(starts, dtype=np.int64)
+    out = np.zeros((pad.shape[0], int(steps.max(initial=0))), dtype=np.int64)
+    numba.set_num_threads(_threads())
+    _fps_clouds(np.ascontiguousarray(pad.transpose(0, 2, 1)), counts, steps, starts, out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# The cell grid
+# ---------------------------------------------------------------------------------------
+
+
+class CellGrid(NamedTuple):
+    """Points of several clouds counting-sorted into one uniform grid per cloud.
+
+    ``order[cell_start[c] : cell_start[c + 1]]`` are the point rows (ascending) in cell
+    ``c``; cloud ``b``'s cells are ``cell0[b] + linear index`` of the integer cell
+    coordinates ``0 <= g < dims[b]``, with cell ``g`` covering
+    ``lo[b] + g * size[b] .. lo[b] + (g + 1) * size[b]``.
+    """
+
+    lo: np.ndarray  # [B, D] float64
+    size: np.ndarray  # [B] float64, cell edge
+    dims: np.ndarray  # [B, D] int64
+    cell0: np.ndarray  # [B + 1] int64
+    cell_start: np.ndarray  # [cells + 1] int64
+    order: np.ndarray  # [N] int64
+
+
+@njit(cache=True, nogil=True)
+def _bounds(x, starts, counts):  # pragma: no cover - compiled
+    num_clouds = starts.shape[0]
+    dim = x.shape[1]
+    lo = np.zeros((num_clouds, dim))
+    hi = np.zeros((num_clouds, dim))
+    for b in range(num_clouds):
+        for c in range(dim):
+            lo[b, c] = np.inf
+            hi[b, c] = -np.inf
+        for i in range(starts[b], starts[b] + counts[b]):
+            for c in range(dim):
+                v = x[i, c]
+                if v < lo[b, c]:
+                    lo[b, c] = v
+                if v > hi[b, c]:
+                    hi[b, c] = v
+        if counts[b] == 0:
+            for c in range(dim):
+                lo[b, c] = 0.0
+                hi[b, c] = 0.0
+    return lo, hi
+
+
+@njit(cache=True, nogil=True)
+def _cell_of(v, lo, size, dim_size):  # pragma: no cover - compiled
+    g = int(math.floor((v - lo) / size))
+    if g < 0:
+        return 0
+    if g >= dim_size:
+        return dim_size - 1
+    return g
+
+
+@njit(cache=True, nogil=True)
+def _build(x, starts, counts, lo, size, dims, cell0):  # pragma: no cover - compiled
+    num_clouds = starts.shape[0]
+    dim = x.shape[1]
+    total = cell0[num_clouds]
+    fill = np.zeros(total + 1, dtype=np.int64)
+    num_points = 0
+    for b in range(num_clouds):
+        num_points += counts[b]
+    cell = np.empty(num_points, dtype=np.int64)
+    rows = np.empty(num_points, dtype=np.int64)
+    p = 0
+    for b in range(num_clouds):
+        for i in range(starts[b], starts[b] + counts[b]):
+            lin = 0
+            for c in range(dim):
+                lin = lin * dims[b, c] + _cell_of(x[i, c], lo[b, c], size[b], dims[b, c])
+            cell[p] = cell0[b] + lin
+            rows[p] = i
+            fill[cell[p] + 1] += 1
+            p += 1
+    for c in range(total):
+        fill[c + 1] += fill[c]
+    cell_start = fill.copy()
+    order = np.empty(num_points, dtype=np.int64)
+    for p in range(num_points):  # rows ascend, so each cell's rows stay ascending
+        order[fill[cell[p]]] = rows[p]
+        fill[cell[p]] += 1
+    return cell_start, order
+
+
+#: Cells per cloud are capped at this many per point (sparse or elongated clouds).
+_MAX_CELLS_PER_POINT = 4
+
+
+def build_grid(x: np.ndarray, starts, counts, size: np.ndarray) -> CellGrid:
+    """Sort the points of every cloud (rows ``starts[b] .. starts[b] + counts[b]`` of
+    ``x: [N, D]``) into cells of edge ``size[b]`` (at least; enlarged where the grid would
+    exceed ``_MAX_CELLS_PER_POINT`` cells per point)."""
+    starts = np.asarray(starts, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.int64)
+    lo, hi = _bounds(x, starts, counts)
+    extent = hi - lo
+    size = np.asarray(size, dtype=np.float64).copy()
+    dim = x.shape[1]
+    cap = np.maximum(_MAX_CELLS_PER_POINT * counts, 1).astype(np.float64)
+    for _ in range(4):
+        dims = np.floor(extent / size[:, None]).astype(np.int64) + 1
+        cells = np.prod(dims.astype(np.float64), axis=1)
+        over = cells > cap
+        if not over.any():
+            break
+        size[over] *= (cells[over] / cap[over]) ** (1.0 / dim) * 1.01
+    dims = np.floor(extent / size[:, None]).astype(np.int64) + 1
+    cell0 = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(np.prod(dims, axis=1), out=cell0[1:])
+    cell_start, order = _build(x, starts, counts, lo, size, dims, cell0)
+    return CellGrid(lo, size, dims, cell0, cell_start, order)
+
+
+def knn_cell_size(x: np.ndarray, starts, counts, k: int) -> np.ndarray:
+    """Cell edge per cloud holding about ``k / 2`` points per occupied cell (``[B]``).
+
+    The first guess spreads the points evenly over the bounding box's non-flat axes; for
+    points on surfaces or curves it is refined once from the measured cell occupancy.
+    """
+    starts = np.asarray(starts, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.int64)
+    lo, hi = _bounds(x, starts, counts)
+    extent = hi - lo
+    target = max(1.0, k / 2.0)
+    longest = extent.max(axis=1, initial=0.0)
+    flat = extent <= 1e-6 * np.maximum(longest, 1e-300)[:, None]
+    eff_dim = np.maximum((~flat).sum(axis=1), 1)
+    volume = np.prod(np.where(flat, 1.0, extent), axis=1)
+    n = np.maximum(counts, 1).astype(np.float64)
+    size = (volume * target / n) ** (1.0 / eff_dim)
+    size = np.where(longest > 0, size, 1.0)
+    grid = build_grid(x, starts, counts, size)
+    occupied = _occupied_per_cloud(grid.cell_start, grid.cell0)
+    load = n / np.maximum(occupied, 1)
+    dense = load > 2 * target
+    if dense.any():
+        # Points on a lower-dimensional set: cell occupancy grows like size ** 2 or less.
+        size = np.where(dense, size * np.sqrt(target / load), size)
+    return np.where(longest > 0, size, 1.0)
+
+
+@njit(cache=True, nogil=True)
+def _occupied_per_cloud(cell_start, cell0):  # pragma: no cover - compiled
+    num_clouds = cell0.shape[0] - 1
+    out = np.zeros(num_clouds, dtype=np.float64)
+    for b in range(num_clouds):
+        for c in range(cell0[b], cell0[b + 1]):
+            if cell_start[c + 1] > cell_start[c]:
+                out[b] += 1.0
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Shell traversal
+# ---------------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def _query_cell(q, lo, size, dims, cq):  # pragma: no cover - compiled
+    """Integer cell of query ``q`` (unclamped, may lie outside the grid) and the Chebyshev
+    shell at which the grid starts."""
+    first = 0
+    for c in range(q.shape[0]):
+        g = math.floor((q[c] - lo[c]) / size)
+        g = max(min(g, 1e15), -1e15)
+        cq[c] = np.int64(g)
+        gap = max(-cq[c], cq[c] - (dims[c] - 1))
+        if gap > first:
+            first = gap
+    return first
+
+
+@njit(cache=True, nogil=True)
+def _outside_gap(q, lo, size, cq, s):  # pragma: no cover - compiled
+    """Distance from ``q`` to the outside of the cell block within Chebyshev radius ``s``."""
+    gap = np.inf
+    for c in range(q.shape[0]):
+        low = lo[c] + (cq[c] - s) * size
+        high = lo[c] + (cq[c] + s + 1) * size
+        gap = min(gap, q[c] - low, high - q[c])
+    return max(gap, 0.0)
+
+
+@njit(cache=True, nogil=True)
+def _covers_grid(cq, s, dims):  # pragma: no cover - compiled
+    for c in range(cq.shape[0]):
+        if cq[c] - s > 0 or cq[c] + s < dims[c] - 1:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _shell_cells(cq, s, dims, cells):  # pragma: no cover - compiled
+    """Fill ``cells`` with the linear indices of the in-grid cells at Chebyshev distance
+    exactly ``s`` from ``cq`` (2-D or 3-D); returns how many."""
+    dim = cq.shape[0]
+    m = 0
+    if dim == 2:
+        for i in range(max(cq[0] - s, 0), min(cq[0] + s, dims[0] - 1) + 1):
+            edge_i = abs(i - cq[0]) == s
+            for j in range(max(cq[1] - s, 0), min(cq[1] + s, dims[1] - 1) + 1):
+                if edge_i or abs(j - cq[1]) == s:
+                    cells[m] = i * dims[1] + j
+                    m += 1
+        return m
+    for i in range(max(cq[0] - s, 0), min(cq[0] + s, dims[0] - 1) + 1):
+        edge_i = abs(i - cq[0]) == s
+        for j in range(max(cq[1] - s, 0), min(cq[1] + s, dims[1] - 1) + 1):
+            edge_ij = edge_i or abs(j - cq[1]) == s
+            if edge_ij:
+                for t in range(max(cq[2] - s, 0), min(cq[2] + s, dims[2] - 1) + 1):
+                    cells[m] = (i * dims[1] + j) * dims[2] + t
+                    m += 1
+            else:
+                for t in (cq[2] - s, cq[2] + s):
+                    if 0 <= t < dims[2]:
+                        cells[m] = (i * dims[1] + j) * dims[2] + t
+                        m += 1
+    return m
+
+
+@njit(cache=True, nogil=True)
+def _sq_dist(x, j, q):  # pragma: no cover - compiled
+    diff = x[j, 0] - q[0]
+    d = diff * diff
+    for c in range(1, x.shape[1]):
+        diff = x[j, c] - q[c]
+        d += diff * diff
+    return d
+
+
+# ---------------------------------------------------------------------------------------
+# kNN
+# ---------------------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _knn(
+    x, queries, q_cloud, q_own, lo, size, dims, cell0, cell_start, order, k, out_d, out_i
+):  # pragma: no cover - compiled
+    dim = x.shape[1]
+    for qi in prange(queries.shape[0]):
+        q = queries[qi]
+        b = q_cloud[qi]
+        own = q_own[qi]
+        cq = np.empty(dim, dtype=np.int64)
+        cells = np.empty(2 * dim * 7 ** (dim - 1) + 8, dtype=np.int64)
+        best_d = out_d[qi]
+        best_i = out_i[qi]
+        for t in range(k):
+            best_d[t] = np.inf
+            best_i[t] = -1
+        found = 0
+        s = _query_cell(q, lo[b], size[b], dims[b], cq)
+        while True:
+            if 2 * dim * (2 * s + 1) ** (dim - 1) + 8 > cells.shape[0]:
+                cells = np.empty(2 * dim * (2 * s + 1) ** (dim - 1) + 8, dtype=np.int64)
+            m = _shell_cells(cq, s, dims[b], cells)
+            for ci in range(m):
+                c = cell0[b] + cells[ci]
+                for p in range(cell_start[c], cell_start[c + 1]):
+                    j = order[p]
+                    if j == own:
+                        continue
+                    d = _sq_dist(x, j, q)
+                    if found == k and (
+                        d > best_d[k - 1] or (d == best_d[k - 1] and j > best_i[k - 1])
+                    ):
+                        continue
+                    t = found if found < k else k - 1
+                    if found < k:
+                        found += 1
+                    while t > 0 and (
+                        best_d[t - 1] > d or (best_d[t - 1] == d and best_i[t - 1] > j)
+                    ):
+                        best_d[t] = best_d[t - 1]
+                        best_i[t] = best_i[t - 1]
+                        t -= 1
+                    best_d[t] = d
+                    best_i[t] = j
+            if _covers_grid(cq, s, dims[b]):
+                break
+            if found == k:
+                gap = _outside_gap(q, lo[b], size[b], cq, s) * (1.0 - _BOUND_MARGIN)
+                if gap * gap > best_d[k - 1] * (1.0 + _BOUND_MARGIN):
+                    break
+            s += 1
+
+
+def knn_grid(
+    x: np.ndarray,
+    x_starts,
+    x_counts,
+    queries: np.ndarray,
+    q_cloud: np.ndarray,
+    q_own: np.ndarray | None,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest rows of ``x`` for every query, in (distance, index) order.
+
+    Args:
+        x: ``[N, D]`` points (D = 2 or 3), float32 or float64.
+        x_starts, x_counts: cloud ``b`` is rows ``x_starts[b] .. + x_counts[b]`` of ``x``.
+        queries: ``[Q, D]`` query points, same dtype.
+        q_cloud: ``[Q]`` int64 cloud of each query.
+        q_own: ``[Q]`` int64 row of ``x`` to leave out per query (its own point), or None.
+        k: neighbours per query; every cloud must hold enough points.
+
+    Returns:
+        ``(dist2 [Q, k], idx [Q, k])``: squared distances in ``x``'s dtype and int64 rows.
+    """
+    grid = build_grid(x, x_starts, x_counts, knn_cell_size(x, x_starts, x_counts, k))
+    num_q = queries.shape[0]
+    own = np.full(num_q, -1, dtype=np.int64) if q_own is None else q_own.astype(np.int64)
+    out_d = np.empty((num_q, k), dtype=x.dtype)
+    out_i = np.empty((num_q, k), dtype=np.int64)
+    numba.set_num_threads(_threads())
+    _knn(
+        x,
+        np.ascontiguousarray(queries),
+        q_cloud.astype(np.int64),
+        own,
+        grid.lo,
+        grid.size,
+        grid.dims,
+        grid.cell0,
+        grid.cell_start,
+        grid.order,
+        k,
+        out_d,
+        out_i,
+    )
+    return out_d, out_i
+
+
+# ---------------------------------------------------------------------------------------
+# Radius
+# ---------------------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _radius(
+    x, queries, q_cloud, lo, size, dims, cell0, cell_start, order, r2, k, out_i, out_n
+):  # pragma: no cover - compiled
+    dim = x.shape[1]
+    for qi in prange(queries.shape[0]):
+        q = queries[qi]
+        b = q_cloud[qi]
+        cq = np.empty(dim, dtype=np.int64)
+        cells = np.empty(3**dim, dtype=np.int64)
+        keep = out_i[qi]
+        found = 0
+        first = _query_cell(q, lo[b], size[b], dims[b], cq)
+        for s in range(first, 2):  # the cell edge is >= r: shells 0 and 1 cover the ball
+            m = _shell_cells(cq, s, dims[b], cells)
+            for ci in range(m):
+                c = cell0[b] + cells[ci]
+                for p in range(cell_start[c], cell_start[c + 1]):
+                    j = order[p]
+                    if found == k and j > keep[k - 1]:
+                        break  # rows ascend within a cell
+                    if not _sq_dist(x, j, q) < r2:
+                        continue
+                    t = found if found < k else k - 1
+                    if found < k:
+                        found += 1
+                    while t > 0 and keep[t - 1] > j:
+                        keep[t] = keep[t - 1]
+                        t -= 1
+                    keep[t] = j
+        out_n[qi] = found
+
+
+def radius_grid(
+    x: np.ndarray,
+    x_starts,
+    x_counts,
+    queries: np.ndarray,
+    q_cloud: np.ndarray,
+    r: float,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """For every query, the (at most ``k``) lowest rows of ``x`` in its cloud with squared
+    distance ``< r^2`` (``r^2`` rounded once to ``x``'s dtype).
+
+    Returns ``(row [E], col [E])``: query index and ``x`` row, grouped by query, rows
+    ascending within a query.
+    """
+    counts = np.asarray(x_counts, dtype=np.int64)
+    # One ulp-scale margin keeps every point within r inside the neighbouring cells.
+    size = np.full(len(counts), r * (1.0 + 1e-6))
+    grid = build_grid(x, x_starts, counts, size)
+    num_q = queries.shape[0]
+    out_i = np.empty((num_q, k), dtype=np.int64)
+    out_n = np.zeros(num_q, dtype=np.int64)
+    r2 = np.asarray(r * r, dtype=x.dtype).item()
+    numba.set_num_threads(_threads())
+    _radius(
+        x,
+        np.ascontiguousarray(queries),
+        q_cloud.astype(np.int64),
+        grid.lo,
+        grid.size,
+        grid.dims,
+        grid.cell0,
+        grid.cell_start,
+        grid.order,
+        r2,
+        k,
+        out_i,
+        out_n,
+    )
+    row = np.repeat(np.arange(num_q, dtype=np.int64), out_n)
+    col = out_i[np.arange(k)[None, :] < out_n[:, None]]
+    return row, col
