@@ -1,14 +1,176 @@
 """The ``pointset`` command.
 
-Subcommands: ``info`` (versions and usable backends) and ``demo`` (an end-to-end tour of the
-point-set conversions and operators that writes a PNG). Each has ``--help``.
+Subcommands:
+
+- ``train CONFIG [--set key=value ...] [--resume]``: train from a YAML config;
+- ``eval CONFIG --checkpoint PATH``: evaluate a checkpoint on the config's test split;
+- ``download DATASET --root DIR``: fetch and verify a public dataset;
+- ``convert INPUT OUTPUT``: RGBD frame / image / point file -> point-set file;
+- ``viz MODEL INPUT``: cluster-assignment map of a Context Cluster model, as a PNG;
+- ``bench [NAME]``: run the benchmark scripts of a source checkout;
+- ``info``: versions and usable operator backends;
+- ``demo``: an end-to-end tour of the conversions and operators.
+
+Each has ``--help``. Bad input ends with a one-line ``pointset <command>: error: ...``
+message and exit code 2; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+# -- train / eval ----------------------------------------------------------------------
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .engine import Trainer, load_config
+
+    cfg = load_config(args.config, args.set)
+    Trainer(cfg, resume=args.resume, overwrite=args.overwrite).fit()
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .engine import Trainer, load_config
+
+    cfg = load_config(args.config, args.set)
+    out = args.out
+    if out is None:
+        out = os.path.join(cfg.output_dir, f"eval_{args.split}_confusion_matrix.png")
+    Trainer(cfg).evaluate(args.checkpoint, split=args.split, out_png=out)
+    return 0
+
+
+# -- download --------------------------------------------------------------------------
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from .datasets.download import download
+
+    path = download(args.dataset, args.root)
+    print(f"{args.dataset} is ready in {path}")
+    return 0
+
+
+# -- convert ---------------------------------------------------------------------------
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+
+def _intrinsics(text: str | None) -> tuple[float, float, float, float] | None:
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise ValueError(f"--intrinsics must be four numbers fx,fy,cx,cy, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from . import read, write
+    from .data import from_image, read_rgbd
+
+    src = args.input
+    if not os.path.isfile(src):
+        raise FileNotFoundError(f"input {src} does not exist")
+    if args.depth is not None:
+        points = read_rgbd(src, args.depth, args.convention, _intrinsics(args.intrinsics))
+        what = f"RGBD frame ({args.convention})"
+    elif src.lower().endswith(_IMAGE_SUFFIXES):
+        if args.intrinsics is not None:
+            raise ValueError("--intrinsics needs --depth (an RGBD pair)")
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(src) as im:
+                arr = np.asarray(im.convert("RGB"))
+        except UnidentifiedImageError:
+            raise ValueError(f"input {src} is not an image Pillow can read") from None
+        points = from_image(torch.from_numpy(arr.copy()).permute(2, 0, 1), normalize=args.normalize)
+        what = "image"
+    else:
+        points = read(src)
+        what = "point file"
+    write(args.output, points, x_as=args.x_as, binary=not args.ascii)
+    print(f"{what} {src} -> {args.output}: {points.num_nodes} points")
+    return 0
+
+
+# -- viz -------------------------------------------------------------------------------
+
+
+def _cmd_viz(args: argparse.Namespace) -> int:
+    try:
+        from .viz import save_cluster_map
+    except ImportError:
+        raise ImportError("pointset.viz is not available in this installation") from None
+    out = save_cluster_map(
+        args.model,
+        args.input,
+        args.out,
+        checkpoint=args.checkpoint,
+        size=args.size,
+        layer=args.layer,
+    )
+    print(f"wrote {out or args.out}")
+    return 0
+
+
+# -- bench -----------------------------------------------------------------------------
+
+
+def _benchmarks_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    folder = _benchmarks_dir()
+    scripts = sorted(p for p in folder.glob("*.py") if not p.name.startswith("_"))
+    if not scripts:
+        print(
+            "the benchmark scripts live in the benchmarks/ folder of a source checkout of "
+            "pointset; this installation has none (looked in "
+            f"{folder})"
+        )
+        return 0
+    names = {p.stem: p for p in scripts}
+    if args.name is None:
+        print(f"benchmarks in {folder}:")
+        for name, path in names.items():
+            print(f"  {name:<14} {_first_doc_line(path)}")
+        print("run one with `pointset bench NAME [-- ARGS]`, e.g. `pointset bench ops -- --quick`")
+        return 0
+    if args.name not in names:
+        raise ValueError(f"unknown benchmark {args.name!r}; valid: {', '.join(names)}")
+    extra = [a for a in args.args if a != "--"]
+    cmd = [sys.executable, str(names[args.name]), *extra]
+    print("$ " + " ".join(cmd), flush=True)
+    return subprocess.call(cmd, cwd=folder.parent)
+
+
+def _first_doc_line(path: Path) -> str:
+    import ast
+
+    try:
+        doc = ast.get_docstring(ast.parse(path.read_text()))
+    except (SyntaxError, OSError, ValueError):
+        doc = None
+    return (doc or "").strip().split("\n")[0]
+
+
+# -- info / demo -----------------------------------------------------------------------
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -25,6 +187,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- parser ----------------------------------------------------------------------------
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config entry, e.g. --set train.epochs=1 (value parsed as YAML; "
+        "repeatable)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``pointset`` command."""
     parser = argparse.ArgumentParser(
@@ -33,6 +209,103 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser(
+        "train",
+        help="train a model from a YAML config",
+        description="Train the model of a YAML config (sections model, data, train; "
+        "output_dir, seed). Writes best/last checkpoints, metrics.jsonl and PNG plots into "
+        "output_dir. Multi-process: torchrun --nproc_per_node=N -m pointset.cli train CONFIG.",
+    )
+    train.add_argument("config", help="YAML config file, e.g. configs/demo/pointmlp_elite.yaml")
+    _add_set(train)
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in output_dir from its last checkpoint"
+    )
+    train.add_argument(
+        "--overwrite", action="store_true", help="start over even if output_dir holds a run"
+    )
+    train.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint on a config's test split",
+        description="Evaluate checkpoint weights on the dataset of a config; prints OA and "
+        "mAcc and writes a confusion-matrix PNG.",
+    )
+    ev.add_argument("config", help="YAML config the checkpoint was trained with")
+    ev.add_argument(
+        "--checkpoint", required=True, help="checkpoint (.safetensors, .json or prefix like runs/x/best)"
+    )
+    ev.add_argument("--split", default="test", choices=("train", "test"), help="split to evaluate")
+    ev.add_argument("--out", default=None, help="confusion-matrix PNG (default: in output_dir)")
+    _add_set(ev)
+    ev.set_defaults(func=_cmd_eval)
+
+    dl = sub.add_parser(
+        "download",
+        help="download and verify a public dataset",
+        description="Download a dataset archive (resuming a partial download), verify it and "
+        "unpack it atomically under --root.",
+    )
+    dl.add_argument("dataset", help="dataset name, e.g. scanobjectnn or modelnet40")
+    dl.add_argument("--root", required=True, help="folder to unpack the dataset into")
+    dl.set_defaults(func=_cmd_download)
+
+    conv = sub.add_parser(
+        "convert",
+        help="convert an RGBD frame, an image or a point file to a point-set file",
+        description="INPUT is a colour image with --depth (RGBD frame -> 3D points), an image "
+        "(one point per pixel) or a point file (.ply .pcd .xyz .npy .npz .h5). The OUTPUT "
+        "format follows its suffix.",
+    )
+    conv.add_argument("input", help="colour image, image or point file")
+    conv.add_argument("output", help="point-set file to write (.ply .pcd .xyz .npy .npz .h5)")
+    conv.add_argument("--depth", help="depth image of an RGBD pair (16-bit PNG or PGM)")
+    conv.add_argument(
+        "--intrinsics", metavar="FX,FY,CX,CY", help="pinhole intrinsics (default: PrimeSense 640x480)"
+    )
+    conv.add_argument(
+        "--convention",
+        default="redwood",
+        choices=("redwood", "tum", "sun", "nyu"),
+        help="depth encoding, scale and truncation of the RGBD dataset (default: redwood)",
+    )
+    conv.add_argument(
+        "--normalize", action="store_true", help="image positions in [-0.5, 0.5] (CoC convention)"
+    )
+    conv.add_argument(
+        "--x-as",
+        default="auto",
+        choices=("auto", "color", "feature", "none"),
+        help="how features are stored in .ply/.pcd (default: auto)",
+    )
+    conv.add_argument("--ascii", action="store_true", help="ASCII instead of binary .ply/.pcd")
+    conv.set_defaults(func=_cmd_convert)
+
+    viz = sub.add_parser(
+        "viz",
+        help="PNG of a Context Cluster model's cluster assignments over an image or point cloud",
+        description="Run a CoC model on an image or a point cloud and colour every point by "
+        "the cluster center it is assigned to.",
+    )
+    viz.add_argument("model", help="model name, e.g. coc_tiny")
+    viz.add_argument("input", help="image file or point file")
+    viz.add_argument("--out", default="cluster_map.png", help="PNG to write")
+    viz.add_argument("--checkpoint", help="weights to load (default: random initialisation)")
+    viz.add_argument("--size", type=int, default=224, help="image side fed to the model")
+    viz.add_argument("--layer", type=int, default=0, help="which cluster layer to show")
+    viz.set_defaults(func=_cmd_viz)
+
+    bench = sub.add_parser(
+        "bench",
+        help="list or run the benchmark scripts of a source checkout",
+        description="Without NAME, list the scripts in the checkout's benchmarks/ folder; with "
+        "NAME, run benchmarks/NAME.py with the arguments after --.",
+    )
+    bench.add_argument("name", nargs="?", help="benchmark to run, e.g. ops")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script (after --)")
+    bench.set_defaults(func=_cmd_bench)
 
     info = sub.add_parser("info", help="print versions and which operator backends are usable")
     info.set_defaults(func=_cmd_info)
@@ -48,17 +321,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}"
+    elif isinstance(exc, FileNotFoundError) and not any(
+        w in text for w in ("exist", "missing", "not found")
+    ):
+        text = f"no such file: {text}"
+    return " ".join(text.split()) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, OSError, ImportError) as exc:
         if args.debug:
             raise
-        print(f"pointset {args.command}: error: {exc}", file=sys.stderr)
+        print(f"pointset {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"pointset {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,28 @@
+"""Datasets: ScanObjectNN, ModelNet40, the built-in synthetic shapes, digits as points and
+RGBD folders. Each item is a :class:`~pointset.PointSet`; missing or malformed files raise
+:class:`DatasetError` with a one-line message that says how to get them.
+"""
+
+from . import render
+from .base import PointCloudDataset, gather_points, sample_indices
+from .errors import DatasetError
+from .scanobjectnn import CLASS_NAMES as SCANOBJECTNN_CLASSES
+from .scanobjectnn import VARIANTS as SCANOBJECTNN_VARIANTS
+from .scanobjectnn import ScanObjectNN, scanobjectnn_files
+from .synthetic_shapes import CLASS_NAMES as SYNTHETIC_CLASSES
+from .synthetic_shapes import SyntheticShapes, make_synthetic_scanobjectnn
+
+__all__ = [
+    "SCANOBJECTNN_CLASSES",
+    "SCANOBJECTNN_VARIANTS",
+    "SYNTHETIC_CLASSES",
+    "DatasetError",
+    "PointCloudDataset",
+    "ScanObjectNN",
+    "SyntheticShapes",
+    "gather_points",
+    "make_synthetic_scanobjectnn",
+    "render",
+    "sample_indices",
+    "scanobjectnn_files",
+]

@@ -7,15 +7,20 @@ models, so their checkpoints load with ``strict=True``.
 
 from __future__ import annotations
 
-from typing import Any, List, Sequence, Union
+from typing import Any, List, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pointset.data.image import coc_input
+from pointset.data.point_set import PointSet, batch_from_packed
+from pointset.models._coc_points import pixel_lattice_input, stage_plan
+from pointset.models._lattice import Lattice, cloud_group_norm, cloud_mean, lattice_conv
 from pointset.models._layers import DropPath, Mlp
 from pointset.models.registry import Reported, register_model
-from pointset.nn.context_cluster import ContextCluster
+from pointset.nn._regions import folds
+from pointset.nn.context_cluster import ClusterPlan, ContextCluster
 from pointset.nn.point_reducer import GridPointReducer
 
 __all__ = [
@@ -75,6 +80,20 @@ class ClusterBlock(nn.Module):
         self.norm2 = nn.GroupNorm(1, dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
         self.drop_path = DropPath(drop_path)
+
+    def forward_points(
+        self, x: Tensor, batch: Tensor, num_clouds: int, plan: ClusterPlan
+    ) -> Tensor:
+        """The block on packed points ``x [N, dim]`` (``batch [N]``) with the cluster plan
+        of the stage; GroupNorm normalises each cloud over its points."""
+        mixed = self.token_mixer(cloud_group_norm(x, batch, num_clouds, self.norm1), plan=plan)
+        if self.use_layer_scale:
+            mixed = self.layer_scale_1 * mixed
+        x = x + self.drop_path(mixed)
+        fed = self.mlp(cloud_group_norm(x, batch, num_clouds, self.norm2))
+        if self.use_layer_scale:
+            fed = self.layer_scale_2 * fed
+        return x + self.drop_path(fed)
 
     def forward(self, x: Tensor) -> Tensor:
         mixed = self.token_mixer(self.norm1(x))
@@ -225,28 +244,185 @@ class ContextClusterNet(nn.Module):
         self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights(self.head)
 
-    def forward_embeddings(self, x: Tensor) -> Tensor:
-        """``[B, in_chans, H, W]`` -> stem output ``[B, embed_dims[0], H', W']``."""
-        if x.dim() != 4 or x.size(1) != self.in_chans:
-            raise ValueError(
-                f"expected images [B, {self.in_chans}, H, W], got shape {tuple(x.shape)}"
-            )
-        return self.patch_embed(coc_input(x))
+    # ------------------------------------------------------------------ image input
+    def stage_sizes(self, height: int, width: int) -> List[Tuple[int, int]]:
+        """``(H_i, W_i)`` of the four stage maps for a ``height x width`` image (the
+        convolution arithmetic of the stem and reducers, before any padding)."""
+        return [size for _, size in self._map_sizes(height, width)]
 
-    def forward_tokens(self, x: Tensor) -> Union[Tensor, List[Tensor]]:
-        """Run ``network``; with ``fork_feat`` return the normalised stage outputs."""
+    def _map_sizes(self, height: int, width: int) -> List[Tuple[int, Tuple[int, int]]]:
+        """``(network index, (H, W))`` of every stage map (``nn.Sequential`` entries)."""
+
+        def through(conv: nn.Conv2d, h: int, w: int) -> Tuple[int, int]:
+            (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
+            return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+
+        h, w = through(self.patch_embed.proj, height, width)
+        sizes = []
+        for idx, module in enumerate(self.network):
+            if isinstance(module, GridPointReducer):
+                h, w = through(module.proj, h, w)
+            else:
+                sizes.append((idx, (h, w)))
+        return sizes
+
+    def _divisible(self, height: int, width: int) -> bool:
+        for idx, (h, w) in self._map_sizes(height, width):
+            fw, fh = folds(self._fold(idx))
+            if h < 1 or w < 1 or h % fw or w % fh:
+                return False
+        return True
+
+    def _fold(self, idx: int) -> Tuple[int, int]:
+        mixer = self.network[idx][0].token_mixer if len(self.network[idx]) else None
+        return (mixer.fold_w, mixer.fold_h) if mixer is not None else (1, 1)
+
+    def padded_size(self, height: int, width: int) -> Tuple[int, int]:
+        """The input size the image is padded to: the smallest ``(H', W') >= (height, width)``
+        whose stage maps every fold region divides (``(height, width)`` itself when the
+        official model accepts it; 240 -> 256 for the published configs)."""
+        ph = next(h for h in range(height, 2 * height + 64) if self._divisible(h, width))
+        pw = next(w for w in range(width, 2 * width + 64) if self._divisible(ph, w))
+        return ph, pw
+
+    def forward_embeddings(self, x: Tensor) -> Tensor:
+        """``[B, in_chans, H, W]`` -> stem output ``[B, embed_dims[0], H_0', W_0']``.
+
+        The image gets its two position channels (:func:`~pointset.data.image.coc_input`)
+        and is padded at the bottom and right to :meth:`padded_size` when the official
+        model would reject its size (see :class:`ContextClusterNet`).
+        """
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.size(1) != self.in_chans:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"expected images [B, {self.in_chans}, H, W], got shape {shape}")
+        h, w = x.shape[-2:]
+        if min(self.stage_sizes(h, w)[-1]) < 1:
+            raise ValueError(f"the image ({h}x{w}) is too small for the stem and reducers")
+        inp = coc_input(x)
+        ph, pw = self.padded_size(h, w)
+        if (ph, pw) != (h, w):
+            inp = _pad_coc_input(inp, ph, pw)
+        return self.patch_embed(inp)
+
+    def forward_tokens(
+        self, x: Tensor, sizes: Sequence[Tuple[int, int]] | None = None
+    ) -> Union[Tensor, List[Tensor]]:
+        """Run ``network``; with ``fork_feat`` return the normalised stage outputs, each
+        cropped to ``sizes[i]`` (the unpadded stage sizes) first."""
         outs = []
         for idx, block in enumerate(self.network):
             x = block(x)
             if self.fork_feat and idx in self.out_indices:
-                outs.append(getattr(self, f"norm{idx}")(x))
+                if sizes is not None:
+                    h, w = sizes[len(outs)]
+                    x_out = x[..., :h, :w]
+                else:
+                    x_out = x
+                outs.append(getattr(self, f"norm{idx}")(x_out))
         return outs if self.fork_feat else x
 
-    def forward(self, x: Tensor) -> Union[Tensor, List[Tensor]]:
-        x = self.forward_tokens(self.forward_embeddings(x))
+    def forward(self, x: Union[Tensor, PointSet]) -> Union[Tensor, List[Tensor]]:
+        """Logits ``[B, num_classes]`` (or the stage maps with ``fork_feat``) of images
+        ``[B, in_chans, H, W]``; a :class:`~pointset.data.PointSet` goes to
+        :meth:`forward_points`."""
+        if isinstance(x, PointSet):
+            return self.forward_points(x)
+        sizes = self.stage_sizes(*x.shape[-2:]) if isinstance(x, Tensor) and x.dim() == 4 else None
+        x = self.forward_tokens(self.forward_embeddings(x), sizes)
         if self.fork_feat:
             return x
-        return self.head(self.norm(x).mean(dim=(-2, -1)))
+        h, w = sizes[-1]
+        return self.head(self.norm(x[..., :h, :w]).mean(dim=(-2, -1)))
+
+    # ------------------------------------------------------------------ point-set input
+    def forward_points(
+        self,
+        points: PointSet,
+        image_size: Tuple[int, int] | None = None,
+        plan: str = "auto",
+    ) -> Union[Tensor, List[PointSet]]:
+        """Run the network on a point set of pixels through the general (message-passing)
+        path of :class:`~pointset.nn.ContextCluster`.
+
+        The points are pixels: ``points.pixel`` (or ``points.pos`` holding integer pixel
+        coordinates, as :func:`~pointset.data.from_image` gives without ``normalize``) is
+        each point's ``(row, col)``. They may be a whole image or any subset (masked-out
+        pixels, the valid pixels of an RGBD frame); clouds of a batch may differ in size.
+        ``points.x`` holds ``in_chans`` colour channels (normalised like the images the
+        model was trained on), or ``in_chans + 2`` channels that already end with the CoC
+        position channels (``from_image(coc_input(img))``); otherwise the position channels
+        are built from the pixel coordinates exactly as :func:`~pointset.data.coc_input`
+        builds them.
+
+        The stem and the reducers apply their convolution weights sparsely on the pixel
+        lattice (absent pixels count as zeros; :func:`~pointset.models._lattice.lattice_conv`),
+        GroupNorm normalises each cloud over its points, and every Context Cluster stage
+        builds one :class:`~pointset.nn.ClusterPlan` shared by its blocks:
+
+        * ``"grid"``: :func:`~pointset.nn.grid_plan`, the official fold regions and pooled
+          centers; needs whole images of one size that the folds divide. The result then
+          equals :meth:`forward` on the image (to float32 rounding).
+        * ``"fps"``: :func:`~pointset.nn.point_plan`, farthest-point-sampled centers (from
+          index 0, deterministic) at the density of the grid path (its centers per image over
+          the stage's lattice cells), each pooled from its ``center_k`` nearest points, each
+          point compared with its nearest ``proposal_w * proposal_h`` centers.
+        * ``"auto"`` (default): ``"grid"`` where it applies, else ``"fps"``.
+
+        Args:
+            points: the pixels, one or a batch of clouds.
+            image_size: ``(H, W)`` of the source image, which sets the position channels;
+                default: ``points.grid_size`` if recorded, else the largest pixel + 1.
+            plan: ``"auto"``, ``"grid"`` or ``"fps"``.
+
+        Returns:
+            logits ``[B, num_classes]``; with ``fork_feat`` one
+            :class:`~pointset.data.PointSet` per stage with normalised ``x [M_i, C_i]``,
+            ``pos [M_i, 2]`` the ``(row, col)`` cell of the stage lattice (stride
+            ``4 * 2^i`` pixels) and ``batch``.
+        """
+        if plan not in ("auto", "grid", "fps"):
+            raise ValueError(f"plan must be 'auto', 'grid' or 'fps', got {plan!r}")
+        x, lattice = pixel_lattice_input(points, self.in_chans, image_size)
+        x, lattice = lattice_conv(x, lattice, self.patch_embed.proj)
+        outs = []
+        for idx, module in enumerate(self.network):
+            if isinstance(module, GridPointReducer):
+                x, lattice = lattice_conv(x, lattice, module.proj)
+                continue
+            if len(module):
+                cluster_plan = stage_plan(module[0].token_mixer, lattice, plan)
+                for block in module:
+                    x = block.forward_points(x, lattice.batch, lattice.num_clouds, cluster_plan)
+            if self.fork_feat and idx in self.out_indices:
+                normed = cloud_group_norm(x, lattice.batch, lattice.num_clouds, getattr(self, f"norm{idx}"))
+                outs.append(_stage_points(normed, lattice))
+        if self.fork_feat:
+            return outs
+        normed = cloud_group_norm(x, lattice.batch, lattice.num_clouds, self.norm)
+        return self.head(cloud_mean(normed, lattice.batch, lattice.num_clouds))
+
+
+def _stage_points(x: Tensor, lattice: Lattice) -> PointSet:
+    sizes = torch.bincount(lattice.batch, minlength=lattice.num_clouds)
+    return batch_from_packed(sizes, x=x, pos=lattice.cells.to(x.dtype))
+
+
+def _pad_coc_input(inp: Tensor, height: int, width: int) -> Tensor:
+    """Pad the CoC input ``[B, C + 2, H, W]`` at the bottom and right to ``height x width``:
+    colour channels with zeros, position channels continued with the image's own step
+    (``i / (H - 1) - 0.5`` for ``i >= H``), so real pixels keep their positions exactly."""
+    b, c, h, w = inp.shape
+    out = F.pad(inp, (0, width - w, 0, height - h))
+
+    def axis(n: int, real: int) -> Tensor:
+        if real == 1:
+            return torch.zeros(n, device=inp.device, dtype=inp.dtype)
+        ax = torch.arange(n, device=inp.device, dtype=torch.float32) / (real - 1.0) - 0.5
+        return ax.to(inp.dtype)
+
+    out[:, c - 2] = axis(height, h).view(height, 1)
+    out[:, c - 1] = axis(width, w).view(1, width)
+    return out
 
 
 _PAPER = "Image as Set of Points (Ma et al., ICLR 2023), https://arxiv.org/abs/2303.01494"

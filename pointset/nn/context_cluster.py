@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Tuple, Union
 
 import torch
@@ -149,6 +150,8 @@ class ContextCluster(MessagePassing):
         self.f = nn.Conv2d(dim, inner, kernel_size=1)
         self.proj = nn.Conv2d(inner, self.out_dim, kernel_size=1)
         self.v = nn.Conv2d(dim, inner, kernel_size=1)
+        self.record_assignment = False
+        self.last_assignment: Tensor | None = None
         self.sim_alpha = nn.Parameter(torch.empty(1))
         self.sim_beta = nn.Parameter(torch.empty(1))
         self.reset_parameters()
@@ -176,6 +179,8 @@ class ContextCluster(MessagePassing):
         """Mix ``x``; see the class docstring for the grid and point paths."""
         if not isinstance(x, Tensor):
             raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise ValueError(f"x must be a floating tensor, got dtype {x.dtype}")
         if x.dim() == 4:
             if any(a is not None for a in (pos, batch, grid_size, plan, centers)):
                 raise ValueError(
@@ -250,10 +255,17 @@ class ContextCluster(MessagePassing):
 
     # ------------------------------------------------------------------ grid path
     def _forward_packed_grid(self, x: Tensor, grid_size) -> Tensor:
-        outs = []
+        outs, assigned, offset = [], [], 0
         for (h, w), part in grid_runs(grid_size, x):
             image = part.view(-1, h, w, self.dim).permute(0, 3, 1, 2)
             outs.append(self._forward_grid(image).permute(0, 2, 3, 1).reshape(-1, self.out_dim))
+            if self.record_assignment:  # renumber the run's centers after the previous runs
+                assigned.append(self.last_assignment + offset)
+                offset += image.size(0) * self.proposal_w * self.proposal_h * math.prod(
+                    folds(self.fold_w, self.fold_h)
+                )
+        if self.record_assignment:
+            self.last_assignment = torch.cat(assigned)
         return torch.cat(outs)
 
     def _forward_grid(self, x: Tensor) -> Tensor:
@@ -279,14 +291,33 @@ class ContextCluster(MessagePassing):
 
         cos = F.normalize(centers, dim=-1) @ F.normalize(feat, dim=-1).transpose(1, 2)
         sim = torch.sigmoid(self.sim_beta + self.sim_alpha * cos)  # [R, M, n]
-        mask = torch.zeros_like(sim).scatter_(1, sim.argmax(dim=1, keepdim=True), 1.0)
+        best = sim.argmax(dim=1, keepdim=True)  # [R, 1, n]
+        mask = torch.zeros_like(sim).scatter_(1, best, 1.0)
         sim = sim * mask
+        if self.record_assignment:
+            self._record_grid(best.detach(), b, h, w)
         weight = sim if self.denominator == "sim" else mask
         out = (sim @ value + value_centers) / (weight.sum(-1, keepdim=True) + 1.0)  # [R, M, d]
         y = sim.transpose(1, 2) @ out  # [R, n, d]
 
         y = y.transpose(1, 2).reshape(b * e, fw, fh, d, rh, rw).permute(0, 3, 1, 4, 2, 5)
         return self.proj(y.reshape(b, e * d, h, w))
+
+    def _record_grid(self, best: Tensor, b: int, h: int, w: int) -> None:
+        """Store ``best [B*e*fw*fh, 1, rh*rw]`` (center per point within its region) as
+        ``[B*H*W, e]`` center ids numbered like :func:`grid_plan`."""
+        e = self.heads
+        fw, fh = folds(self.fold_w, self.fold_h)
+        rh, rw = h // fw, w // fh
+        per_region = self.proposal_w * self.proposal_h
+        local = best.view(b, e, fw, fh, rh, rw)
+        dev = best.device
+        region = (
+            torch.arange(b, device=dev).view(-1, 1, 1, 1, 1, 1) * fw
+            + torch.arange(fw, device=dev).view(1, 1, -1, 1, 1, 1)
+        ) * fh + torch.arange(fh, device=dev).view(1, 1, 1, -1, 1, 1)
+        ids = region * per_region + local  # [B, e, fw, fh, rh, rw]
+        self.last_assignment = ids.permute(0, 2, 4, 3, 5, 1).reshape(b * h * w, e)
 
     # ------------------------------------------------------------------ point path
     def _forward_points(self, x: Tensor, plan: ClusterPlan) -> Tensor:
@@ -307,7 +338,10 @@ class ContextCluster(MessagePassing):
         # one edge per (point, head) node -> (center, head) node
         head = torch.arange(e, device=x.device)
         src = (torch.arange(n, device=x.device).view(-1, 1) * e + head).view(-1)
-        dst = (cand[chosen] * e + head).view(-1)
+        assigned = cand[chosen]  # [N, e] center id of every (point, head)
+        if self.record_assignment:
+            self.last_assignment = assigned.detach()
+        dst = (assigned * e + head).view(-1)
         s = sim.gather(0, chosen).view(-1)  # [N*e]
         edge_index = torch.stack([src, dst])
 

@@ -86,6 +86,8 @@ class GroupContextCluster(nn.Module):
         """
         if x.dim() != 3 or x.size(1) != self.dim:
             raise ValueError(f"x must have shape [G, {self.dim}, k], got {tuple(x.shape)}")
+        if x.size(0) == 0 or x.size(2) == 0:
+            raise ValueError(f"x is empty: shape {tuple(x.shape)} (no groups or no members)")
         g, _, k = x.shape
         tokens = x.transpose(1, 2)  # [G, k, C]
         feats = self.fc1(tokens).view(g, k, self.heads, self.head_dim).transpose(1, 2)
@@ -119,6 +121,13 @@ class GroupContextCluster(nn.Module):
             raise ValueError(
                 f"group must be an integer tensor of shape [{x.size(0)}], got "
                 f"{tuple(group.shape)} {group.dtype}"
+            )
+        lo, hi = int(group.min()), int(group.max())
+        if lo < 0 or (num_groups is not None and hi >= num_groups):
+            raise ValueError(
+                f"group ids span [{lo}, {hi}], outside [0, num_groups={num_groups})"
+                if num_groups is not None
+                else f"group ids must be >= 0, got {lo}"
             )
         n = x.size(0)
         feats = self.fc1(x).view(n, self.heads, self.head_dim)

@@ -196,6 +196,9 @@ class LocalGrouper(nn.Module):
             raise ValueError(f"x must have {self.channel} channels, got {x.size(1)}")
         batch = check_batch(batch, pos.size(0))
         counts = batch_counts(batch, pos.size(0)).to(pos.device)
+        if bool((counts == 0).any()):
+            bad = int((counts == 0).nonzero()[0, 0])
+            raise ValueError(f"cloud {bad} of the batch is empty; every cloud needs points")
         smallest = int(counts.min())
         if smallest < max(self.groups, self.kneighbors):
             cloud = int(counts.argmin())

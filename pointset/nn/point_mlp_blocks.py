@@ -49,6 +49,15 @@ def _reset_children(module: nn.Module) -> None:
             _reset_children(child)
 
 
+def check_channel_first(x: Tensor, channels: int, name: str) -> None:
+    """``x`` must be a non-empty ``[B, channels, L]`` tensor (raise ``ValueError``)."""
+    if not isinstance(x, Tensor) or x.dim() != 3 or x.size(1) != channels:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name} expects [B, {channels}, L] (channels first), got {shape}")
+    if x.size(0) == 0 or x.size(2) == 0:
+        raise ValueError(f"{name} got an empty input of shape {tuple(x.shape)}")
+
+
 class ConvBNReLU1D(nn.Module):
     r"""Pointwise ``Conv1d -> BatchNorm1d -> activation`` (``net.0``, ``net.1``, ``net.2``).
 
@@ -86,6 +95,7 @@ class ConvBNReLU1D(nn.Module):
         _reset_children(self)
 
     def forward(self, x: Tensor) -> Tensor:
+        check_channel_first(x, self.net[0].in_channels, type(self).__name__)
         return self.net(x)
 
 
@@ -151,6 +161,7 @@ class ConvBNReLURes1D(nn.Module):
         _reset_children(self)
 
     def forward(self, x: Tensor) -> Tensor:
+        check_channel_first(x, self.net1[0].in_channels, type(self).__name__)
         return self.act(self.net2(self.net1(x)) + x)
 
 
@@ -224,6 +235,8 @@ class PreExtraction(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         b, s, k, d = x.shape
+        if b == 0 or s == 0 or k == 0:
+            raise ValueError(f"PreExtraction got an empty input of shape {tuple(x.shape)}")
         x = x.permute(0, 1, 3, 2).reshape(b * s, d, k)
         x = self.operation(self.transfer(x))  # [B*S, C_out, k]
         x = F.adaptive_max_pool1d(x, 1)
@@ -256,6 +269,7 @@ class PosExtraction(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
+        self.channels = channels
         self.operation = nn.Sequential(
             *(
                 ConvBNReLURes1D(
@@ -273,4 +287,5 @@ class PosExtraction(nn.Module):
         _reset_children(self)
 
     def forward(self, x: Tensor) -> Tensor:
+        check_channel_first(x, self.channels, type(self).__name__)
         return self.operation(x)

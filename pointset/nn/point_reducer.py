@@ -103,6 +103,9 @@ class PointReducer(nn.Module):
         n = x.size(0)
         batch = check_batch(batch, n)
         counts = batch_counts(batch, n)
+        if bool((counts == 0).any()):
+            bad = int((counts == 0).nonzero()[0, 0])
+            raise ValueError(f"cloud {bad} of the batch is empty; every cloud needs points")
         if bool((counts < self.k).any()):
             bad = int((counts < self.k).nonzero()[0, 0])
             raise ValueError(f"cloud {bad} has {int(counts[bad])} points, fewer than k={self.k}")
@@ -185,6 +188,8 @@ class GridPointReducer(nn.Module):
                     f"x has {x.size(1)} channels (shape {tuple(x.shape)}), "
                     f"expected {self.in_channels}"
                 )
+            if min(x.shape) == 0:
+                raise ValueError(f"x is empty: shape {tuple(x.shape)}")
             return self.proj(x)
         if x.dim() != 2 or grid_size is None:
             raise ValueError(

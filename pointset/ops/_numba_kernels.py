@@ -280,7 +280,7 @@ def _outside_gap(q, lo, size, cq, s):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _covers_grid(cq, s, dims):  # pragma: no cover - compiled
-    for c in range(cq.shape[0]):
+    for c in range(cq.shape[0]):  # noqa: SIM110 - generators do not compile
         if cq[c] - s > 0 or cq[c] + s < dims[c] - 1:
             return False
     return True

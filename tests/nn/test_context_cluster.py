@@ -289,6 +289,70 @@ def test_gradcheck_reaches_sim_alpha_and_beta():
     assert ga.abs() > 0 and gb.abs() > 0
 
 
+def test_gradcheck_general_path_reaches_sim_alpha_and_beta():
+    """Oracle: finite differences (float64) through the general path on two 3-D clouds of
+    unequal size, FPS centers, kNN pooling and candidates (the plan is fixed geometry)."""
+    layer = _layer(dim=3, heads=2, head_dim=2, num_centers=3, center_k=4, candidates=2)
+    gen = torch.Generator().manual_seed(0)  # nearest candidates differ in cos by > 3e-3
+    pos = torch.rand(17, 3, generator=gen, dtype=torch.float64)
+    batch = torch.tensor([0] * 10 + [1] * 7)
+    x = torch.randn(17, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    alpha = layer.sim_alpha.detach().clone().requires_grad_()
+    beta = layer.sim_beta.detach().clone().requires_grad_()
+
+    def run(x, a, b):
+        params = {"sim_alpha": a, "sim_beta": b}
+        return torch.func.functional_call(layer, params, (x, pos, batch))
+
+    assert torch.autograd.gradcheck(run, (x, alpha, beta))
+    ga, gb = torch.autograd.grad(run(x, alpha, beta).square().sum(), [alpha, beta])
+    assert ga.abs() > 0 and gb.abs() > 0
+
+
+# --------------------------------------------------------------------------- assignment record
+
+
+@pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[1], CONFIGS[3]])
+def test_recorded_grid_assignment_equals_point_path_with_grid_plan(config):
+    """Oracle: the point path given grid_plan, whose center ids the grid path must reuse;
+    recording leaves the output unchanged."""
+    h, w = config[:2]
+    layer = _layer(config=config)
+    x = torch.randn(2, 6, h, w, dtype=torch.float64)
+    with torch.no_grad():
+        plain = layer(x)
+        layer.record_assignment = True
+        recorded = layer(x)
+        grid_ids = layer.last_assignment
+        layer(_packed(x), plan=layer.grid_plan(2, h, w))
+        plan_ids = layer.last_assignment
+    assert torch.equal(plain, recorded)
+    assert grid_ids.shape == (2 * h * w, layer.heads) and grid_ids.dtype == torch.long
+    assert torch.equal(grid_ids, plan_ids)
+
+
+def test_recorded_assignment_is_a_candidate_of_every_point():
+    """Oracle: the plan's candidate edges (general path) and the per-image grid record
+    renumbered after the previous images (packed grids of two sizes)."""
+    layer = _layer(dim=6, num_centers=5, center_k=4, candidates=3)
+    layer.record_assignment = True
+    x, pos = torch.randn(40, 6, dtype=torch.float64), torch.rand(40, 3, dtype=torch.float64)
+    plan = layer.plan(pos)
+    with torch.no_grad():
+        layer(x, plan=plan)
+    ids = layer.last_assignment
+    cands = {(int(p), int(c)) for p, c in plan.cand_index.t()}
+    assert all((i, int(ids[i, e])) in cands for i in range(40) for e in range(layer.heads))
+
+    a = torch.randn(1, 6, 8, 8, dtype=torch.float64)
+    b = torch.randn(1, 6, 4, 6, dtype=torch.float64)
+    with torch.no_grad():
+        layer(b)
+        alone_b = layer.last_assignment
+        layer(torch.cat([_packed(a), _packed(b)]), grid_size=torch.tensor([[8, 8], [4, 6]]))
+    assert torch.equal(layer.last_assignment[64:], alone_b + 16)  # image a has 4 x 4 centers
+
+
 def test_reset_parameters_restores_alpha_one_beta_zero():
     layer = _layer()
     layer.reset_parameters()

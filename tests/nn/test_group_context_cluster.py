@@ -147,3 +147,30 @@ def test_bad_input_raises_value_error():
         layer.forward_grouped(torch.randn(5, 8), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="empty"):
         layer.forward_grouped(torch.randn(0, 8), torch.zeros(0, dtype=torch.long))
+
+
+def test_packed_clouds_of_different_sizes_equal_each_cloud_alone():
+    """Oracle: each cloud alone. Clouds of 13, 21 and 9 points are grouped by
+    LocalGrouper.forward_packed (4 groups of 5 per cloud); the grouped entry on all groups
+    at once equals the grouped entry and the dense entry on each cloud's groups alone."""
+    from pointset.nn.local_grouper import LocalGrouper
+
+    sizes = [13, 21, 9]
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(sum(sizes), 6, generator=gen, dtype=torch.float64)
+    pos = torch.rand(sum(sizes), 3, generator=gen, dtype=torch.float64)
+    batch = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes))
+    grouper = LocalGrouper(6, 4, 5).double()
+    layer = _layer(12, heads=2, head_dim=3)
+    groups = grouper.forward_packed(x, pos, batch).x  # [12, 5, 12]
+    members = groups.reshape(-1, 12)
+    together = layer.forward_grouped(members, torch.arange(12).repeat_interleave(5))
+    start = 0
+    for b, n in enumerate(sizes):
+        alone = grouper.forward_packed(x[start : start + n], pos[start : start + n]).x
+        rows = slice(20 * b, 20 * (b + 1))
+        by_group = layer.forward_grouped(alone.reshape(-1, 12), torch.arange(4).repeat_interleave(5))
+        torch.testing.assert_close(together[rows], by_group, rtol=1e-12, atol=1e-12)
+        dense = layer(alone.transpose(1, 2)).transpose(1, 2).reshape(-1, 12)
+        torch.testing.assert_close(together[rows], dense, rtol=1e-12, atol=1e-12)
+        start += n
