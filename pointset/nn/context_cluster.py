@@ -261,8 +261,11 @@ class ContextCluster(MessagePassing):
             outs.append(self._forward_grid(image).permute(0, 2, 3, 1).reshape(-1, self.out_dim))
             if self.record_assignment:  # renumber the run's centers after the previous runs
                 assigned.append(self.last_assignment + offset)
-                offset += image.size(0) * self.proposal_w * self.proposal_h * math.prod(
-                    folds(self.fold_w, self.fold_h)
+                offset += (
+                    image.size(0)
+                    * self.proposal_w
+                    * self.proposal_h
+                    * math.prod(folds(self.fold_w, self.fold_h))
                 )
         if self.record_assignment:
             self.last_assignment = torch.cat(assigned)

@@ -110,6 +110,30 @@ def test_keeps_exactly_int_n_rate_and_every_reserved_token():
         assert len(kept) == int(cloud.size(0) * 0.25)
 
 
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("ratio", [0.1, 0.3, 0.5, 1.0])
+def test_keep_count_and_reserved_tokens_on_irregular_clouds(dim, ratio):
+    """Oracle: counting on random subsets of integer lattices (packed, unequal sizes):
+    exactly int(n * ratio) distinct tokens per cloud, every reserved token among them."""
+    g = torch.Generator().manual_seed(int(ratio * 10) + dim)
+    side = 12 if dim == 2 else 6
+    full = lattice(side, side, dim)
+    clouds = [full[torch.randperm(full.size(0), generator=g)[:n]] for n in (100, 61, 37)]
+    pos, sizes = torch.cat(clouds), [c.size(0) for c in clouds]
+    batch = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes))
+    layer = AdaptiveDownsample(3, 4, pos_dim=dim, ratio=ratio, cluster_size=4, nbhd_size=12)
+    x = torch.randn(pos.size(0), 3, generator=g)
+    _, new_pos, new_batch, perm = layer(x, pos, batch)
+    assert torch.bincount(new_batch, minlength=3).tolist() == [int(n * ratio) for n in sizes]
+    assert torch.equal(new_pos, pos[perm])
+    for b in range(3):
+        kept = perm[new_batch == b].tolist()
+        assert len(set(kept)) == len(kept)
+        assert all(int(batch[i]) == b for i in kept)
+        reserved = ((pos % 4 == 0).all(1) & (batch == b)).nonzero().flatten().tolist()
+        assert set(reserved) <= set(kept)
+
+
 def test_adaptive_prior_on_full_lattice_equals_stride_rule():
     """Oracle: the fixed stride-2 rule; on a full unit lattice every token's nearest
     neighbour is at distance 1, so the adaptive stride is 2 everywhere."""

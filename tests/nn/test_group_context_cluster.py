@@ -169,7 +169,9 @@ def test_packed_clouds_of_different_sizes_equal_each_cloud_alone():
     for b, n in enumerate(sizes):
         alone = grouper.forward_packed(x[start : start + n], pos[start : start + n]).x
         rows = slice(20 * b, 20 * (b + 1))
-        by_group = layer.forward_grouped(alone.reshape(-1, 12), torch.arange(4).repeat_interleave(5))
+        by_group = layer.forward_grouped(
+            alone.reshape(-1, 12), torch.arange(4).repeat_interleave(5)
+        )
         torch.testing.assert_close(together[rows], by_group, rtol=1e-12, atol=1e-12)
         dense = layer(alone.transpose(1, 2)).transpose(1, 2).reshape(-1, 12)
         torch.testing.assert_close(together[rows], dense, rtol=1e-12, atol=1e-12)

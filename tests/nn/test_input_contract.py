@@ -1,0 +1,146 @@
+"""The input contract shared by every layer of pointset.nn.
+
+Oracle: the contract itself. A wrong channel count, positions of the wrong dimensionality
+and an empty cloud (no points at all, or an empty cloud inside a packed batch) each raise a
+``ValueError`` whose message names the problem, never a shape error from deep inside torch.
+The per-layer test files check further, layer-specific cases.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+import pointset.nn as psnn
+from pointset.nn import (
+    AdaptiveDownsample,
+    ClusterAttention,
+    ContextCluster,
+    ConvBNReLU1D,
+    ConvBNReLURes1D,
+    GridPointReducer,
+    GroupContextCluster,
+    LocalGrouper,
+    PointReducer,
+    PosExtraction,
+    PreExtraction,
+)
+
+C, D = 6, 3
+
+# layers taking packed point sets (x [N, C], pos [N, D], batch [N]); pos_dim None: any D
+POINT_LAYERS = {
+    "ContextCluster": (
+        lambda: ContextCluster(C, heads=2, head_dim=3, num_centers=3, center_k=3, candidates=2),
+        lambda layer, x, pos, batch: layer(x, pos, batch),
+        None,
+    ),
+    "PointReducer": (
+        lambda: PointReducer(C, 8, k=3, pos_dim=D),
+        lambda layer, x, pos, batch: layer(x, pos, batch),
+        D,
+    ),
+    "ClusterAttention": (
+        lambda: ClusterAttention(C, heads=2, cluster_size=4, nbhd_size=8, pos_dim=D),
+        lambda layer, x, pos, batch: layer(x, pos, batch),
+        D,
+    ),
+    "AdaptiveDownsample": (
+        lambda: AdaptiveDownsample(C, 8, pos_dim=D, cluster_size=4, nbhd_size=8),
+        lambda layer, x, pos, batch: layer(x, pos, batch),
+        D,
+    ),
+    "LocalGrouper": (
+        lambda: LocalGrouper(C, 3, 3, pos_dim=D),
+        lambda layer, x, pos, batch: layer.forward_packed(x, pos, batch),
+        D,
+    ),
+}
+
+# layers taking dense tensors: (make, good input shape, bad-channel shape, empty shapes)
+DENSE_LAYERS = {
+    "GridPointReducer": (
+        lambda: GridPointReducer(C, 8),
+        (2, C, 8, 8),
+        (2, C + 1, 8, 8),
+        [(0, C, 8, 8), (2, C, 0, 8)],
+    ),
+    "GroupContextCluster": (
+        lambda: GroupContextCluster(C, head_dim=4),
+        (4, C, 5),
+        (4, C + 1, 5),
+        [(0, C, 5), (4, C, 0)],
+    ),
+    "ConvBNReLU1D": (lambda: ConvBNReLU1D(C, 8), (2, C, 5), (2, C + 1, 5), [(0, C, 5), (2, C, 0)]),
+    "ConvBNReLURes1D": (lambda: ConvBNReLURes1D(C), (2, C, 5), (2, C + 1, 5), [(2, C, 0)]),
+    "PosExtraction": (lambda: PosExtraction(C), (2, C, 5), (2, C + 1, 5), [(2, C, 0)]),
+    "PreExtraction": (
+        lambda: PreExtraction(C, 8, use_xyz=False),
+        (2, 3, 4, 2 * C),
+        (2, 3, 4, 2 * C + 1),
+        [(2, 0, 4, 2 * C), (2, 3, 0, 2 * C)],
+    ),
+}
+
+DATA_CONTAINERS = {"Downsampled", "PackedGroups"}
+
+
+def test_every_exported_layer_is_covered():
+    layers = set(psnn.__all__) - DATA_CONTAINERS
+    assert layers == set(POINT_LAYERS) | set(DENSE_LAYERS)
+
+
+def _clouds(sizes=(12, 10)):
+    g = torch.Generator().manual_seed(0)
+    n = sum(sizes)
+    batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    return torch.randn(n, C, generator=g), torch.rand(n, D, generator=g), batch
+
+
+@pytest.mark.parametrize("name", sorted(POINT_LAYERS))
+def test_point_layer_rejects_bad_input(name):
+    make, run, pos_dim = POINT_LAYERS[name]
+    layer = make()
+    x, pos, batch = _clouds()
+    run(layer, x, pos, batch)  # the good input works
+    with pytest.raises(ValueError, match="channel|shape"):
+        run(layer, torch.randn(x.size(0), C + 1), pos, batch)
+    with pytest.raises(ValueError, match="pos"):
+        run(layer, x, pos[:, 0], batch)  # [N] instead of [N, D]
+    with pytest.raises(ValueError, match="pos"):
+        run(layer, x, pos.unsqueeze(-1), batch)  # [N, D, 1]
+    if pos_dim is not None:
+        with pytest.raises(ValueError, match="coordinates|pos_dim"):
+            run(layer, x, torch.rand(x.size(0), pos_dim + 1), batch)
+    with pytest.raises(ValueError, match="empty"):
+        run(layer, x[:0], pos[:0], None)
+    gap = torch.where(batch == 1, 2, batch)  # cloud 1 has no points
+    with pytest.raises(ValueError, match="empty"):
+        run(layer, x, pos, gap)
+
+
+@pytest.mark.parametrize("name", sorted(DENSE_LAYERS))
+def test_dense_layer_rejects_bad_input(name):
+    make, good, bad_channels, empties = DENSE_LAYERS[name]
+    layer = make()
+    layer(torch.randn(good))  # the good input works
+    with pytest.raises(ValueError, match=re.escape(str(bad_channels))):  # names the shape
+        layer(torch.randn(bad_channels))
+    for shape in empties:
+        with pytest.raises(ValueError, match="empty"):
+            layer(torch.randn(shape))
+
+
+def test_group_context_cluster_grouped_entry_rejects_bad_groups():
+    layer = GroupContextCluster(C, head_dim=4)
+    x = torch.randn(10, C)
+    with pytest.raises(ValueError, match="channels|shape"):
+        layer.forward_grouped(torch.randn(10, C + 1), torch.zeros(10, dtype=torch.long))
+    with pytest.raises(ValueError, match=">= 0"):
+        layer.forward_grouped(x, torch.full((10,), -1))
+    with pytest.raises(ValueError, match="num_groups=2"):
+        layer.forward_grouped(x, torch.arange(10) % 3, num_groups=2)
+    with pytest.raises(ValueError, match="empty"):
+        layer.forward_grouped(x[:0], torch.zeros(0, dtype=torch.long))
