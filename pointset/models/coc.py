@@ -131,10 +131,37 @@ class ContextClusterNet(nn.Module):
         use_layer_scale, layer_scale_init_value: per-channel residual scales.
         fork_feat: return the normalised four stage outputs instead of logits.
 
+    **Input sizes and padding.** The official model rejects images whose stage maps the
+    fold regions do not divide (for the published configs: sides that are not a multiple of
+    32, e.g. 240). Such images are padded instead; sizes the official model accepts (224,
+    256, ...) are never padded, so their outputs are the official computation.
+
+    * *Where:* at the bottom and the right, to :meth:`padded_size` (the smallest size whose
+      every stage map the folds divide; 240 x 240 -> 256 x 256 for coc_tiny/small/medium,
+      while coc_tiny_plain, without regions, takes any size unpadded).
+    * *What value:* the 5-channel input is built at the real size first, so real pixels
+      keep their exact position channels; padded pixels get colour 0 (the mean colour of
+      a normalised image) and position channels that continue the image's own step
+      (``i / (H - 1) - 0.5`` for rows ``i >= H``, likewise columns).
+    * *Removal:* each stage output is cropped to the size the convolution arithmetic gives
+      for the unpadded image (:meth:`stage_sizes`; 240 -> 60, 30, 15, 8) before its
+      GroupNorm; the classifier pools only over the cropped last map, and ``fork_feat``
+      returns the cropped maps.
+    * *Effect:* the stem outputs of the cropped region see only real pixels, but the
+      padded tokens take part in the later stages: they are pooled into the centers of
+      the fold regions they fall in, can be assigned to those centers, and feed the 3x3
+      reducers at the bottom/right border. Outputs at such sizes are therefore a
+      well-defined extension of the official model, not something it computes.
+
+    **Point sets.** :meth:`forward_points` (also reached by passing a
+    :class:`~pointset.data.PointSet` to ``forward``) runs the same weights on pixels given
+    as a point set, a whole image or any subset of its pixels, through the general path.
+
     Shapes:
-        - **input:** ``[B, in_chans, H, W]``
+        - **input:** ``[B, in_chans, H, W]`` (or a ``PointSet``, see :meth:`forward_points`)
         - **output:** ``[B, num_classes]``; with ``fork_feat`` a list of four
-          ``[B, embed_dims[i], H / (4 * 2^i), W / (4 * 2^i)]``
+          ``[B, embed_dims[i], H_i, W_i]`` with ``(H_i, W_i) = stage_sizes(H, W)[i]``
+          (``H / (4 * 2^i)`` for sides divisible by 32)
     """
 
     def __init__(
@@ -266,23 +293,25 @@ class ContextClusterNet(nn.Module):
                 sizes.append((idx, (h, w)))
         return sizes
 
-    def _divisible(self, height: int, width: int) -> bool:
+    def _divisible(self, height: int, width: int) -> Tuple[bool, bool]:
+        """Whether every stage's fold regions divide the rows / the columns."""
+        rows_ok = cols_ok = True
         for idx, (h, w) in self._map_sizes(height, width):
-            fw, fh = folds(self._fold(idx))
-            if h < 1 or w < 1 or h % fw or w % fh:
-                return False
-        return True
-
-    def _fold(self, idx: int) -> Tuple[int, int]:
-        mixer = self.network[idx][0].token_mixer if len(self.network[idx]) else None
-        return (mixer.fold_w, mixer.fold_h) if mixer is not None else (1, 1)
+            mixer = self.network[idx][0].token_mixer if len(self.network[idx]) else None
+            if mixer is None:
+                continue
+            fw, fh = folds(mixer.fold_w, mixer.fold_h)
+            rows_ok &= h >= 1 and h % fw == 0
+            cols_ok &= w >= 1 and w % fh == 0
+        return rows_ok, cols_ok
 
     def padded_size(self, height: int, width: int) -> Tuple[int, int]:
         """The input size the image is padded to: the smallest ``(H', W') >= (height, width)``
         whose stage maps every fold region divides (``(height, width)`` itself when the
         official model accepts it; 240 -> 256 for the published configs)."""
-        ph = next(h for h in range(height, 2 * height + 64) if self._divisible(h, width))
-        pw = next(w for w in range(width, 2 * width + 64) if self._divisible(ph, w))
+        limit = 2 * max(height, width) + 64
+        ph = next(h for h in range(height, limit) if self._divisible(h, width)[0])
+        pw = next(w for w in range(width, limit) if self._divisible(height, w)[1])
         return ph, pw
 
     def forward_embeddings(self, x: Tensor) -> Tensor:
@@ -394,7 +423,9 @@ class ContextClusterNet(nn.Module):
                 for block in module:
                     x = block.forward_points(x, lattice.batch, lattice.num_clouds, cluster_plan)
             if self.fork_feat and idx in self.out_indices:
-                normed = cloud_group_norm(x, lattice.batch, lattice.num_clouds, getattr(self, f"norm{idx}"))
+                normed = cloud_group_norm(
+                    x, lattice.batch, lattice.num_clouds, getattr(self, f"norm{idx}")
+                )
                 outs.append(_stage_points(normed, lattice))
         if self.fork_feat:
             return outs

@@ -1,7 +1,8 @@
 """Tests for pointset/models/coc.py.
 
 Oracles: the official Context-Cluster model's outputs stored in the coc_mini fixture
-(embedding, every ``network[j]`` output, logits in float32 and float64), and the official
+(embedding, every ``network[j]`` output, logits in float32 and float64; also reached through
+the point-set path), and the official
 state_dict listings (keys, shapes, parameter counts) of coc_tiny/coc_tiny_plain/coc_small/
 coc_medium.
 """
@@ -13,8 +14,8 @@ import json
 import pytest
 import torch
 
+from pointset import from_image
 from pointset.models.coc import (
-    ClusterBlock,
     ContextClusterNet,
     coc_medium,
     coc_small,
@@ -64,31 +65,12 @@ def test_float64_reproduces_official_float64_logits(fixture):
     torch.testing.assert_close(logits, fixture["logits_fp64"], atol=1e-10, rtol=0)
 
 
-def _block_on_points(block: ClusterBlock, x: torch.Tensor) -> torch.Tensor:
-    """A ClusterBlock whose token mixer runs the point path with the grid plan."""
-    b, c, h, w = x.shape
-    plan = block.token_mixer.grid_plan(b, h, w)
-
-    def mixer(t):
-        packed = t.permute(0, 2, 3, 1).reshape(-1, c)
-        return block.token_mixer(packed, plan=plan).view(b, h, w, c).permute(0, 3, 1, 2)
-
-    x = x + block.layer_scale_1.view(-1, 1, 1) * mixer(block.norm1(x))
-    fed = block.mlp(block.norm2(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-    return x + block.layer_scale_2.view(-1, 1, 1) * fed
-
-
-def test_point_path_reproduces_official_stage_outputs(fixture):
+def test_point_path_reproduces_official_logits(fixture):
+    """The general path with the official fold regions (all pixels kept) on the fixture."""
     model = _model(fixture)
     with torch.no_grad():
-        x = model.forward_embeddings(fixture["input"])
-        for j, module in enumerate(model.network):
-            if isinstance(module, torch.nn.Sequential):
-                for block in module:
-                    x = _block_on_points(block, x)
-            else:
-                x = module(x)
-            torch.testing.assert_close(x, fixture["stage_outputs"][j], atol=1e-5, rtol=0)
+        logits = model.forward_points(from_image(fixture["input"]), plan="grid")
+    torch.testing.assert_close(logits, fixture["logits"], atol=1e-5, rtol=0)
 
 
 def _listing(shared_dir, name):
