@@ -5,7 +5,11 @@ RGBD folders. Each item is a :class:`~pointset.PointSet`; missing or malformed f
 
 from . import render
 from .base import PointCloudDataset, gather_points, sample_indices
+from .digits import DigitsPoints
+from .download import download
 from .errors import DatasetError
+from .modelnet40 import ModelNet40
+from .rgbd_folder import RGBDFolder, RGBDFrame
 from .scanobjectnn import CLASS_NAMES as SCANOBJECTNN_CLASSES
 from .scanobjectnn import VARIANTS as SCANOBJECTNN_VARIANTS
 from .scanobjectnn import ScanObjectNN, scanobjectnn_files
@@ -17,9 +21,14 @@ __all__ = [
     "SCANOBJECTNN_VARIANTS",
     "SYNTHETIC_CLASSES",
     "DatasetError",
+    "DigitsPoints",
+    "ModelNet40",
     "PointCloudDataset",
+    "RGBDFolder",
+    "RGBDFrame",
     "ScanObjectNN",
     "SyntheticShapes",
+    "download",
     "gather_points",
     "make_synthetic_scanobjectnn",
     "render",

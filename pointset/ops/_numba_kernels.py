@@ -112,6 +112,7 @@ class CellGrid(NamedTuple):
     cell0: np.ndarray  # [B + 1] int64
     cell_start: np.ndarray  # [cells + 1] int64
     order: np.ndarray  # [N] int64
+    points: np.ndarray  # [N, D] the points in cell order, x[order], for contiguous reads
 
 
 @njit(cache=True, nogil=True)
@@ -182,6 +183,9 @@ def _build(x, starts, counts, lo, size, dims, cell0):  # pragma: no cover - comp
 #: Cells per cloud are capped at this many per point (sparse or elongated clouds).
 _MAX_CELLS_PER_POINT = 4
 
+#: Points per occupied cell for kNN, as a fraction of k.
+_KNN_CELL_LOAD = 0.25
+
 
 def build_grid(x: np.ndarray, starts, counts, size: np.ndarray) -> CellGrid:
     """Sort the points of every cloud (rows ``starts[b] .. starts[b] + counts[b]`` of
@@ -205,7 +209,26 @@ def build_grid(x: np.ndarray, starts, counts, size: np.ndarray) -> CellGrid:
     cell0 = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(np.prod(dims, axis=1), out=cell0[1:])
     cell_start, order = _build(x, starts, counts, lo, size, dims, cell0)
-    return CellGrid(lo, size, dims, cell0, cell_start, order)
+    return CellGrid(lo, size, dims, cell0, cell_start, order, np.ascontiguousarray(x[order]))
+
+
+@njit(cache=True, nogil=True)
+def _query_keys(queries, q_cloud, lo, size, dims, cell0):  # pragma: no cover - compiled
+    keys = np.empty(queries.shape[0], dtype=np.int64)
+    for qi in range(queries.shape[0]):
+        b = q_cloud[qi]
+        lin = 0
+        for c in range(queries.shape[1]):
+            lin = lin * dims[b, c] + _cell_of(queries[qi, c], lo[b, c], size[b], dims[b, c])
+        keys[qi] = cell0[b] + lin
+    return keys
+
+
+def query_order(grid: CellGrid, queries: np.ndarray, q_cloud: np.ndarray) -> np.ndarray:
+    """Queries sorted by the cell they fall in (``[Q]`` int64), so that queries handled
+    one after another read the same cells from cache."""
+    keys = _query_keys(queries, q_cloud, grid.lo, grid.size, grid.dims, grid.cell0)
+    return np.argsort(keys, kind="stable")
 
 
 def knn_cell_size(x: np.ndarray, starts, counts, k: int) -> np.ndarray:
@@ -218,7 +241,7 @@ def knn_cell_size(x: np.ndarray, starts, counts, k: int) -> np.ndarray:
     counts = np.asarray(counts, dtype=np.int64)
     lo, hi = _bounds(x, starts, counts)
     extent = hi - lo
-    target = max(1.0, k / 2.0)
+    target = max(1.0, k * _KNN_CELL_LOAD)
     longest = extent.max(axis=1, initial=0.0)
     flat = extent <= 1e-6 * np.maximum(longest, 1e-300)[:, None]
     eff_dim = np.maximum((~flat).sum(axis=1), 1)
@@ -333,10 +356,11 @@ def _sq_dist(x, j, q):  # pragma: no cover - compiled
 
 @njit(parallel=True, cache=True, nogil=True)
 def _knn(
-    x, queries, q_cloud, q_own, lo, size, dims, cell0, cell_start, order, k, out_d, out_i
+    pts, queries, q_order, q_cloud, q_own, lo, size, dims, cell0, cell_start, order, k, out_d, out_i
 ):  # pragma: no cover - compiled
-    dim = x.shape[1]
-    for qi in prange(queries.shape[0]):
+    dim = pts.shape[1]
+    for t0 in prange(queries.shape[0]):
+        qi = q_order[t0]
         q = queries[qi]
         b = q_cloud[qi]
         own = q_own[qi]
@@ -359,7 +383,7 @@ def _knn(
                     j = order[p]
                     if j == own:
                         continue
-                    d = _sq_dist(x, j, q)
+                    d = _sq_dist(pts, p, q)
                     if found == k and (
                         d > best_d[k - 1] or (d == best_d[k - 1] and j > best_i[k - 1])
                     ):
@@ -411,11 +435,14 @@ def knn_grid(
     own = np.full(num_q, -1, dtype=np.int64) if q_own is None else q_own.astype(np.int64)
     out_d = np.empty((num_q, k), dtype=x.dtype)
     out_i = np.empty((num_q, k), dtype=np.int64)
+    queries = np.ascontiguousarray(queries)
+    q_cloud = q_cloud.astype(np.int64)
     numba.set_num_threads(_threads())
     _knn(
-        x,
-        np.ascontiguousarray(queries),
-        q_cloud.astype(np.int64),
+        grid.points,
+        queries,
+        query_order(grid, queries, q_cloud),
+        q_cloud,
         own,
         grid.lo,
         grid.size,
@@ -437,10 +464,11 @@ def knn_grid(
 
 @njit(parallel=True, cache=True, nogil=True)
 def _radius(
-    x, queries, q_cloud, lo, size, dims, cell0, cell_start, order, r2, k, out_i, out_n
+    pts, queries, q_order, q_cloud, lo, size, dims, cell0, cell_start, order, r2, k, out_i, out_n
 ):  # pragma: no cover - compiled
-    dim = x.shape[1]
-    for qi in prange(queries.shape[0]):
+    dim = pts.shape[1]
+    for t0 in prange(queries.shape[0]):
+        qi = q_order[t0]
         q = queries[qi]
         b = q_cloud[qi]
         cq = np.empty(dim, dtype=np.int64)
@@ -456,7 +484,7 @@ def _radius(
                     j = order[p]
                     if found == k and j > keep[k - 1]:
                         break  # rows ascend within a cell
-                    if not _sq_dist(x, j, q) < r2:
+                    if not _sq_dist(pts, p, q) < r2:
                         continue
                     t = found if found < k else k - 1
                     if found < k:
@@ -491,11 +519,14 @@ def radius_grid(
     out_i = np.empty((num_q, k), dtype=np.int64)
     out_n = np.zeros(num_q, dtype=np.int64)
     r2 = np.asarray(r * r, dtype=x.dtype).item()
+    queries = np.ascontiguousarray(queries)
+    q_cloud = q_cloud.astype(np.int64)
     numba.set_num_threads(_threads())
     _radius(
-        x,
-        np.ascontiguousarray(queries),
-        q_cloud.astype(np.int64),
+        grid.points,
+        queries,
+        query_order(grid, queries, q_cloud),
+        q_cloud,
         grid.lo,
         grid.size,
         grid.dims,
