@@ -1,0 +1,356 @@
+"""Layer benchmarks: forward+backward time and peak memory of pointset's clustering layers.
+
+Two groups of cases, each computing one layer on one input in several ways:
+
+``coc`` -- ``ContextCluster`` on a ``B x C x S x S`` feature map (default B=8, C=64,
+56x56: the first stage of CoC-Small, 4 heads x 32 channels, 8x8 fold regions of 7x7 points,
+2x2 centers per region with overlapping pooling windows):
+
+- ``grid``: the dense path, ``layer(x)`` on ``[B, C, H, W]``.
+- ``points + grid plan``: the message-passing path on the packed points with the plan that
+  reproduces the grid path (built once outside the timing, as a stage reuses it).
+- ``points + FPS plan``: the general path on the 2-D pixel positions, FPS centers (same
+  count per image) and kNN pooling / candidates; the plan (FPS + 2 kNN) is built inside
+  the timing.
+- ``naive region loop``: the same math as a Python loop over (image, head, region), dense
+  inside each region.
+
+``aff`` -- ``ClusterAttention`` (C=64, 4 heads, clusters of 8, neighbourhood 48) on one
+cloud of ``--points`` tokens (default 3,136 = the 56x56 lattice of AFF's first stage at
+224x224, and 50,000 uniformly random 2-D points):
+
+- ``chunked``: ``forward_dense``, whose neighbour products gather keys and values a chunk of
+  queries at a time, forward and backward.
+- ``materialised``: the same math with keys and values gathered for all queries at once
+  (``[N, 48, C]`` tensors that autograd keeps for the backward pass).
+
+The neighbourhood (balanced clustering + nearest cluster means) is built once outside the
+timing, as a stage reuses it for all its blocks; its own time is a separate column.
+
+Method. Every (case, variant) runs in a fresh ``spawn`` process with ``--threads``
+intra-op threads. Time is the median wall time of ``--repeats`` forward+backward passes
+(loss ``mean(out^2)``) after one warm-up pass. Peak memory is measured by the kernel:
+after the inputs, the layer and any precomputed structure exist, the process resets its
+resident-set high-water mark (writing ``5`` to ``/proc/self/clear_refs``) and reads its
+current RSS; the peak is ``VmHWM`` (``/proc/self/status``) after the passes minus that RSS,
+i.e. the extra memory the passes needed, allocator overhead included. The child runs with
+``MALLOC_MMAP_THRESHOLD_=131072`` so that glibc returns freed large buffers to the system
+at once and the RSS follows the live tensors. Where ``clear_refs`` is not writable the
+growth of ``ru_maxrss`` is reported instead (a lower bound) and the table says so.
+
+Usage (from the repository root)::
+
+    python benchmarks/layers.py                          # both groups, 1 thread
+    python benchmarks/layers.py --only aff --points 3136 --threads 2
+    python benchmarks/layers.py --output benchmarks/results/layers.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+COC_VARIANTS = ("grid", "points + grid plan", "points + FPS plan", "naive region loop")
+AFF_VARIANTS = ("chunked", "materialised")
+
+
+# ----------------------------------------------------------------------------- memory
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class PeakMemory:
+    """Extra resident memory (MiB) used between :meth:`start` and :meth:`stop`."""
+
+    def start(self) -> None:
+        self.exact = False
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset VmHWM to the current RSS
+            self.exact = _status_kib("VmHWM") is not None
+        except OSError:
+            pass
+        self.base = _status_kib("VmRSS") if self.exact else self._maxrss()
+
+    @staticmethod
+    def _maxrss() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+    def stop(self) -> float:
+        peak = _status_kib("VmHWM") if self.exact else self._maxrss()
+        return max(0, peak - self.base) / 1024.0
+
+
+def _timed(step, repeats: int) -> tuple[float, float, bool]:
+    """Median seconds of ``repeats`` calls after a warm-up, peak extra MiB, exactness."""
+    meter = PeakMemory()
+    meter.start()
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), meter.stop(), meter.exact
+
+
+# ----------------------------------------------------------------------------- CoC cases
+def naive_region_loop(layer, x: torch.Tensor) -> torch.Tensor:
+    """ContextCluster's grid math as a Python loop over images, heads and fold regions."""
+    b_, _, h_, w_ = x.shape
+    e, d = layer.heads, layer.head_dim
+    f, v = layer.f(x), layer.v(x)
+    fw, fh = layer.fold_w, layer.fold_h
+    rh, rw = h_ // fw, w_ // fh
+    size = (layer.proposal_w, layer.proposal_h)
+    images = []
+    for b in range(b_):
+        heads = []
+        for head in range(e):
+            ch = slice(head * d, (head + 1) * d)
+            rows = []
+            for i in range(fw):
+                cols = []
+                for j in range(fh):
+                    fr = f[b, ch, i * rh : (i + 1) * rh, j * rw : (j + 1) * rw]
+                    vr = v[b, ch, i * rh : (i + 1) * rh, j * rw : (j + 1) * rw]
+                    centers = F.adaptive_avg_pool2d(fr, size).flatten(1).T  # [M, d]
+                    vcenters = F.adaptive_avg_pool2d(vr, size).flatten(1).T
+                    points, values = fr.flatten(1).T, vr.flatten(1).T  # [n, d]
+                    cos = F.normalize(centers, dim=-1) @ F.normalize(points, dim=-1).T
+                    sim = torch.sigmoid(layer.sim_beta + layer.sim_alpha * cos)  # [M, n]
+                    sim = sim * F.one_hot(sim.argmax(0), sim.size(0)).T.to(sim.dtype)
+                    out = (sim @ values + vcenters) / (sim.sum(1, keepdim=True) + 1.0)
+                    cols.append((sim.T @ out).T.reshape(d, rh, rw))
+                rows.append(torch.cat(cols, dim=2))
+            heads.append(torch.cat(rows, dim=1))
+        images.append(torch.cat(heads, dim=0))
+    return layer.proj(torch.stack(images))
+
+
+def measure_coc(variant: str, args: argparse.Namespace) -> dict:
+    from pointset.nn import ContextCluster
+    from pointset.nn.context_cluster import grid_plan
+
+    torch.manual_seed(0)
+    b, c, s = args.batch, args.channels, args.size
+    layer = ContextCluster(
+        c, heads=4, head_dim=32, proposal_w=2, proposal_h=2, fold_w=8, fold_h=8, center_k=9
+    )
+    image = torch.randn(b, c, s, s)
+    packed = image.permute(0, 2, 3, 1).reshape(-1, c).contiguous()
+    rows, cols = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+    pos = torch.stack([rows.reshape(-1), cols.reshape(-1)], 1).float().repeat(b, 1)
+    pos = pos + 1e-3 * torch.rand_like(pos)  # break the exact distance ties of the pixel grid
+    batch = torch.arange(b).repeat_interleave(s * s)
+    plan = grid_plan(b, s, s, 2, 2, 8, 8)
+
+    def step():
+        if variant == "grid":
+            x = image.clone().requires_grad_()
+            out = layer(x)
+        elif variant == "points + grid plan":
+            x = packed.clone().requires_grad_()
+            out = layer(x, plan=plan)
+        elif variant == "points + FPS plan":
+            x = packed.clone().requires_grad_()
+            out = layer(x, pos, batch)
+        else:
+            x = image.clone().requires_grad_()
+            out = naive_region_loop(layer, x)
+        out.square().mean().backward()
+        layer.zero_grad(set_to_none=True)
+
+    seconds, mib, exact = _timed(step, args.repeats)
+    return {"variant": variant, "seconds": seconds, "mib": mib, "exact": exact}
+
+
+# ----------------------------------------------------------------------------- AFF cases
+def materialised_attention(layer, x, pos, nbhd):
+    """ClusterAttention's math with whole gathered key/value tensors (autograd keeps them)."""
+    from pointset.nn._aff_geometry import gather_tokens, neighbour_offsets, rel_pos_features
+
+    b, n, c = x.shape
+    q, k, v = layer._qkv(x)
+    with torch.no_grad():
+        feats = rel_pos_features(neighbour_offsets(pos, nbhd))
+    bias = layer.pos_embed(feats).permute(0, 1, 3, 2)
+    kg, vg = gather_tokens(k, nbhd.index), gather_tokens(v, nbhd.index)  # [B, N, M, H, C/H]
+    logits = torch.einsum("bnhc,bnmhc->bnhm", q, kg) + bias
+    if nbhd.mask is not None:
+        logits = logits - 100.0 * (~nbhd.mask).unsqueeze(2).to(logits.dtype)
+    blank = (q * layer.blank_k.view(layer.heads, -1)).sum(-1, keepdim=True)
+    attn = torch.softmax(torch.cat([logits, blank], -1), -1)
+    out = torch.einsum("bnhm,bnmhc->bnhc", attn[..., :-1], vg)
+    out = out + attn[..., -1:] * layer.blank_v.view(layer.heads, -1)
+    return layer.proj(out.reshape(b, n, c))
+
+
+def _aff_positions(points: int) -> tuple[torch.Tensor, tuple | None, str]:
+    side = math.isqrt(points)
+    if side * side == points:
+        rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+        pos = torch.stack([cols, rows], -1).view(1, points, 2).float()
+        return pos, (side, side), f"{side}x{side} lattice"
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(1, points, 2, generator=g) * 224, None, "uniform in 224x224"
+
+
+def measure_aff(points: int, variant: str, args: argparse.Namespace) -> dict:
+    from pointset.nn import ClusterAttention
+    from pointset.nn.cluster_attention import cluster_neighbourhood
+
+    torch.manual_seed(0)
+    layer = ClusterAttention(args.aff_channels, heads=args.heads)
+    pos, extent, layout = _aff_positions(points)
+    x0 = torch.randn(1, points, args.aff_channels)
+    start = time.perf_counter()
+    nbhd = cluster_neighbourhood(pos, 8, 48, extent=extent)
+    nbhd_seconds = time.perf_counter() - start
+
+    def step():
+        x = x0.clone().requires_grad_()
+        if variant == "chunked":
+            out = layer.forward_dense(x, pos, nbhd)
+        else:
+            out = materialised_attention(layer, x, pos, nbhd)
+        out.square().mean().backward()
+        layer.zero_grad(set_to_none=True)
+
+    seconds, mib, exact = _timed(step, args.repeats)
+    return {
+        "points": points,
+        "layout": layout,
+        "variant": variant,
+        "nbhd_seconds": nbhd_seconds,
+        "seconds": seconds,
+        "mib": mib,
+        "exact": exact,
+    }
+
+
+# ----------------------------------------------------------------------------- driver
+def _child(kind: str, params: tuple, args: argparse.Namespace, queue) -> None:
+    try:
+        torch.set_num_threads(args.threads)
+        result = measure_coc(*params, args) if kind == "coc" else measure_aff(*params, args)
+        result["threads"] = torch.get_num_threads()
+        queue.put(result)
+    except Exception as exc:  # report in the parent instead of hanging it
+        queue.put(f"{type(exc).__name__}: {exc}")
+
+
+def run_isolated(kind: str, params: tuple, args: argparse.Namespace) -> dict:
+    """Run one measurement in a fresh process (its own allocator state and peak RSS)."""
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = "131072"  # read by glibc when the child starts
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(kind, params, args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    if isinstance(result, str):
+        raise SystemExit(f"{kind} {params} failed: {result}")
+    return result
+
+
+def machine_info() -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}"
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=("coc", "aff"), help="run one group only")
+    parser.add_argument("--batch", type=int, default=8, help="coc: images")
+    parser.add_argument("--channels", type=int, default=64, help="coc: channels")
+    parser.add_argument("--size", type=int, default=56, help="coc: map side (multiple of 8)")
+    parser.add_argument("--points", type=int, nargs="+", default=[3136, 50000], help="aff")
+    parser.add_argument("--aff-channels", type=int, default=64, help="aff: channels")
+    parser.add_argument("--heads", type=int, default=4, help="aff: heads")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--output", type=Path, help="also write the markdown here")
+    args = parser.parse_args(argv)
+    if args.size % 8:
+        parser.error(f"--size must be divisible by the 8x8 regions, got {args.size}")
+
+    coc = [] if args.only == "aff" else [run_isolated("coc", (v,), args) for v in COC_VARIANTS]
+    aff = []
+    if args.only != "coc":
+        aff = [run_isolated("aff", (p, v), args) for p in args.points for v in AFF_VARIANTS]
+
+    results = coc + aff
+    exact = all(r["exact"] for r in results)
+    memory = "peak extra RSS (MiB)" if exact else "ru_maxrss growth, lower bound (MiB)"
+    command = "python benchmarks/layers.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    lines = [
+        "# Layer benchmarks",
+        "",
+        f"- command: `{command.strip()}`",
+        f"- machine: {machine_info()}",
+        f"- torch {torch.__version__}, {results[0]['threads']} intra-op thread(s), CPU, float32",
+        f"- time: median of {args.repeats} forward+backward passes after one warm-up; memory: "
+        "extra resident memory of the passes, measured in a fresh process per row "
+        "(see the docstring of benchmarks/layers.py)",
+    ]
+    if coc:
+        lines += [
+            "",
+            f"## ContextCluster: B={args.batch}, C={args.channels}, {args.size}x{args.size}, "
+            "4 heads x 32, 8x8 regions, 2x2 centers",
+            "",
+            f"| variant | fwd+bwd (ms) | {memory} |",
+            "| --- | ---: | ---: |",
+        ]
+        lines += [f"| {r['variant']} | {r['seconds'] * 1e3:.1f} | {r['mib']:.0f} |" for r in coc]
+    if aff:
+        lines += [
+            "",
+            f"## ClusterAttention: C={args.aff_channels}, {args.heads} heads, cluster 8, "
+            "neighbourhood 48",
+            "",
+            f"| points | variant | neighbourhood (ms) | fwd+bwd (ms) | {memory} |",
+            "| ---: | --- | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {r['points']:,} ({r['layout']}) | {r['variant']} | {r['nbhd_seconds'] * 1e3:.0f} "
+            f"| {r['seconds'] * 1e3:.0f} | {r['mib']:.0f} |"
+            for r in aff
+        ]
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
