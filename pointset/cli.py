@@ -220,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="YAML config file, e.g. configs/demo/pointmlp_elite.yaml")
     _add_set(train)
     train.add_argument(
-        "--resume", action="store_true", help="continue the run in output_dir from its last checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the run in output_dir from its last checkpoint",
     )
     train.add_argument(
         "--overwrite", action="store_true", help="start over even if output_dir holds a run"
@@ -235,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("config", help="YAML config the checkpoint was trained with")
     ev.add_argument(
-        "--checkpoint", required=True, help="checkpoint (.safetensors, .json or prefix like runs/x/best)"
+        "--checkpoint",
+        required=True,
+        help="checkpoint (.safetensors, .json or prefix like runs/x/best)",
     )
     ev.add_argument("--split", default="test", choices=("train", "test"), help="split to evaluate")
     ev.add_argument("--out", default=None, help="confusion-matrix PNG (default: in output_dir)")
@@ -263,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("output", help="point-set file to write (.ply .pcd .xyz .npy .npz .h5)")
     conv.add_argument("--depth", help="depth image of an RGBD pair (16-bit PNG or PGM)")
     conv.add_argument(
-        "--intrinsics", metavar="FX,FY,CX,CY", help="pinhole intrinsics (default: PrimeSense 640x480)"
+        "--intrinsics",
+        metavar="FX,FY,CX,CY",
+        help="pinhole intrinsics (default: PrimeSense 640x480)",
     )
     conv.add_argument(
         "--convention",

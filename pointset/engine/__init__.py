@@ -1,11 +1,19 @@
 """Training and evaluation: configs, the trainer, metrics, checkpoints, distributed runs.
 
+Example::
+
     >>> from pointset.engine import Trainer, load_config
     >>> cfg = load_config("configs/demo/pointmlp_elite.yaml", ["train.epochs=2"])
     >>> Trainer(cfg).fit()  # doctest: +SKIP
 """
 
-from .checkpoint import CheckpointPaths, load_metadata, load_training_state, load_weights, save_checkpoint
+from .checkpoint import (
+    CheckpointPaths,
+    load_metadata,
+    load_training_state,
+    load_weights,
+    save_checkpoint,
+)
 from .config import (
     Config,
     ConfigError,

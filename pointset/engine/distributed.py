@@ -1,0 +1,100 @@
+"""Multi-process training under ``torchrun``: process group, device, sharding, reductions.
+
+``torchrun --nproc_per_node=N`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; with
+``WORLD_SIZE > 1`` :func:`setup` joins the process group (NCCL on CUDA, gloo on CPU).
+A single process needs none of this and every helper degrades to a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands: ``rank`` of ``world_size`` and its ``device``."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was requested but CUDA is not available")
+    return device
+
+
+def setup(device: str = "auto") -> DistInfo:
+    """Read the ``torchrun`` environment and join the process group when there is one."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return DistInfo(rank, world, local_rank, dev)
+
+
+def teardown() -> None:
+    """Leave the process group (if joined)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every process (no-op for one process)."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(t: Tensor) -> Tensor:
+    """Sum ``t`` over all processes in place and return it (no-op for one process)."""
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def broadcast_object(obj: object, src: int = 0) -> object:
+    """``obj`` of process ``src`` on every process."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def shard_batch(indices: Tensor, rank: int, world_size: int) -> Tensor:
+    """This process's slice of one global batch of sample ``indices [B]``.
+
+    ``B`` must be a multiple of ``world_size``; the slices are contiguous and disjoint and
+    their concatenation over ranks is the global batch.
+    """
+    if indices.numel() % world_size:
+        raise ValueError(
+            f"a batch of {indices.numel()} samples cannot be split over {world_size} processes"
+        )
+    per = indices.numel() // world_size
+    return indices[rank * per : (rank + 1) * per]

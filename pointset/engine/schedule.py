@@ -1,0 +1,89 @@
+"""Learning-rate schedule: linear warm-up, then cosine annealing (or a constant rate).
+
+With no warm-up and ``unit="epoch"`` the rate of epoch ``e`` (0-based) of ``E`` is
+
+.. math::
+    \\eta_e = \\eta_{min} + \\tfrac12(\\eta_0 - \\eta_{min})\\,(1 + \\cos(\\pi e / E)),
+
+the closed form of ``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=E, eta_min)`` stepped
+once per epoch, which is PointMLP's recipe (``eta_min = lr / 100``). The schedule is a pure
+function of the position ``(epoch, step)``, so resuming needs no scheduler history.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch.optim import Optimizer
+
+
+class WarmupCosineSchedule:
+    """Sets the learning rate of every parameter group from the training position.
+
+    Args:
+        optimizer: the optimizer; each group's current ``lr`` becomes its base rate.
+        epochs: total epochs ``E``.
+        steps_per_epoch: optimisation steps per epoch (for ``unit="step"``).
+        min_lr_ratio: final rate as a fraction of the base rate. (default: ``0.01``)
+        warmup_epochs: length of the linear warm-up in epochs. (default: ``0``)
+        unit: ``"epoch"`` (rate changes once per epoch) or ``"step"``. (default: ``"epoch"``)
+        kind: ``"cosine"`` or ``"constant"`` (warm-up still applies). (default: ``"cosine"``)
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        epochs: int,
+        steps_per_epoch: int,
+        min_lr_ratio: float = 0.01,
+        warmup_epochs: float = 0.0,
+        unit: str = "epoch",
+        kind: str = "cosine",
+    ) -> None:
+        if unit not in ("epoch", "step"):
+            raise ValueError(f"unit must be 'epoch' or 'step', got {unit!r}")
+        if kind not in ("cosine", "constant"):
+            raise ValueError(f"kind must be 'cosine' or 'constant', got {kind!r}")
+        if warmup_epochs >= epochs and warmup_epochs > 0:
+            raise ValueError(f"warmup_epochs ({warmup_epochs}) must be below epochs ({epochs})")
+        self.optimizer = optimizer
+        self.epochs = epochs
+        self.steps_per_epoch = max(int(steps_per_epoch), 1)
+        self.min_lr_ratio = min_lr_ratio
+        self.warmup_epochs = warmup_epochs
+        self.unit = unit
+        self.kind = kind
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        self.position = (0, 0)
+
+    def factor(self, epoch: int, step: int = 0) -> float:
+        """Multiplier of the base rate at ``step`` (0-based) of ``epoch`` (0-based)."""
+        if self.unit == "epoch":
+            t, unit_len = float(epoch), 1.0
+        else:
+            t, unit_len = epoch + step / self.steps_per_epoch, 1.0 / self.steps_per_epoch
+        if t < self.warmup_epochs:
+            return min(1.0, (t + unit_len) / self.warmup_epochs)
+        if self.kind == "constant":
+            return 1.0
+        progress = (t - self.warmup_epochs) / (self.epochs - self.warmup_epochs)
+        progress = min(max(progress, 0.0), 1.0)
+        lo = self.min_lr_ratio
+        return lo + (1.0 - lo) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def set(self, epoch: int, step: int = 0) -> float:
+        """Write the rates for position ``(epoch, step)`` into the optimizer; returns the
+        first group's rate."""
+        f = self.factor(epoch, step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * f
+        self.position = (epoch, step)
+        return self.optimizer.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.position[0], "step": self.position[1]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.set(int(state["epoch"]), int(state["step"]))

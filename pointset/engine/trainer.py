@@ -1,0 +1,453 @@
+"""Config-driven training and evaluation of classifiers.
+
+One :class:`Trainer` runs a :class:`~pointset.engine.config.Config`: it builds the data
+splits and the model, trains for ``train.epochs`` epochs with the configured optimizer,
+schedule and loss, evaluates overall accuracy (OA) and mean class accuracy (mAcc), and writes
+into ``output_dir``:
+
+- ``last.*`` after every epoch and ``best.*`` when the test OA improves
+  (see :mod:`pointset.engine.checkpoint`);
+- ``metrics.jsonl``: one JSON record per epoch;
+- ``curves.png`` (loss and accuracy per epoch) and ``confusion_matrix.png``;
+- ``config.yaml``: the resolved config.
+
+Reproducibility: the data order and augmentation of epoch ``e`` come from generators seeded
+with ``(seed, e)`` and the global generators are re-seeded at every epoch start, so a run
+resumed from its ``last`` checkpoint (``resume=True``) ends with the same weights and
+metrics, bit for bit on the same machine, as an uninterrupted one.
+
+Under ``torchrun`` the model is wrapped in ``DistributedDataParallel``; each global batch is
+split over the processes, evaluation confusion matrices are summed over them, and only
+rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from . import distributed as D
+from .build import create, input_kind
+from .checkpoint import CheckpointPaths, load_training_state, load_weights, save_checkpoint
+from .config import Config
+from .data import ArraySplit, augment, check_augment, epoch_batches, load_split, model_input
+from .loss import smoothed_cross_entropy
+from .metrics import confusion_matrix, mean_class_accuracy, overall_accuracy
+from .plots import save_confusion_matrix, save_curves
+from .schedule import WarmupCosineSchedule
+from .seeding import generator, get_rng_state, seed_everything, set_rng_state
+
+#: Called after every optimisation step with ``(epoch, step)`` (both 0-based).
+StepHook = Callable[[int, int], None]
+
+
+class RunExistsError(ValueError):
+    """``output_dir`` already holds a run and neither resuming nor overwriting was asked."""
+
+
+def _progress(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _fmt_pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+class Trainer:
+    """Train and evaluate the model of ``cfg``.
+
+    Args:
+        cfg: the experiment config.
+        resume: continue the run in ``cfg.output_dir`` from its ``last`` checkpoint.
+        overwrite: start over even if ``cfg.output_dir`` holds a run.
+        on_step: optional :data:`StepHook`.
+        log: where progress lines go (rank 0 only). (default: ``print``)
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        resume: bool = False,
+        overwrite: bool = False,
+        on_step: StepHook | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.cfg = cfg
+        self.resume = resume
+        self.overwrite = overwrite
+        self.on_step = on_step
+        self.dist = D.setup(cfg.train.device)
+        self._log = log
+        if cfg.train.threads is not None:
+            torch.set_num_threads(cfg.train.threads)
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.out = cfg.output_dir
+        self.bars = cfg.train.progress and self.dist.is_main and sys.stderr.isatty()
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def log(self, text: str) -> None:
+        if self.dist.is_main:
+            self._log(text)
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.out, name)
+
+    def _load_data(self, splits: tuple[str, ...]) -> dict[str, ArraySplit]:
+        """Rank 0 loads first (it may generate or unpack files), then the others."""
+        out: dict[str, ArraySplit] = {}
+        if not self.dist.is_main:
+            D.barrier()
+        for split in splits:
+            out[split] = load_split(self.cfg.data, split)
+        if self.dist.is_main:
+            D.barrier()
+        return out
+
+    def _build_model(self, num_classes: int, checkpoint: str | None = None) -> nn.Module:
+        m = self.cfg.model
+        seed_everything(self.cfg.seed, "model")
+        model = create(m.name, num_classes, checkpoint or m.checkpoint, **m.options)
+        return model.to(self.dist.device)
+
+    def _num_classes(self, split: ArraySplit) -> int:
+        n = self.cfg.model.num_classes or len(split.class_names)
+        top = int(split.labels.max()) if len(split) else -1
+        if top >= n:
+            raise ValueError(f"labels reach {top} but the model has {n} classes")
+        return n
+
+    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        t = self.cfg.train
+        params = [p for p in model.parameters() if p.requires_grad]
+        if t.optimizer == "sgd":
+            return torch.optim.SGD(
+                params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
+            )
+        return torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+
+    def _meta(self, epoch: int, record: dict[str, Any], class_names: list[str]) -> dict:
+        return {
+            "format": "pointset-checkpoint/1",
+            "model": self.cfg.model.name,
+            "model_options": self.cfg.model.options,
+            "num_classes": len(class_names),
+            "class_names": class_names,
+            "input": self.kind,
+            "epoch": epoch,
+            "metrics": record,
+            "config": self.cfg.to_dict(),
+        }
+
+    # -- evaluation ------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate_split(self, model: nn.Module, split: ArraySplit, num_classes: int) -> dict:
+        """OA, mAcc, mean loss and the confusion matrix of ``model`` on ``split``.
+
+        Under ``torchrun`` each process evaluates every ``world_size``-th sample and the
+        confusion matrices and loss sums are added over processes.
+        """
+        was_training = model.training
+        model.eval()
+        rank, world = self.dist.rank, self.dist.world_size
+        idx = torch.arange(rank, len(split), world)
+        bs = max(self.cfg.data.eval_batch_size // world, 1)
+        cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=self.dist.device)
+        loss_sum = torch.zeros(2, dtype=torch.float64, device=self.dist.device)
+        chunks = list(idx.split(bs))
+        for chunk in _progress(chunks, len(chunks), "eval", self.bars):
+            x, y = split.batch(chunk, self.dist.device)
+            logits = model(model_input(x, split.kind))
+            loss = smoothed_cross_entropy(logits, y, self.cfg.train.label_smoothing)
+            loss_sum += torch.stack(
+                [loss.double() * len(chunk), loss.new_tensor(len(chunk)).double()]
+            )
+            cm += confusion_matrix(logits.argmax(1), y, num_classes)
+        D.all_reduce_sum(cm)
+        D.all_reduce_sum(loss_sum)
+        model.train(was_training)
+        cm = cm.cpu()
+        return {
+            "oa": overall_accuracy(cm),
+            "macc": mean_class_accuracy(cm),
+            "loss": float(loss_sum[0] / loss_sum[1]) if loss_sum[1] > 0 else float("nan"),
+            "confusion": cm,
+        }
+
+    def evaluate(self, checkpoint: str, split: str = "test", out_png: str | None = None) -> dict:
+        """Evaluate the weights of ``checkpoint`` on ``split`` of the configured dataset."""
+        data = self._load_data((split,))[split]
+        self.kind = data.kind
+        num_classes = self._num_classes(data)
+        model = self._build_model(num_classes)
+        weights = load_weights(checkpoint)
+        try:
+            model.load_state_dict(weights, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            raise ValueError(
+                f"checkpoint {checkpoint} does not fit model {self.cfg.model.name!r}: "
+                f"{' '.join(s.strip() for s in first[:2])}"
+            ) from None
+        result = self.evaluate_split(model, data, num_classes)
+        self.log(
+            f"{split}: OA {_fmt_pct(result['oa'])}  mAcc {_fmt_pct(result['macc'])}  "
+            f"loss {result['loss']:.4f}  ({len(data)} samples)"
+        )
+        if out_png and self.dist.is_main:
+            save_confusion_matrix(
+                result["confusion"], out_png, data.class_names,
+                title=f"{self.cfg.model.name} on {self.cfg.data.name} {split}",
+            )  # fmt: skip
+            self.log(f"wrote {out_png}")
+        return result
+
+    # -- training --------------------------------------------------------------------
+
+    def _train_epoch(
+        self,
+        model: nn.Module,
+        data: ArraySplit,
+        optimizer: torch.optim.Optimizer,
+        schedule: WarmupCosineSchedule,
+        epoch: int,
+    ) -> dict[str, float]:
+        cfg, rank, world = self.cfg, self.dist.rank, self.dist.world_size
+        seed_everything(cfg.seed, "epoch", epoch, rank)
+        order = generator(cfg.seed, "order", epoch)
+        aug = generator(cfg.seed, "augment", epoch, rank)
+        batches = epoch_batches(
+            len(data), cfg.data.batch_size, cfg.data.drop_last, order, multiple_of=world
+        )
+        model.train()
+        totals = torch.zeros(3, dtype=torch.float64, device=self.dist.device)
+        bar = _progress(batches, len(batches), f"epoch {epoch + 1}/{cfg.train.epochs}", self.bars)
+        for step, global_idx in enumerate(bar):
+            lr = schedule.set(epoch, step)
+            x, y = data.batch(D.shard_batch(global_idx, rank, world), self.dist.device)
+            x = augment(x, data.kind, cfg.data.augment, aug)
+            logits = model(model_input(x, data.kind))
+            loss = smoothed_cross_entropy(logits, y, cfg.train.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.train.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            optimizer.step()
+            with torch.no_grad():
+                correct = (logits.argmax(1) == y).sum()
+                totals += torch.stack(
+                    [loss.detach().double() * len(y), correct.double(), totals.new_tensor(len(y))]
+                )
+            if self.bars:
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+            if self.on_step is not None:
+                self.on_step(epoch, step)
+        D.all_reduce_sum(totals)
+        n = max(float(totals[2]), 1.0)
+        return {"train_loss": float(totals[0]) / n, "train_acc": float(totals[1]) / n}
+
+    def _write_log(self, history: list[dict[str, Any]]) -> None:
+        """Rewrite ``metrics.jsonl`` from ``history`` (atomic; matches the checkpoint)."""
+        from pointset.data.io import atomic_path
+
+        with atomic_path(self._path("metrics.jsonl")) as tmp, open(tmp, "w") as f:
+            for rec in history:
+                f.write(json.dumps(rec, sort_keys=True) + "\n")
+
+    def _check_fresh_start(self) -> None:
+        last = CheckpointPaths.of(self._path("last"))
+        if os.path.exists(last.meta) and not self.overwrite:
+            raise RunExistsError(
+                f"{self.out} already holds a run (checkpoint {last.meta}); pass --resume to "
+                "continue it or --overwrite to start over"
+            )
+
+    def fit(self) -> dict[str, Any]:
+        """Train (or resume) the configured run; returns the final record with ``best``."""
+        cfg = self.cfg
+        start = time.perf_counter()
+        if self.dist.is_main:
+            if not self.resume:
+                self._check_fresh_start()
+            os.makedirs(self.out, exist_ok=True)
+        D.barrier()
+        data = self._load_data(("train", "test"))
+        train, test = data["train"], data["test"]
+        if train.kind != (kind := input_kind(cfg.model.name)):
+            raise ValueError(
+                f"model {cfg.model.name!r} takes {kind} input but dataset {cfg.data.name!r} "
+                f"gives {train.kind}"
+            )
+        self.kind = train.kind
+        check_augment(train.kind, cfg.data.augment)
+        if cfg.data.batch_size % self.dist.world_size:
+            raise ValueError(
+                f"data.batch_size ({cfg.data.batch_size}) must be a multiple of the number of "
+                f"processes ({self.dist.world_size})"
+            )
+        num_classes = self._num_classes(train)
+        class_names = list(train.class_names)[:num_classes]
+        class_names += [str(i) for i in range(len(class_names), num_classes)]
+        model = self._build_model(num_classes)
+        optimizer = self._optimizer(model)
+        steps = len(
+            epoch_batches(
+                len(train), cfg.data.batch_size, cfg.data.drop_last, None, self.dist.world_size
+            )
+        )
+        if steps == 0:
+            raise ValueError(
+                f"the training split has {len(train)} samples, fewer than one batch of "
+                f"{cfg.data.batch_size}"
+            )
+        schedule = WarmupCosineSchedule(
+            optimizer,
+            cfg.train.epochs,
+            steps,
+            min_lr_ratio=cfg.train.min_lr_ratio,
+            warmup_epochs=cfg.train.warmup_epochs,
+            unit=cfg.train.schedule_unit,
+            kind=cfg.train.schedule,
+        )
+        history: list[dict[str, Any]] = []
+        best: dict[str, Any] = {"test_oa": -1.0, "epoch": -1}
+        first_epoch = 0
+        last = CheckpointPaths.of(self._path("last"))
+        if self.resume and os.path.exists(last.meta):
+            state = load_training_state(last.state)
+            model.load_state_dict(load_weights(last.weights))
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            set_rng_state(state["rng"])
+            history = json.loads(state["history"])
+            best = json.loads(state["best"])
+            first_epoch = int(state["epoch"]) + 1
+            self.log(f"resuming {self.out} after epoch {first_epoch}/{cfg.train.epochs}")
+        elif self.resume:
+            self.log(f"no checkpoint to resume in {self.out}; starting from scratch")
+        if self.dist.is_main:
+            with open(self._path("config.yaml"), "w") as f:
+                yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+            self._write_log(history)
+
+        n_params = sum(p.numel() for p in model.parameters())
+        self.log(
+            f"{cfg.model.name} ({n_params / 1e6:.2f}M parameters) on {cfg.data.name}: "
+            f"{len(train)} train / {len(test)} test samples, {num_classes} classes, "
+            f"{cfg.train.epochs} epochs x {steps} steps, device {self.dist.device}"
+            + (f" x {self.dist.world_size} processes" if self.dist.distributed else "")
+        )
+        net: nn.Module = model
+        if self.dist.distributed:
+            ids = [self.dist.device] if self.dist.device.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+        result: dict[str, Any] | None = None
+        for epoch in range(first_epoch, cfg.train.epochs):
+            t0 = time.perf_counter()
+            lr = schedule.factor(epoch) * cfg.train.lr
+            record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
+            record.update(self._train_epoch(net, train, optimizer, schedule, epoch))
+            is_last = epoch + 1 == cfg.train.epochs
+            if is_last or (epoch + 1) % cfg.train.eval_every == 0:
+                result = self.evaluate_split(model, test, num_classes)
+                record.update(
+                    test_oa=result["oa"], test_macc=result["macc"], test_loss=result["loss"]
+                )
+            record["time"] = round(time.perf_counter() - t0, 3)
+            history.append(record)
+            improved = record.get("test_oa", -1.0) > best["test_oa"]
+            if improved:
+                best = {
+                    "epoch": epoch + 1,
+                    "test_oa": record["test_oa"],
+                    "test_macc": record["test_macc"],
+                }
+            if self.dist.is_main:
+                self._save(
+                    model, optimizer, schedule, epoch, record, history, best, class_names, improved
+                )
+            D.barrier()
+            self.log(
+                f"epoch {epoch + 1}/{cfg.train.epochs}  lr {lr:.2e}  "
+                f"loss {record['train_loss']:.4f}  train acc {_fmt_pct(record['train_acc'])}  "
+                f"test OA {_fmt_pct(record.get('test_oa'))}  "
+                f"mAcc {_fmt_pct(record.get('test_macc'))}  ({record['time']:.1f}s)"
+            )
+
+        if result is None:  # resumed a finished run: evaluate the final weights once more
+            result = self.evaluate_split(model, test, num_classes)
+        if self.dist.is_main:
+            save_confusion_matrix(
+                result["confusion"], self._path("confusion_matrix.png"), class_names,
+                title=f"{cfg.model.name} on {cfg.data.name} test (epoch {cfg.train.epochs})",
+            )  # fmt: skip
+        final = {
+            "test_oa": result["oa"],
+            "test_macc": result["macc"],
+            "test_loss": result["loss"],
+            "best": best,
+            "wall_time": round(time.perf_counter() - start, 1),
+        }
+        self.log(
+            f"final: test OA {_fmt_pct(final['test_oa'])}  mAcc {_fmt_pct(final['test_macc'])}"
+            f"  (best OA {_fmt_pct(best['test_oa'] if best['epoch'] > 0 else None)} at epoch "
+            f"{best['epoch']})  wall time {final['wall_time']:.0f}s"
+        )
+        self.log(
+            f"wrote {self._path('best.safetensors')}, {self._path('last.safetensors')}, "
+            f"{self._path('curves.png')}, {self._path('confusion_matrix.png')}, "
+            f"{self._path('metrics.jsonl')}"
+        )
+        D.barrier()
+        return final
+
+    def _save(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        schedule: WarmupCosineSchedule,
+        epoch: int,
+        record: dict[str, Any],
+        history: list[dict[str, Any]],
+        best: dict[str, Any],
+        class_names: list[str],
+        improved: bool,
+    ) -> None:
+        weights = model.state_dict()
+        meta = self._meta(epoch + 1, record, class_names)
+        if improved:
+            save_checkpoint(self._path("best"), weights, meta)
+        state = {
+            "epoch": epoch,
+            "optimizer": optimizer.state_dict(),
+            "schedule": {"epoch": epoch + 1, "step": 0},
+            "rng": get_rng_state(),
+            "history": json.dumps(history),
+            "best": json.dumps(best),
+        }
+        save_checkpoint(self._path("last"), weights, meta, state)
+        self._write_log(history)
+        save_curves(history, self._path("curves.png"))
+
+
+def iter_records(path: str) -> Iterator[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` file."""
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
