@@ -77,13 +77,15 @@ def all_reduce_sum(t: Tensor) -> Tensor:
     return t
 
 
-def broadcast_object(obj: object, src: int = 0) -> object:
-    """``obj`` of process ``src`` on every process."""
-    if not dist.is_initialized():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy the buffers (e.g. BatchNorm running statistics) of process ``src`` to all.
+
+    ``DistributedDataParallel`` broadcasts them before each training forward, but each
+    process then updates its own copy; this makes them equal again before evaluation.
+    """
+    if dist.is_initialized():
+        for buf in module.buffers():
+            dist.broadcast(buf, src)
 
 
 def shard_batch(indices: Tensor, rank: int, world_size: int) -> Tensor:

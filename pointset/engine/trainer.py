@@ -363,6 +363,7 @@ class Trainer:
             record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
             record.update(self._train_epoch(net, train, optimizer, schedule, epoch))
             is_last = epoch + 1 == cfg.train.epochs
+            D.broadcast_buffers(model)  # every process evaluates rank 0's model
             if is_last or (epoch + 1) % cfg.train.eval_every == 0:
                 result = self.evaluate_split(model, test, num_classes)
                 record.update(

@@ -16,14 +16,17 @@ on ``torch.get_num_threads()`` threads.
 from __future__ import annotations
 
 import math
+import threading
 from typing import NamedTuple
 
 import numba
 import numpy as np
 from numba import njit, prange
 
-# OpenMP first (torch uses it too); the TBB layer warns when its library is too old.
-numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
+# The workqueue layer survives fork() (DataLoader workers), which GNU OpenMP does not; it
+# must not be entered from two threads at once, so every parallel call holds _LOCK.
+numba.config.THREADING_LAYER_PRIORITY = ["workqueue", "omp", "tbb"]
+_LOCK = threading.Lock()
 
 # Relative safety margin of the shell-stopping bound against rounding in cell assignment and
 # in low-precision distances (float32 rounds at ~6e-8; this is 160x that).
@@ -87,8 +90,9 @@ def fps_clouds(pad: np.ndarray, counts, steps, starts) -> np.ndarray:
     steps = np.asarray(steps, dtype=np.int64)
     starts = np.asarray(starts, dtype=np.int64)
     out = np.zeros((pad.shape[0], int(steps.max(initial=0))), dtype=np.int64)
-    numba.set_num_threads(_threads())
-    _fps_clouds(np.ascontiguousarray(pad.transpose(0, 2, 1)), counts, steps, starts, out)
+    with _LOCK:
+        numba.set_num_threads(_threads())
+        _fps_clouds(np.ascontiguousarray(pad.transpose(0, 2, 1)), counts, steps, starts, out)
     return out
 
 
@@ -437,23 +441,24 @@ def knn_grid(
     out_i = np.empty((num_q, k), dtype=np.int64)
     queries = np.ascontiguousarray(queries)
     q_cloud = q_cloud.astype(np.int64)
-    numba.set_num_threads(_threads())
-    _knn(
-        grid.points,
-        queries,
-        query_order(grid, queries, q_cloud),
-        q_cloud,
-        own,
-        grid.lo,
-        grid.size,
-        grid.dims,
-        grid.cell0,
-        grid.cell_start,
-        grid.order,
-        k,
-        out_d,
-        out_i,
-    )
+    with _LOCK:
+        numba.set_num_threads(_threads())
+        _knn(
+            grid.points,
+            queries,
+            query_order(grid, queries, q_cloud),
+            q_cloud,
+            own,
+            grid.lo,
+            grid.size,
+            grid.dims,
+            grid.cell0,
+            grid.cell_start,
+            grid.order,
+            k,
+            out_d,
+            out_i,
+        )
     return out_d, out_i
 
 
@@ -521,23 +526,24 @@ def radius_grid(
     r2 = np.asarray(r * r, dtype=x.dtype).item()
     queries = np.ascontiguousarray(queries)
     q_cloud = q_cloud.astype(np.int64)
-    numba.set_num_threads(_threads())
-    _radius(
-        grid.points,
-        queries,
-        query_order(grid, queries, q_cloud),
-        q_cloud,
-        grid.lo,
-        grid.size,
-        grid.dims,
-        grid.cell0,
-        grid.cell_start,
-        grid.order,
-        r2,
-        k,
-        out_i,
-        out_n,
-    )
+    with _LOCK:
+        numba.set_num_threads(_threads())
+        _radius(
+            grid.points,
+            queries,
+            query_order(grid, queries, q_cloud),
+            q_cloud,
+            grid.lo,
+            grid.size,
+            grid.dims,
+            grid.cell0,
+            grid.cell_start,
+            grid.order,
+            r2,
+            k,
+            out_i,
+            out_n,
+        )
     row = np.repeat(np.arange(num_q, dtype=np.int64), out_n)
     col = out_i[np.arange(k)[None, :] < out_n[:, None]]
     return row, col
