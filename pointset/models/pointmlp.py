@@ -97,6 +97,20 @@ class PointMLP(nn.Module):
     The defaults are the published PointMLP configuration (the official ``Model`` class has
     other defaults that no published model uses).
 
+    Sampling is deterministic: farthest point sampling starts at index 0 of every cloud,
+    as the official CUDA kernel does (its extra rule of never picking points with
+    ``|p|^2 <= 1e-3`` is not reproduced), and no custom CUDA operator is needed.
+
+    Export (torch 2.13, CPU): ``torch.jit.trace`` fails, because the kNN operator
+    (:func:`~pointset.ops.knn_dense`) computes index offsets with numpy from the input
+    sizes, which tracing turns into tensors. ``torch.compile`` runs and reproduces the
+    eager logits exactly when the operators use the native backend
+    (``with pointset.ops.use_backend("native"):``), with the ``eager`` and ``aot_eager``
+    backends, but the graph breaks about 50 times (data-dependent sizes in FPS / kNN,
+    ``.item()`` calls) and the first call takes tens of seconds, so it brings no speed-up
+    here; with the default CPU backends (numba kernels) dynamo fails inside the kernel
+    wrappers. Inductor was not measured (compilation alone takes minutes on this CPU).
+
     Shapes:
         - **input:** :math:`(B, C_{in}, N)`
         - **output:** :math:`(B, \text{num\_classes})` logits
