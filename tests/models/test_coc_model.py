@@ -35,7 +35,8 @@ def unpadded_logits(model: ContextClusterNet, img: torch.Tensor) -> torch.Tensor
 
 @pytest.mark.parametrize("name", ["coc_tiny", "coc_tiny_plain", "coc_small", "coc_medium"])
 def test_published_configs_pad_only_sizes_the_official_model_rejects(name):
-    model = create_model(name)
+    with torch.device("meta"):  # sizes only
+        model = create_model(name)
     assert model.padded_size(224, 224) == (224, 224)
     assert model.padded_size(256, 256) == (256, 256)
     plain = name == "coc_tiny_plain"  # no fold regions: every size is accepted
