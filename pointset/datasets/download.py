@@ -120,13 +120,16 @@ def fetch(url: str, part: Path, progress: bool = True, timeout: float = 60.0) ->
 
     with resp:
         length = resp.headers.get("Content-Length")
-        if (
-            have
-            and resp.status == 206
-            and _content_range_start(resp.headers.get("Content-Range")) == have
-        ):
+        if have and resp.status == 206:
+            start = _content_range_start(resp.headers.get("Content-Range"))
+            if start != have:
+                part.unlink(missing_ok=True)
+                raise DatasetError(
+                    f"{url} answered a resume from byte {have} with bytes from {start}; "
+                    "the partial download was removed, run again"
+                )
             mode = "ab"
-        else:  # the server ignored the range: start over
+        else:  # a full answer (the server ignored the range): start over
             mode, have = "wb", 0
         total = have + int(length) if length is not None else None
         done = have

@@ -44,6 +44,7 @@ class Server:
         self.payload = b""
         self.cut: int | None = None
         self.honour_range = True
+        self.wrong_range = False  # answer every range request with the bytes from 0
         self.requests: list[str | None] = []
         server = self
 
@@ -56,6 +57,7 @@ class Server:
                 server.requests.append(self.headers.get("Range"))
                 size = len(server.payload)
                 start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+                start = 0 if server.wrong_range else start
                 if rng and start >= size:
                     self.send_response(416)
                     self.send_header("Content-Range", f"bytes */{size}")
@@ -135,6 +137,16 @@ def test_server_ignoring_range_restarts(tmp_path, server, scanobjectnn_zip):
     (tmp_path / ".downloads" / "scanobjectnn.zip.part").write_bytes(b"stale bytes")
     download_fn("scanobjectnn", tmp_path, url=server.url, progress=False)
     assert (tmp_path / "h5_files" / "main_split").is_dir()
+
+
+def test_resume_answered_from_another_offset_is_discarded(tmp_path, server, scanobjectnn_zip):
+    server.payload, server.wrong_range = scanobjectnn_zip, True
+    (tmp_path / ".downloads").mkdir()
+    part = tmp_path / ".downloads" / "scanobjectnn.zip.part"
+    part.write_bytes(scanobjectnn_zip[:1000])
+    with pytest.raises(DatasetError, match="resume from byte 1000 with bytes from 0"):
+        download_fn("scanobjectnn", tmp_path, url=server.url, progress=False)
+    assert not part.exists() and not (tmp_path / "h5_files").exists()
 
 
 def test_complete_part_file_is_used(tmp_path, server, scanobjectnn_zip):
