@@ -1,0 +1,247 @@
+"""Model zoo benchmark: parameters, inference throughput and one training step of every
+registered model, beside the accuracy its paper reports.
+
+For each model of ``pointset.models.list_models()``:
+
+- **params**: ``sum(p.numel())`` at the class count of the reported accuracy (1000 for the
+  ImageNet backbones, 15 for the ScanObjectNN point-cloud models).
+- **forward throughput** in eval mode under ``torch.no_grad()``: images/s on random
+  ``3 x 224 x 224`` images (CoC, AFF), clouds/s on random clouds of 1,024 points
+  (PointMLP family; xyz + rgb for the RGBD classifier), at batch 1 and batch 32. One
+  warm-up pass at batch 1, then the median of up to ``--repeats`` timed passes; a setting
+  whose single pass takes longer than ``--budget`` seconds is timed once (the batch-32
+  pass of the large image models), which the table marks with ``*``. The batch-1 passes
+  serve as the warm-up of batch 32.
+- **training step**: forward, cross-entropy on random labels, backward and an SGD
+  (momentum 0.9) update at ``--train-batch`` samples, after one untimed warm-up step;
+  median wall time of up to ``--train-repeats`` steps (same budget rule), and the peak
+  memory of the timed steps.
+
+Peak memory method. ``tracemalloc`` does not see PyTorch's CPU allocations, so the kernel is
+asked instead: every measurement runs in a fresh ``spawn`` process started with
+``MALLOC_MMAP_THRESHOLD_=131072`` (glibc then returns freed large buffers at once, so the
+resident set follows the live tensors). After the warm-up step, when the model, its
+gradients and the optimizer state exist, the process resets its resident-set high-water
+mark (``5`` written to ``/proc/self/clear_refs``) and notes its current RSS; the peak is
+``VmHWM`` after the timed steps minus that RSS: the memory the step itself needs
+(activations kept for backward, gradients being written, temporary buffers, allocator
+overhead), excluding the weights, gradients and optimizer state already resident. Where
+``clear_refs`` is not writable, the growth of ``ru_maxrss`` is reported (a lower bound),
+marked ``~``. (The meter is the one of ``benchmarks/layers.py``.)
+
+Usage (from the repository root)::
+
+    OMP_NUM_THREADS=2 python benchmarks/models.py --threads 2 --output benchmarks/results/models.md
+    python benchmarks/models.py --only coc_tiny pointmlp_elite --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from layers import PeakMemory, machine_info  # noqa: E402  (the shared memory meter)
+
+POINTS = 1024
+IMAGE = 224
+POINT_CLASSES = 15  # ScanObjectNN, the dataset of the reported PointMLP accuracies
+
+
+# ----------------------------------------------------------------------------- inputs
+def build(name: str):
+    from pointset.models import create_model, model_card
+
+    card = model_card(name)
+    is_points = card.family == "pointmlp"
+    model = create_model(name, num_classes=POINT_CLASSES if is_points else None)
+    return model, card, is_points
+
+
+def make_input(model, is_points: bool, batch: int) -> torch.Tensor:
+    if is_points:
+        return torch.rand(batch, model.in_channels, POINTS) * 2 - 1
+    return torch.randn(batch, 3, IMAGE, IMAGE)
+
+
+def timed(step, repeats: int, budget: float) -> tuple[float, bool]:
+    """Median seconds of up to ``repeats`` calls, and whether the budget cut them short
+    (a call took longer than ``budget`` seconds before ``repeats`` were done)."""
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+        if times[-1] > budget:
+            break
+    return statistics.median(times), len(times) < max(1, repeats)
+
+
+# ----------------------------------------------------------------------------- measurements
+def measure_forward(name: str, args: argparse.Namespace) -> dict:
+    model, _, is_points = build(name)
+    model.eval()
+    out = {}
+    with torch.no_grad():
+        x1 = make_input(model, is_points, 1)
+        model(x1)  # warm-up (kernels, numba caches, allocator)
+        for batch in (1, 32):
+            x = x1 if batch == 1 else make_input(model, is_points, batch)
+            seconds, capped = timed(lambda x=x: model(x), args.repeats, args.budget)
+            out[f"fwd{batch}"] = batch / seconds
+            out[f"fwd{batch}_capped"] = capped
+    return out
+
+
+def measure_train(name: str, args: argparse.Namespace) -> dict:
+    model, _, is_points = build(name)
+    model.train()
+    classes = model.num_classes
+    x = make_input(model, is_points, args.train_batch)
+    y = torch.randint(0, classes, (args.train_batch,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step():
+        optimizer.zero_grad(set_to_none=False)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+
+    step()  # warm-up: gradients and momentum buffers now exist
+    meter = PeakMemory()
+    meter.start()
+    seconds, capped = timed(step, args.train_repeats, args.budget)
+    return {
+        "train_s": seconds,
+        "train_capped": capped,
+        "train_mib": meter.stop(),
+        "mem_exact": meter.exact,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def _child(kind: str, name: str, args: argparse.Namespace, queue) -> None:
+    try:
+        torch.set_num_threads(args.threads)
+        fn = measure_forward if kind == "forward" else measure_train
+        queue.put(fn(name, args))
+    except Exception as exc:  # report in the parent instead of hanging it
+        queue.put(f"{type(exc).__name__}: {exc}")
+
+
+def run_isolated(kind: str, name: str, args: argparse.Namespace) -> dict:
+    """One measurement in a fresh process (own allocator state and peak RSS)."""
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = "131072"  # read by glibc when the child starts
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(kind, name, args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    if isinstance(result, str):
+        return {"error": result}
+    return result
+
+
+# ----------------------------------------------------------------------------- table
+def reported(card) -> tuple[str, str]:
+    """``("71.8 top-1", "ImageNet-1K val, 224x224")`` from the first published result."""
+    if not card.reported:
+        return "-", "no published result"
+    result = card.reported[0]
+    metrics = [m for m in result.metrics if not m.endswith("_std")]
+    text = " / ".join(f"{result.format(m)} {m}" for m in metrics)
+    where = result.dataset + (f", {result.setting}" if result.setting else "")
+    return text, where
+
+
+def rate(row: dict, key: str) -> str:
+    if key not in row:
+        return "-"
+    mark = "*" if row[f"{key}_capped"] else ""
+    value = row[key]
+    return f"{value:.1f}{mark}" if value < 100 else f"{value:.0f}{mark}"
+
+
+def table(rows: list[tuple[str, object, dict]], args: argparse.Namespace) -> str:
+    lines = [
+        f"| model | params (M) | fwd b=1 (/s) | fwd b=32 (/s) | train step b={args.train_batch} (s) "
+        "| train peak (MiB) | reported accuracy (%) | reported on |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for name, card, row in rows:
+        acc, where = reported(card)
+        if "error" in row:
+            lines.append(f"| {name} | error: {row['error']} | | | | | {acc} | {where} |")
+            continue
+        mem = row.get("train_mib")
+        mem_text = "-" if mem is None else f"{'' if row['mem_exact'] else '~'}{mem:.0f}"
+        train = row.get("train_s")
+        train_text = "-" if train is None else f"{train:.2f}" + ("*" if row["train_capped"] else "")
+        params = row.get("params")
+        lines.append(
+            f"| {name} | {params / 1e6:.2f} | {rate(row, 'fwd1')} | {rate(row, 'fwd32')} "
+            f"| {train_text} | {mem_text} | {acc} | {where} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", help="model names (default: all registered)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed forward passes")
+    parser.add_argument("--train-repeats", type=int, default=3, help="timed training steps")
+    parser.add_argument("--train-batch", type=int, default=8)
+    parser.add_argument("--budget", type=float, default=10.0, help="seconds; slower: 1 run")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--output", type=Path, help="also write the markdown here")
+    args = parser.parse_args(argv)
+
+    from pointset.models import list_models, model_card
+
+    names = args.only or list_models()
+    rows = []
+    for name in names:
+        card = model_card(name)
+        start = time.perf_counter()
+        row = run_isolated("train", name, args)
+        if "error" not in row:
+            row.update(run_isolated("forward", name, args))
+        rows.append((name, card, row))
+        print(f"{name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+
+    command = "python benchmarks/models.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    header = [
+        "# Model zoo on CPU",
+        "",
+        f"Machine: {machine_info()}; torch {torch.__version__}; {args.threads} intra-op "
+        f"thread(s), OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}.",
+        f"Command: `{command.strip()}`",
+        "",
+        f"Inputs: random 3x{IMAGE}x{IMAGE} images (CoC, AFF; images/s) or random clouds of "
+        f"{POINTS} points (PointMLP family; clouds/s), float32. `*`: fewer timed runs than "
+        f"asked (a single run took longer than {args.budget:g} s; usually timed once). Train peak: extra resident memory of one "
+        "training step beyond the weights, gradients and optimizer state (see the script's "
+        "docstring). Reported accuracy: the first published result of the model card "
+        "(ImageNet-1K top-1; ScanObjectNN PB_T50_RS OA / mAcc, mean ± std over runs where "
+        "published), not reproduced here.",
+        "",
+        "",
+    ]
+    text = "\n".join(header) + table(rows, args) + "\n"
+    print(text)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
