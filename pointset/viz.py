@@ -39,7 +39,8 @@ class ClusterMap(NamedTuple):
             order for images); ids are the layer's (see ``ContextCluster.last_assignment``).
         image: ``[3, H, W]`` float image in ``[0, 1]`` for display, or ``None`` for points.
         grid: ``(H', W')`` of the layer's feature map (images), else ``None``.
-        pos: ``[N, D]`` point positions (points), else ``None``.
+        pos: ``[N, D]`` point positions (points; grid point sets as ``(col, -row)`` so
+            that the picture stands upright), else ``None``.
         centers: ``[M, D]`` center positions of the cloud (point path), else ``None``.
     """
 
@@ -145,7 +146,10 @@ def _point_map(layer: ContextCluster, points: PointSet, head: int) -> ClusterMap
             keep = slice(None) if plan.center_batch is None else plan.center_batch == 0
             centers = plan.center_pos[keep].detach().cpu()
     assignment = layer.last_assignment[:first, head].clone()
-    return ClusterMap(assignment, pos=points.pos[:first].detach().cpu(), centers=centers)
+    pos = points.pos[:first].detach().cpu()
+    if points.is_grid and pos.size(1) == 2:  # (row, col) -> (x, y) = (col, -row): upright
+        pos = torch.stack([pos[:, 1], -pos[:, 0]], dim=1)
+    return ClusterMap(assignment, pos=pos, centers=centers)
 
 
 def cluster_map(

@@ -99,6 +99,20 @@ def test_point_cloud_scatter_with_a_layer(tmp_path, dim):
     assert _read_png(path).shape[-1] in (3, 4)
 
 
+def test_grid_point_set_with_a_layer_uses_the_grid_path():
+    """Oracle: the layer's own record on the image tensor (grid path)."""
+    torch.manual_seed(2)
+    layer = ContextCluster(3, heads=2, head_dim=4)  # 2x2 folds of 2x2 centers
+    image = torch.rand(1, 3, 8, 8)
+    result = cluster_map(layer, from_image(image), head=1)
+    layer.record_assignment = True
+    with torch.no_grad():
+        layer(image)
+    assert torch.equal(result.assignment, layer.last_assignment[:, 1])
+    assert result.centers is None and result.pos.shape == (64, 2)
+    assert result.pos[:2].tolist() == [[0.0, 0.0], [1.0, 0.0]]  # (col, -row)
+
+
 def test_bad_arguments_raise_value_error(tmp_path):
     model = tiny_coc()
     image = torch.rand(3, 16, 16)
