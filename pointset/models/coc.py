@@ -310,8 +310,10 @@ class ContextClusterNet(nn.Module):
         whose stage maps every fold region divides (``(height, width)`` itself when the
         official model accepts it; 240 -> 256 for the published configs)."""
         limit = 2 * max(height, width) + 64
-        ph = next(h for h in range(height, limit) if self._divisible(h, width)[0])
-        pw = next(w for w in range(width, limit) if self._divisible(height, w)[1])
+        ph = next((h for h in range(height, limit) if self._divisible(h, width)[0]), None)
+        pw = next((w for w in range(width, limit) if self._divisible(height, w)[1]), None)
+        if ph is None or pw is None:
+            raise ValueError(f"no padded size below {limit} fits the folds for {height}x{width}")
         return ph, pw
 
     def forward_embeddings(self, x: Tensor) -> Tensor:
