@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import check_batch, check_points
+from ._checks import check_batch
 
 
 def cloud_ptr(counts: Tensor) -> Tensor:
@@ -34,26 +34,6 @@ def to_padded(pos: Tensor, batch: Tensor | None, counts: Tensor, max_count: int)
 def valid_mask(counts: Tensor, size: int) -> Tensor:
     """``[B, size]`` boolean mask, true for the first ``counts[b]`` slots of row ``b``."""
     return torch.arange(size, device=counts.device).unsqueeze(0) < counts.unsqueeze(1)
-
-
-def fast_check_points(pos: Tensor, name: str = "pos", allow_empty: bool = False) -> Tensor:
-    """:func:`~pointset.ops._checks.check_points` with a cheap path for CPU tensors.
-
-    A float32/float64 CPU tensor of the right shape is tested for NaN/inf with one NumPy
-    pass (PyTorch's elementwise kernels cost far more per call on small inputs); anything
-    else, and every failure, goes through ``check_points``, which raises the error.
-    """
-    if (
-        isinstance(pos, Tensor)
-        and pos.dim() == 2
-        and pos.device.type == "cpu"
-        and pos.dtype in (torch.float32, torch.float64)
-        and pos.size(1) > 0
-        and (pos.size(0) > 0 or allow_empty)
-        and bool(np.isfinite(pos.detach().numpy()).all())
-    ):
-        return pos
-    return check_points(pos, name, allow_empty)
 
 
 def cloud_counts(batch: Tensor | None, num_points: int, name: str = "batch", size: int = 0):

@@ -235,11 +235,12 @@ def query_order(grid: CellGrid, queries: np.ndarray, q_cloud: np.ndarray) -> np.
     return np.argsort(keys, kind="stable")
 
 
-def knn_cell_size(x: np.ndarray, starts, counts, k: int) -> np.ndarray:
-    """Cell edge per cloud holding about ``k / 2`` points per occupied cell (``[B]``).
+def knn_grid_for(x: np.ndarray, starts, counts, k: int) -> CellGrid:
+    """A cell grid for kNN: about ``k * _KNN_CELL_LOAD`` points per occupied cell.
 
     The first guess spreads the points evenly over the bounding box's non-flat axes; for
-    points on surfaces or curves it is refined once from the measured cell occupancy.
+    points on surfaces or curves (far fuller cells than planned) the grid is rebuilt once
+    with cells sized from the measured occupancy.
     """
     starts = np.asarray(starts, dtype=np.int64)
     counts = np.asarray(counts, dtype=np.int64)
@@ -251,16 +252,15 @@ def knn_cell_size(x: np.ndarray, starts, counts, k: int) -> np.ndarray:
     eff_dim = np.maximum((~flat).sum(axis=1), 1)
     volume = np.prod(np.where(flat, 1.0, extent), axis=1)
     n = np.maximum(counts, 1).astype(np.float64)
-    size = (volume * target / n) ** (1.0 / eff_dim)
-    size = np.where(longest > 0, size, 1.0)
+    size = np.where(longest > 0, (volume * target / n) ** (1.0 / eff_dim), 1.0)
     grid = build_grid(x, starts, counts, size)
     occupied = _occupied_per_cloud(grid.cell_start, grid.cell0)
     load = n / np.maximum(occupied, 1)
-    dense = load > 2 * target
-    if dense.any():
-        # Points on a lower-dimensional set: cell occupancy grows like size ** 2 or less.
-        size = np.where(dense, size * np.sqrt(target / load), size)
-    return np.where(longest > 0, size, 1.0)
+    dense = (load > 2 * target) & (longest > 0)
+    if not dense.any():
+        return grid
+    # Points on a lower-dimensional set: cell occupancy grows like size ** 2 or less.
+    return build_grid(x, starts, counts, np.where(dense, size * np.sqrt(target / load), size))
 
 
 @njit(cache=True, nogil=True)
@@ -314,31 +314,70 @@ def _covers_grid(cq, s, dims):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _shell_cells(cq, s, dims, cells):  # pragma: no cover - compiled
-    """Fill ``cells`` with the linear indices of the in-grid cells at Chebyshev distance
-    exactly ``s`` from ``cq`` (2-D or 3-D); returns how many."""
+def _block_runs(cq, s, dims, base, cell_start, runs):  # pragma: no cover - compiled
+    """Like :func:`_shell_runs` for every in-grid cell within Chebyshev distance ``s``."""
     dim = cq.shape[0]
     m = 0
+    last = dims[dim - 1]
+    lo_t = max(cq[dim - 1] - s, 0)
+    hi_t = min(cq[dim - 1] + s, last - 1)
+    if lo_t > hi_t:
+        return 0
+    for i in range(max(cq[0] - s, 0), min(cq[0] + s, dims[0] - 1) + 1):
+        if dim == 2:
+            row = base + i * last
+            runs[m, 0] = cell_start[row + lo_t]
+            runs[m, 1] = cell_start[row + hi_t + 1]
+            m += 1
+            continue
+        for j in range(max(cq[1] - s, 0), min(cq[1] + s, dims[1] - 1) + 1):
+            row = base + (i * dims[1] + j) * last
+            runs[m, 0] = cell_start[row + lo_t]
+            runs[m, 1] = cell_start[row + hi_t + 1]
+            m += 1
+    return m
+
+
+@njit(cache=True, nogil=True)
+def _shell_runs(cq, s, dims, base, cell_start, runs):  # pragma: no cover - compiled
+    """Fill ``runs [R, 2]`` with the point ranges of the in-grid cells at Chebyshev distance
+    exactly ``s`` from cell ``cq`` (2-D or 3-D; cells of cloud start at ``base``). Cells
+    adjacent along the last axis are consecutive in memory, so they form one run.
+    Returns the number of runs."""
+    dim = cq.shape[0]
+    m = 0
+    last = dims[dim - 1]
+    lo_t = max(cq[dim - 1] - s, 0)
+    hi_t = min(cq[dim - 1] + s, last - 1)
+    if lo_t > hi_t:
+        return 0
     if dim == 2:
         for i in range(max(cq[0] - s, 0), min(cq[0] + s, dims[0] - 1) + 1):
-            edge_i = abs(i - cq[0]) == s
-            for j in range(max(cq[1] - s, 0), min(cq[1] + s, dims[1] - 1) + 1):
-                if edge_i or abs(j - cq[1]) == s:
-                    cells[m] = i * dims[1] + j
-                    m += 1
+            row = base + i * last
+            if abs(i - cq[0]) == s:
+                runs[m, 0] = cell_start[row + lo_t]
+                runs[m, 1] = cell_start[row + hi_t + 1]
+                m += 1
+            else:
+                for t in (cq[1] - s, cq[1] + s):
+                    if 0 <= t < last:
+                        runs[m, 0] = cell_start[row + t]
+                        runs[m, 1] = cell_start[row + t + 1]
+                        m += 1
         return m
     for i in range(max(cq[0] - s, 0), min(cq[0] + s, dims[0] - 1) + 1):
         edge_i = abs(i - cq[0]) == s
         for j in range(max(cq[1] - s, 0), min(cq[1] + s, dims[1] - 1) + 1):
-            edge_ij = edge_i or abs(j - cq[1]) == s
-            if edge_ij:
-                for t in range(max(cq[2] - s, 0), min(cq[2] + s, dims[2] - 1) + 1):
-                    cells[m] = (i * dims[1] + j) * dims[2] + t
-                    m += 1
-            else:
+            row = base + (i * dims[1] + j) * last
+            if edge_i or abs(j - cq[1]) == s:
+                runs[m, 0] = cell_start[row + lo_t]
+                runs[m, 1] = cell_start[row + hi_t + 1]
+                m += 1
+            elif s > 0:
                 for t in (cq[2] - s, cq[2] + s):
-                    if 0 <= t < dims[2]:
-                        cells[m] = (i * dims[1] + j) * dims[2] + t
+                    if 0 <= t < last:
+                        runs[m, 0] = cell_start[row + t]
+                        runs[m, 1] = cell_start[row + t + 1]
                         m += 1
     return m
 
@@ -369,7 +408,7 @@ def _knn(
         b = q_cloud[qi]
         own = q_own[qi]
         cq = np.empty(dim, dtype=np.int64)
-        cells = np.empty(2 * dim * 7 ** (dim - 1) + 8, dtype=np.int64)
+        runs = np.empty((2 * dim * 7 ** (dim - 1) + 8, 2), dtype=np.int64)
         best_d = out_d[qi]
         best_i = out_i[qi]
         for t in range(k):
@@ -377,13 +416,16 @@ def _knn(
             best_i[t] = -1
         found = 0
         s = _query_cell(q, lo[b], size[b], dims[b], cq)
+        if s <= 1:  # start with the 3x3(x3) block around the query's cell
+            s = 1
+            m = _block_runs(cq, 1, dims[b], cell0[b], cell_start, runs)
+        else:  # the query lies outside the grid: start at the first shell that meets it
+            if 2 * dim * (2 * s + 1) ** (dim - 1) + 8 > runs.shape[0]:
+                runs = np.empty((2 * dim * (2 * s + 1) ** (dim - 1) + 8, 2), dtype=np.int64)
+            m = _shell_runs(cq, s, dims[b], cell0[b], cell_start, runs)
         while True:
-            if 2 * dim * (2 * s + 1) ** (dim - 1) + 8 > cells.shape[0]:
-                cells = np.empty(2 * dim * (2 * s + 1) ** (dim - 1) + 8, dtype=np.int64)
-            m = _shell_cells(cq, s, dims[b], cells)
-            for ci in range(m):
-                c = cell0[b] + cells[ci]
-                for p in range(cell_start[c], cell_start[c + 1]):
+            for ri in range(m):
+                for p in range(runs[ri, 0], runs[ri, 1]):
                     j = order[p]
                     if j == own:
                         continue
@@ -410,6 +452,9 @@ def _knn(
                 if gap * gap > best_d[k - 1] * (1.0 + _BOUND_MARGIN):
                     break
             s += 1
+            if 2 * dim * (2 * s + 1) ** (dim - 1) + 8 > runs.shape[0]:
+                runs = np.empty((2 * dim * (2 * s + 1) ** (dim - 1) + 8, 2), dtype=np.int64)
+            m = _shell_runs(cq, s, dims[b], cell0[b], cell_start, runs)
 
 
 def knn_grid(
@@ -434,7 +479,7 @@ def knn_grid(
     Returns:
         ``(dist2 [Q, k], idx [Q, k])``: squared distances in ``x``'s dtype and int64 rows.
     """
-    grid = build_grid(x, x_starts, x_counts, knn_cell_size(x, x_starts, x_counts, k))
+    grid = knn_grid_for(x, x_starts, x_counts, k)
     num_q = queries.shape[0]
     own = np.full(num_q, -1, dtype=np.int64) if q_own is None else q_own.astype(np.int64)
     out_d = np.empty((num_q, k), dtype=x.dtype)
@@ -477,27 +522,27 @@ def _radius(
         q = queries[qi]
         b = q_cloud[qi]
         cq = np.empty(dim, dtype=np.int64)
-        cells = np.empty(3**dim, dtype=np.int64)
+        runs = np.empty((3 ** (dim - 1), 2), dtype=np.int64)
         keep = out_i[qi]
         found = 0
         first = _query_cell(q, lo[b], size[b], dims[b], cq)
-        for s in range(first, 2):  # the cell edge is >= r: shells 0 and 1 cover the ball
-            m = _shell_cells(cq, s, dims[b], cells)
-            for ci in range(m):
-                c = cell0[b] + cells[ci]
-                for p in range(cell_start[c], cell_start[c + 1]):
-                    j = order[p]
-                    if found == k and j > keep[k - 1]:
-                        break  # rows ascend within a cell
-                    if not _sq_dist(pts, p, q) < r2:
-                        continue
-                    t = found if found < k else k - 1
-                    if found < k:
-                        found += 1
-                    while t > 0 and keep[t - 1] > j:
-                        keep[t] = keep[t - 1]
-                        t -= 1
-                    keep[t] = j
+        # The cell edge is >= r, so the ball lies in the 3x3(x3) block around the query's
+        # cell; a query two or more cells outside the grid has no neighbours.
+        m = _block_runs(cq, 1, dims[b], cell0[b], cell_start, runs) if first <= 1 else 0
+        for ri in range(m):
+            for p in range(runs[ri, 0], runs[ri, 1]):
+                j = order[p]
+                if found == k and j > keep[k - 1]:
+                    continue
+                if not _sq_dist(pts, p, q) < r2:
+                    continue
+                t = found if found < k else k - 1
+                if found < k:
+                    found += 1
+                while t > 0 and keep[t - 1] > j:
+                    keep[t] = keep[t - 1]
+                    t -= 1
+                keep[t] = j
         out_n[qi] = found
 
 

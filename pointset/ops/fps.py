@@ -52,11 +52,11 @@ import torch
 from torch import Tensor
 
 from ._backend import select
+from ._checks import check_points
 from ._native_fps import fps_bucketed_numpy, fps_padded, fps_padded_numpy
 from ._native_layout import (
     cloud_counts,
     cloud_ptr,
-    fast_check_points,
     to_padded,
     to_padded_numpy,
     valid_mask,
@@ -351,7 +351,7 @@ def fps(
         >>> fps(pos, num=3)
         tensor([0, 2, 3])
     """
-    fast_check_points(pos)
+    check_points(pos)
     batch, counts = cloud_counts(batch, pos.size(0))
     samples = _sample_counts(counts, ratio, num)
     size = max(counts)
@@ -411,10 +411,10 @@ def fps_dense(
         raise ValueError(f"pos has no clouds (shape {tuple(pos.shape)})")
     counts = _check_lengths(lengths, num_clouds, size)
     if lengths is None:
-        fast_check_points(pos.reshape(-1, dim))
+        check_points(pos.reshape(-1, dim))
     else:
         valid = valid_mask(lengths.to(pos.device), size)
-        fast_check_points(pos[valid])
+        check_points(pos[valid])
         pos = pos.masked_fill(~valid.unsqueeze(2), 0)  # padding is never read, may hold NaN
     samples = _sample_counts(counts, None, num)
     local = _run(pos, counts, samples, random_start, backend)

@@ -45,9 +45,9 @@ import torch
 from torch import Tensor
 
 from ._backend import select
-from ._checks import check_same_dim
+from ._checks import check_points, check_same_dim
 from ._native_knn import knn_padded
-from ._native_layout import cloud_counts, fast_check_points, to_padded, valid_mask
+from ._native_layout import cloud_counts, to_padded, valid_mask
 
 
 @dataclass
@@ -497,8 +497,8 @@ def knn(
         tensor([[0, 0],
                 [1, 0]])
     """
-    fast_check_points(x, "x")
-    fast_check_points(y, "y")
+    check_points(x, "x")
+    check_points(y, "y")
     check_same_dim(x, y, "x", "y")
     if x.dtype != y.dtype:
         raise ValueError(f"x and y must have the same dtype, got {x.dtype} and {y.dtype}")
@@ -538,7 +538,7 @@ def knn_graph(
     """
     if flow not in ("source_to_target", "target_to_source"):
         raise ValueError(f"flow must be 'source_to_target' or 'target_to_source', got {flow!r}")
-    fast_check_points(x, "x")
+    check_points(x, "x")
     return _packed(x, x, k, batch, batch, not loop, backend, flow == "source_to_target")
 
 
@@ -647,8 +647,8 @@ def _lengths(lengths: Tensor | None, num_clouds: int, size: int, name: str) -> l
 def _checked_padded(t: Tensor, lengths: Tensor | None, name: str) -> Tensor:
     """Check the valid rows of a padded ``[B, N, D]`` tensor; zero its padding."""
     if lengths is None:
-        fast_check_points(t.reshape(-1, t.size(-1)), name, allow_empty=True)
+        check_points(t.reshape(-1, t.size(-1)), name, allow_empty=True)
         return t
     valid = valid_mask(lengths.to(t.device), t.size(1))
-    fast_check_points(t[valid], name, allow_empty=True)
+    check_points(t[valid], name, allow_empty=True)
     return t.masked_fill(~valid.unsqueeze(2), 0)
