@@ -262,11 +262,20 @@ def _fps_open3d(
         found[b] = idx.size
         first[b] = int(np.searchsorted(idx, start))
     # open3d returns its samples in index order, each once (fewer than asked once every
-    # point is covered). FPS on the samples alone restores the order, and then repeats the
-    # lowest index, as the full loop does.
+    # point is covered). FPS on the samples alone restores the order. Once every position
+    # is covered the full loop picks index 0 over and over, so from the first pick that
+    # is missing or repeats an earlier position on, the answer is 0.
     subset = np.take_along_axis(arr, chosen[:, :, None], axis=1)
     order = fps_padded_numpy(subset, found, steps, first)
-    return np.take_along_axis(chosen, order, axis=1)
+    out = np.take_along_axis(chosen, order, axis=1)
+    for b, s in enumerate(samples):
+        picked = arr[b, out[b, : found[b]]]
+        _, first_seen = np.unique(picked, axis=0, return_index=True)
+        covered = min(int(found[b]), first_seen.size)
+        if first_seen.size < found[b]:
+            covered = int(np.setdiff1d(np.arange(found[b]), first_seen).min())
+        out[b, covered:s] = 0
+    return out
 
 
 def _fps_pytorch3d(
