@@ -27,16 +27,20 @@ cloud of ``--points`` tokens (default 3,136 = the 56x56 lattice of AFF's first s
 The neighbourhood (balanced clustering + nearest cluster means) is built once outside the
 timing, as a stage reuses it for all its blocks; its own time is a separate column.
 
-Method. Every (case, variant) runs in a fresh ``spawn`` process with ``--threads``
-intra-op threads. Time is the median wall time of ``--repeats`` forward+backward passes
-(loss ``mean(out^2)``) after one warm-up pass. Peak memory is measured by the kernel:
-after the inputs, the layer and any precomputed structure exist, the process resets its
-resident-set high-water mark (writing ``5`` to ``/proc/self/clear_refs``) and reads its
-current RSS; the peak is ``VmHWM`` (``/proc/self/status``) after the passes minus that RSS,
-i.e. the extra memory the passes needed, allocator overhead included. The child runs with
-``MALLOC_MMAP_THRESHOLD_=131072`` so that glibc returns freed large buffers to the system
-at once and the RSS follows the live tensors. Where ``clear_refs`` is not writable the
-growth of ``ru_maxrss`` is reported instead (a lower bound) and the table says so.
+Method. Every (case, variant) is measured in two fresh ``spawn`` processes with
+``--threads`` intra-op threads, one for time and one for memory:
+
+- time: the median wall time of ``--repeats`` forward+backward passes (loss
+  ``mean(out^2)``) after one warm-up pass, with the default allocator settings.
+- memory: one measured pass after the warm-up, measured by the kernel. After the inputs,
+  the layer, any precomputed structure and the warm-up pass, the process returns its free
+  heap pages (``malloc_trim``), resets its resident-set high-water mark (writing ``5`` to ``/proc/self/clear_refs``) and reads its current RSS;
+  the peak is ``VmHWM`` (``/proc/self/status``) after the passes minus that RSS, i.e. the
+  extra memory the passes needed, allocator overhead included. This process runs with
+  ``MALLOC_MMAP_THRESHOLD_=131072`` so that glibc returns freed large buffers to the system
+  at once and the RSS follows the live tensors (the page faults this costs are why time is
+  measured separately). Where ``clear_refs`` is not writable the growth of ``ru_maxrss`` is
+  reported instead (a lower bound) and the table says so.
 
 Usage (from the repository root)::
 
@@ -48,6 +52,9 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import gc
 import math
 import multiprocessing as mp
 import os
@@ -81,6 +88,10 @@ class PeakMemory:
     """Extra resident memory (MiB) used between :meth:`start` and :meth:`stop`."""
 
     def start(self) -> None:
+        gc.collect()
+        # hand free heap pages back, so that reusing them shows in the RSS again
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
         self.exact = False
         try:
             with open("/proc/self/clear_refs", "w") as f:
@@ -101,9 +112,9 @@ class PeakMemory:
 
 def _timed(step, repeats: int) -> tuple[float, float, bool]:
     """Median seconds of ``repeats`` calls after a warm-up, peak extra MiB, exactness."""
+    step()  # warm-up: lazy imports, compiled kernels and caches stay out of the numbers
     meter = PeakMemory()
     meter.start()
-    step()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -258,18 +269,35 @@ def _child(kind: str, params: tuple, args: argparse.Namespace, queue) -> None:
         queue.put(f"{type(exc).__name__}: {exc}")
 
 
-def run_isolated(kind: str, params: tuple, args: argparse.Namespace) -> dict:
-    """Run one measurement in a fresh process (its own allocator state and peak RSS)."""
-    os.environ["MALLOC_MMAP_THRESHOLD_"] = "131072"  # read by glibc when the child starts
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(kind, params, args, queue))
-    proc.start()
+def _spawn(kind: str, params: tuple, args: argparse.Namespace, env: dict) -> dict:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # read by glibc when the child starts
+    try:
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_child, args=(kind, params, args, queue))
+        proc.start()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     result = queue.get()
     proc.join()
     if isinstance(result, str):
         raise SystemExit(f"{kind} {params} failed: {result}")
     return result
+
+
+def run_isolated(kind: str, params: tuple, args: argparse.Namespace) -> dict:
+    """Time in one fresh process, peak memory in another (see the module docstring)."""
+    timed = _spawn(kind, params, args, {})
+    memory = _spawn(
+        kind, params, argparse.Namespace(**{**vars(args), "repeats": 1}),
+        {"MALLOC_MMAP_THRESHOLD_": "131072"},
+    )  # fmt: skip
+    return {**timed, "mib": memory["mib"], "exact": memory["exact"]}
 
 
 def machine_info() -> str:
@@ -317,7 +345,7 @@ def main(argv: list[str] | None = None) -> str:
         f"- machine: {machine_info()}",
         f"- torch {torch.__version__}, {results[0]['threads']} intra-op thread(s), CPU, float32",
         f"- time: median of {args.repeats} forward+backward passes after one warm-up; memory: "
-        "extra resident memory of the passes, measured in a fresh process per row "
+        "extra resident memory of one pass after the warm-up, in a separate fresh process "
         "(see the docstring of benchmarks/layers.py)",
     ]
     if coc:
