@@ -6,13 +6,14 @@ Subcommands:
 - ``eval CONFIG --checkpoint PATH``: evaluate a checkpoint on the config's test split;
 - ``download DATASET --root DIR``: fetch and verify a public dataset;
 - ``convert INPUT OUTPUT``: RGBD frame / image / point file -> point-set file;
-- ``viz MODEL INPUT``: cluster-assignment map of a Context Cluster model, as a PNG;
+- ``viz INPUT``: cluster-assignment map of Context Cluster clustering, as a PNG;
 - ``bench [NAME]``: run the benchmark scripts of a source checkout;
 - ``info``: versions and usable operator backends;
 - ``demo``: an end-to-end tour of the conversions and operators.
 
 Each has ``--help``. Bad input ends with a one-line ``pointset <command>: error: ...``
-message and exit code 2; ``--debug`` shows the traceback instead.
+message and exit code 2; ``--debug`` shows the traceback instead. ``train`` and ``eval``
+run with passive OpenMP waiting unless ``OMP_WAIT_POLICY`` is set (see ``main``).
 """
 
 from __future__ import annotations
@@ -111,21 +112,89 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 # -- viz -------------------------------------------------------------------------------
 
 
+def _viz_model(args: argparse.Namespace):
+    """The CoC image model of ``--checkpoint`` (trained weights) or ``--model`` (random)."""
+    import torch
+
+    from .engine.build import create, input_kind, load_classifier
+
+    if args.checkpoint is not None:
+        model, meta = load_classifier(args.checkpoint)
+        if meta.get("input") != "image":
+            raise ValueError(
+                f"checkpoint {args.checkpoint} is not an image model ({meta['model']})"
+            )
+        size = meta.get("config", {}).get("data", {}).get("image_size")
+        return model, args.size or size or 224
+    name = args.model or "coc_tiny"
+    if input_kind(name) != "image":
+        raise ValueError(f"--model must be a Context Cluster image model, got {name!r}")
+    torch.manual_seed(args.seed)
+    return create(name, num_classes=1000).eval(), args.size or 224
+
+
 def _cmd_viz(args: argparse.Namespace) -> int:
-    try:
-        from .viz import save_cluster_map
-    except ImportError:
-        raise ImportError("pointset.viz is not available in this installation") from None
+    import numpy as np
+    import torch
+
+    from . import read
+    from .engine.data import normalize_image
+    from .viz import save_cluster_map
+
+    src = args.input
+    if not os.path.isfile(src):
+        raise FileNotFoundError(f"input {src} does not exist")
+    if src.lower().endswith(_IMAGE_SUFFIXES):
+        from PIL import Image, UnidentifiedImageError
+
+        model, size = _viz_model(args)
+        try:
+            with Image.open(src) as im:
+                arr = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+        except UnidentifiedImageError:
+            raise ValueError(f"input {src} is not an image Pillow can read") from None
+        image = torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0
+        target, data = model, normalize_image(image)
+        what = f"{args.checkpoint or args.model or 'coc_tiny'} at {size}x{size}"
+    else:
+        if args.model is not None or args.checkpoint is not None:
+            raise ValueError(
+                "a point file is drawn with one ContextCluster layer over its features; "
+                "--model and --checkpoint apply to images"
+            )
+        from .nn import ContextCluster
+
+        data = read(src)
+        if data.pos is None or data.pos.dim() != 2:
+            raise ValueError(f"{src} holds no point positions")
+        g = torch.Generator().manual_seed(args.seed)
+        if data.num_nodes > args.max_points:
+            keep = torch.randperm(data.num_nodes, generator=g)[: args.max_points].sort().values
+            data = _take(data, keep)
+        feats = data.x if data.x is not None and data.x.dim() == 2 else data.pos
+        data.x = feats.float()
+        torch.manual_seed(args.seed)
+        target = ContextCluster(data.x.size(1), heads=1, num_centers=args.centers)
+        what = f"one ContextCluster layer, {args.centers} centers"
     out = save_cluster_map(
-        args.model,
-        args.input,
-        args.out,
-        checkpoint=args.checkpoint,
-        size=args.size,
-        layer=args.layer,
+        target, data, args.out, stage=args.stage, block=args.block, head=args.head
     )
-    print(f"wrote {out or args.out}")
+    print(f"cluster map of {src} ({what}) -> {out}")
     return 0
+
+
+def _take(points, index):
+    """The points ``index`` of a single cloud (every per-point attribute indexed)."""
+    from .data import PointSet
+
+    n = points.num_nodes
+    return PointSet(
+        **{
+            k: v[index] if hasattr(v, "dim") and v.dim() >= 1 and v.size(0) == n else v
+            for k, v in points.items()
+            if k != "grid_size"
+        }
+    )
 
 
 # -- bench -----------------------------------------------------------------------------
@@ -291,16 +360,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     viz = sub.add_parser(
         "viz",
-        help="PNG of a Context Cluster model's cluster assignments over an image or point cloud",
-        description="Run a CoC model on an image or a point cloud and colour every point by "
-        "the cluster center it is assigned to.",
+        help="PNG of Context Cluster cluster assignments over an image or a point cloud",
+        description="Colour every point by the cluster center it is assigned to. An image goes "
+        "through a CoC model (--checkpoint: a trained checkpoint; else --model, randomly "
+        "initialised) and one of its ContextCluster token mixers is drawn (--stage, --block, "
+        "--head). A point file goes through one ContextCluster layer over its colours (or "
+        "positions), with FPS centers.",
     )
-    viz.add_argument("model", help="model name, e.g. coc_tiny")
-    viz.add_argument("input", help="image file or point file")
+    viz.add_argument("input", help="image file, or point file (.ply .pcd .xyz .npy .npz .h5)")
     viz.add_argument("--out", default="cluster_map.png", help="PNG to write")
-    viz.add_argument("--checkpoint", help="weights to load (default: random initialisation)")
-    viz.add_argument("--size", type=int, default=224, help="image side fed to the model")
-    viz.add_argument("--layer", type=int, default=0, help="which cluster layer to show")
+    viz.add_argument("--model", help="CoC model name for images (default: coc_tiny)")
+    viz.add_argument("--checkpoint", help="trained image-model checkpoint (runs/x/best)")
+    viz.add_argument("--size", type=int, help="image side fed to the model (default: 224)")
+    viz.add_argument("--stage", type=int, default=0, help="stage of the drawn layer")
+    viz.add_argument("--block", type=int, default=0, help="block of the drawn layer")
+    viz.add_argument("--head", type=int, default=0, help="head of the drawn layer")
+    viz.add_argument("--centers", type=int, default=16, help="FPS centers for point files")
+    viz.add_argument(
+        "--max-points", type=int, default=20000, help="random subset of larger point files"
+    )
+    viz.add_argument("--seed", type=int, default=0, help="seed of random weights and subsets")
     viz.set_defaults(func=_cmd_viz)
 
     bench = sub.add_parser(
@@ -338,10 +417,41 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split()) or type(exc).__name__
 
 
+#: Commands that run long multi-threaded CPU work.
+_COMPUTE_COMMANDS = ("train", "eval")
+
+
+def _reexec_with_passive_openmp(argv: Sequence[str]) -> None:
+    """Run the command again in this process with ``OMP_WAIT_POLICY=PASSIVE`` (once).
+
+    PyTorch's OpenMP threads busy-wait between parallel regions by default. When the cores
+    are shared with other work, a waiting thread keeps a core spinning while the thread it
+    waits for is descheduled, and a training step gets many times slower (measured here: a
+    PointMLP step went from 1 s to 7.5 s under a load of 6 on 2 cores; with passive waiting
+    it stayed at 1 s). The policy is read once when the OpenMP runtime loads, which happens
+    when ``pointset`` imports torch, so the command re-executes itself (same process id,
+    same arguments). An explicit ``OMP_WAIT_POLICY`` in the environment is respected.
+    """
+    if "OMP_WAIT_POLICY" in os.environ:
+        return
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    try:
+        os.execve(sys.executable, [sys.executable, "-m", "pointset.cli", *argv], env)
+    except OSError:
+        return  # keep going with the default policy
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code."""
+    """Entry point; returns the process exit code.
+
+    Called without ``argv`` (as the ``pointset`` command), ``train`` and ``eval`` first
+    re-execute themselves with passive OpenMP waiting (see
+    :func:`_reexec_with_passive_openmp`).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None and args.command in _COMPUTE_COMMANDS:
+        _reexec_with_passive_openmp(sys.argv[1:])
     try:
         return int(args.func(args) or 0)
     except (ValueError, OSError, ImportError) as exc:

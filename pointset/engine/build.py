@@ -22,3 +22,25 @@ def input_kind(name: str) -> str:
     if size is not None:
         return "image" if len(size) == 3 else "points"
     return "image" if name.startswith(("coc", "aff")) else "points"
+
+
+def load_classifier(checkpoint: str, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a trainer checkpoint was saved from, with its weights, in eval mode.
+
+    Args:
+        checkpoint: a trainer checkpoint (``runs/x/best``, or its ``.safetensors`` /
+            ``.json`` file): the JSON metadata names the model, its options and classes.
+        device: where to put the model.
+
+    Returns:
+        the model and the checkpoint metadata (``class_names``, ``input``, ``config``, ...).
+    """
+    from .checkpoint import load_metadata, load_weights
+
+    meta = load_metadata(checkpoint)
+    for key in ("model", "num_classes"):
+        if key not in meta:
+            raise ValueError(f"checkpoint metadata of {checkpoint} has no {key!r} entry")
+    model = create(meta["model"], meta["num_classes"], **meta.get("model_options", {}))
+    model.load_state_dict(load_weights(checkpoint))
+    return model.to(device).eval(), meta

@@ -49,6 +49,12 @@ class ArraySplit:
 # -- datasets --------------------------------------------------------------------------
 
 
+def normalize_image(images: Tensor) -> Tensor:
+    """Images in ``[0, 1]`` -> the ``[-1, 1]`` range image models are trained on
+    (``[..., 3, H, W]``, any leading shape)."""
+    return (images - 0.5) / 0.5
+
+
 def _points(ds: object) -> ArraySplit:
     return ArraySplit(ds.points, ds.labels, list(ds.class_names), "points")
 
@@ -75,7 +81,7 @@ def _digits(cfg: DataConfig, split: str) -> ArraySplit:
     from pointset.datasets.digits import DigitsPoints
 
     ds = DigitsPoints(split=split, image_size=cfg.image_size, **cfg.options)
-    images = (ds.images - 0.5) / 0.5  # [M, 3, S, S] in [-1, 1]
+    images = normalize_image(ds.images)
     return ArraySplit(images.contiguous(), ds.labels, list(ds.class_names), "image")
 
 

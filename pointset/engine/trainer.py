@@ -190,11 +190,11 @@ class Trainer:
 
     def evaluate(self, checkpoint: str, split: str = "test", out_png: str | None = None) -> dict:
         """Evaluate the weights of ``checkpoint`` on ``split`` of the configured dataset."""
+        weights = load_weights(checkpoint)
         data = self._load_data((split,))[split]
         self.kind = data.kind
         num_classes = self._num_classes(data)
         model = self._build_model(num_classes)
-        weights = load_weights(checkpoint)
         try:
             model.load_state_dict(weights, strict=True)
         except RuntimeError as exc:
