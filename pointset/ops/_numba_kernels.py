@@ -415,6 +415,7 @@ def _knn(
             best_d[t] = np.inf
             best_i[t] = -1
         found = 0
+        worst = np.inf  # the k-th best distance once k are found: a cheap first test
         s = _query_cell(q, lo[b], size[b], dims[b], cq)
         if s <= 1:  # start with the 3x3(x3) block around the query's cell
             s = 1
@@ -426,13 +427,11 @@ def _knn(
         while True:
             for ri in range(m):
                 for p in range(runs[ri, 0], runs[ri, 1]):
-                    j = order[p]
-                    if j == own:
-                        continue
                     d = _sq_dist(pts, p, q)
-                    if found == k and (
-                        d > best_d[k - 1] or (d == best_d[k - 1] and j > best_i[k - 1])
-                    ):
+                    if d > worst:
+                        continue
+                    j = order[p]
+                    if j == own or (d == worst and found == k and j > best_i[k - 1]):
                         continue
                     t = found if found < k else k - 1
                     if found < k:
@@ -445,6 +444,8 @@ def _knn(
                         t -= 1
                     best_d[t] = d
                     best_i[t] = j
+                    if found == k:
+                        worst = best_d[k - 1]
             if _covers_grid(cq, s, dims[b]):
                 break
             if found == k:
