@@ -53,8 +53,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_download(args: argparse.Namespace) -> int:
     from .datasets.download import download
 
-    path = download(args.dataset, args.root)
-    print(f"{args.dataset} is ready in {path}")
+    path = download(args.dataset, args.root, url=args.url, force=args.force)
+    print(f"{args.dataset} is ready in {path} (use data.root: {args.root})")
     return 0
 
 
@@ -321,8 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Download a dataset archive (resuming a partial download), verify it and "
         "unpack it atomically under --root.",
     )
-    dl.add_argument("dataset", help="dataset name, e.g. scanobjectnn or modelnet40")
-    dl.add_argument("--root", required=True, help="folder to unpack the dataset into")
+    dl.add_argument(
+        "dataset", help="scanobjectnn (PB_T50_RS), scanobjectnn_full (all variants) or modelnet40"
+    )
+    dl.add_argument("--root", required=True, help="data root, e.g. data/scanobjectnn")
+    dl.add_argument("--url", help="a mirror of the same archive")
+    dl.add_argument("--force", action="store_true", help="download again even if installed")
     dl.set_defaults(func=_cmd_download)
 
     conv = sub.add_parser(

@@ -7,6 +7,7 @@ Example::
     >>> Trainer(cfg).fit()  # doctest: +SKIP
 """
 
+from .build import load_classifier
 from .checkpoint import (
     CheckpointPaths,
     load_metadata,
@@ -42,6 +43,7 @@ __all__ = [
     "apply_overrides",
     "class_accuracies",
     "config_from_dict",
+    "load_classifier",
     "confusion_matrix",
     "load_config",
     "load_metadata",

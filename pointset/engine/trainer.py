@@ -107,20 +107,26 @@ class Trainer:
         return os.path.join(self.out, name)
 
     def _load_data(self, splits: tuple[str, ...]) -> dict[str, ArraySplit]:
-        """Rank 0 loads first (it may generate or unpack files), then the others."""
+        """Rank 0 loads first (it may generate or unpack files), then the others; an error
+        on rank 0 is raised after the barrier, so no process waits forever."""
         out: dict[str, ArraySplit] = {}
-        if not self.dist.is_main:
-            D.barrier()
-        for split in splits:
-            out[split] = load_split(self.cfg.data, split)
+        error: BaseException | None = None
         if self.dist.is_main:
-            D.barrier()
+            try:
+                out = {split: load_split(self.cfg.data, split) for split in splits}
+            except Exception as exc:  # re-raised below, once every process got here
+                error = exc
+        D.barrier()
+        if error is not None:
+            raise error
+        if not self.dist.is_main:
+            out = {split: load_split(self.cfg.data, split) for split in splits}
         return out
 
-    def _build_model(self, num_classes: int, checkpoint: str | None = None) -> nn.Module:
+    def _build_model(self, num_classes: int) -> nn.Module:
         m = self.cfg.model
         seed_everything(self.cfg.seed, "model")
-        model = create(m.name, num_classes, checkpoint or m.checkpoint, **m.options)
+        model = create(m.name, num_classes, m.checkpoint, **m.options)
         return model.to(self.dist.device)
 
     def _num_classes(self, split: ArraySplit) -> int:
@@ -280,9 +286,9 @@ class Trainer:
         """Train (or resume) the configured run; returns the final record with ``best``."""
         cfg = self.cfg
         start = time.perf_counter()
+        if not self.resume:
+            self._check_fresh_start()  # on every process, so that all of them stop
         if self.dist.is_main:
-            if not self.resume:
-                self._check_fresh_start()
             os.makedirs(self.out, exist_ok=True)
         D.barrier()
         data = self._load_data(("train", "test"))

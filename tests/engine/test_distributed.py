@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from pointset.engine import Trainer
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_then_single_process_eval(tmp_path, tiny, restore_threads):
     torchrun = shutil.which("torchrun")
     if torchrun is None:

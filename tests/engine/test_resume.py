@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 from pointset.engine import Trainer, load_weights
@@ -37,6 +38,7 @@ def _records(run):
         return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in f]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_bit_for_bit(tmp_path, tiny, restore_threads):
     ref_dir, run_dir = tmp_path / "reference", tmp_path / "killed"
     ref = Trainer(tiny.config(ref_dir), log=lambda s: None)
