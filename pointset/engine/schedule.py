@@ -8,6 +8,11 @@ With no warm-up and ``unit="epoch"`` the rate of epoch ``e`` (0-based) of ``E`` 
 the closed form of ``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=E, eta_min)`` stepped
 once per epoch, which is PointMLP's recipe (``eta_min = lr / 100``). The schedule is a pure
 function of the position ``(epoch, step)``, so resuming needs no scheduler history.
+
+Warm-up over ``w`` epochs scales the rate by ``(t + u) / (w + u)`` at position ``t`` (in
+epochs), where ``u`` is one unit: one epoch for ``unit="epoch"`` (so one warm-up epoch runs
+at half the rate), one step for ``unit="step"``. The cosine then runs over the remaining
+``E - w`` epochs.
 """
 
 from __future__ import annotations
@@ -64,8 +69,8 @@ class WarmupCosineSchedule:
             t, unit_len = float(epoch), 1.0
         else:
             t, unit_len = epoch + step / self.steps_per_epoch, 1.0 / self.steps_per_epoch
-        if t < self.warmup_epochs:
-            return min(1.0, (t + unit_len) / self.warmup_epochs)
+        if t < self.warmup_epochs:  # linear ramp; reaches 1 right after the warm-up
+            return (t + unit_len) / (self.warmup_epochs + unit_len)
         if self.kind == "constant":
             return 1.0
         progress = (t - self.warmup_epochs) / (self.epochs - self.warmup_epochs)

@@ -26,10 +26,16 @@ def test_epoch_cosine_equals_cosine_annealing_lr():
 
 def test_warmup_then_cosine_per_step():
     sched = WarmupCosineSchedule(_opt(1.0), 10, 4, min_lr_ratio=0.0, warmup_epochs=1, unit="step")
-    assert [sched.factor(0, s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert [sched.factor(0, s) for s in range(4)] == pytest.approx([0.2, 0.4, 0.6, 0.8])
     assert sched.factor(1, 0) == pytest.approx(1.0)
     assert sched.factor(5, 2) == pytest.approx(0.5)  # half-way through the cosine part
     assert sched.factor(9, 3) > 0
+
+
+def test_epoch_warmup_halves_the_first_epoch():
+    sched = WarmupCosineSchedule(_opt(1.0), 10, 4, min_lr_ratio=0.0, warmup_epochs=1)
+    assert [sched.factor(0, s) for s in range(4)] == pytest.approx([0.5] * 4)
+    assert sched.factor(1) == pytest.approx(1.0)
 
 
 def test_constant_and_state_roundtrip():
