@@ -8,6 +8,8 @@ its own way; see below.)
 
 Backends (``backend=`` or :func:`~pointset.ops.use_backend`):
 
+* ``"numba"`` - CPU, compiled: the plain loop in parallel over clouds, and the bucket-pruned
+  loop of ``"native"`` for large clouds (``pointset.ops._numba_kernels``).
 * ``"native"`` - no extra dependency, any device. On CPU it runs NumPy loops: the plain
   batched loop for clouds under ``BUCKETED_MIN_POINTS`` points and an exact bucket-pruned
   loop for larger ones (see ``pointset.ops._native_fps``); elsewhere a batched PyTorch loop.
@@ -23,21 +25,19 @@ Backends (``backend=`` or :func:`~pointset.ops.use_backend`):
   order is restored by running exact FPS on the samples alone.
 * ``"pytorch3d"`` - ``sample_farthest_points`` when importable.
 
-Automatic choice (:func:`auto`), measured on a 2-core AMD EPYC CPU with torch 2.13 (see
-``benchmarks/ops.py``; medians of interleaved runs on a shared machine):
+Automatic choice (:func:`auto`), measured with ``benchmarks/ops.py`` on a 2-core AMD EPYC
+CPU with torch 2.13 (table in the README):
 
-* CPU, ``random_start=True``, float32: ``fpsample`` (QuickFPS), else ``native``. QuickFPS
-  took 14 ms for 32 clouds x 1,024 -> 512 and 66 ms for 200,000 -> 4,096, where the exact
-  native loops take 25 ms and 0.28 s. Any start is fine here, but note that QuickFPS breaks
-  exact distance ties (grid-like points) in its tree's order rather than towards the
-  lowest index; pass ``backend="native"`` where that matters.
+* CPU, ``random_start=True``, float32: ``fpsample`` (QuickFPS), then ``numba``, then
+  ``native``. QuickFPS is the fastest FPS measured for a random start, on 32 clouds x 1,024
+  and on one cloud of 200,000. Note that it breaks exact distance ties (grid-like points)
+  in its tree's order rather than towards the lowest index; pass ``backend="numba"`` or
+  ``"native"`` where that matters.
 * CPU otherwise (fixed start, or float64 where fpsample would round to float32):
-  ``native``. Libraries that honour a fixed start run the plain O(N x samples) loop:
-  for 200,000 -> 4,096, fpsample 1.9 s, open3d 0.91 s and torch-cluster 11 s, where the
-  bucket-pruned loop takes 0.28 s. For 32 x 1,024 -> 512 the batched NumPy loop (25 ms)
-  beats fpsample (42 ms) and torch-cluster (120 ms); open3d's loop (19 ms) is faster but
-  returns the samples in index order only, and restoring the order costs more than the
-  difference.
+  ``numba``, then ``native``. Both run the plain loop, compiled and in parallel over clouds
+  (numba) or as NumPy array passes (native), for clouds under ``BUCKETED_MIN_POINTS``
+  points, and the exact bucket-pruned loop for larger ones. Libraries that honour a fixed
+  start run the plain O(N x samples) loop: on 200,000 -> 4,096 they are 3-400x slower.
 * Other devices: ``torch_cluster``, ``pytorch3d`` (dedicated kernels; not measured here,
   the machine has no GPU), then ``native``.
 """

@@ -8,6 +8,8 @@ Backends (``backend=`` or :func:`~pointset.ops.use_backend`):
 
 * ``"native"`` - chunked brute force in PyTorch, any device; direct differences, never the
   expanded ``|x|^2 - 2 x.y + |y|^2`` form, so it is exact (see ``pointset.ops._native_knn``).
+* ``"numba"`` - CPU, 2-D/3-D: cell-grid search compiled with numba; computes the exact
+  distances itself (``pointset.ops._numba_kernels``).
 * ``"scipy"`` - ``cKDTree`` per cloud (CPU); several clouds are searched side by side on a
   thread pool (the queries release the GIL), a lone large cloud with ``workers=-1``.
 * ``"open3d"`` - ``open3d.core.nns.NearestNeighborSearch.knn_search`` per cloud (CPU).
@@ -22,15 +24,13 @@ equal the plain loop's, and indices differ only where an exact tie straddles the
 place. A graph without self loops asks for ``k + 1`` candidates and drops the query itself
 (or, among duplicates, the farthest candidate).
 
-Automatic choice (:func:`auto`), measured on a 2-core AMD EPYC CPU with torch 2.13 (see
-``benchmarks/ops.py``; times are medians of interleaved runs on a shared machine):
+Automatic choice (:func:`auto`), measured with ``benchmarks/ops.py`` on a 2-core AMD EPYC
+CPU with torch 2.13 (table in the README):
 
-* CPU: ``open3d``, then ``scipy``, then ``native``, for every cloud size and k. open3d's
-  search was the fastest measured from 64 to 200,000 points (one cloud of 200,000, k=16:
-  0.46 s for index and search, scipy 0.58 s, torch-cluster 2.45 s); for many small clouds
-  scipy, whose per-cloud queries run side by side on a thread pool here, is close behind
-  (32 x 1,024, k=25: 55-57 ms against 60-74 ms; torch-cluster 105 ms). The brute force is
-  10-100x slower on CPU.
+* CPU, 2-D or 3-D points: ``numba`` (a uniform cell grid per cloud, queries in cell order,
+  exact (distance, index) selection, parallel over queries), then ``open3d``, ``scipy``,
+  ``native``. It was the fastest measured from many small clouds to one cloud of 200,000.
+* CPU, other dimensions (where grids degrade): ``open3d``, ``scipy``, then ``native``.
 * Other devices: ``torch_cluster``, ``pytorch3d`` (dedicated kernels), then ``native``.
 """
 

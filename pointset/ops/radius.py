@@ -16,7 +16,10 @@ The rule every backend follows (torch-cluster's, where torch-cluster is determin
 Backends (see :mod:`pointset.ops._backend` for how one is chosen):
 
 ``native``
-    chunked brute force in PyTorch, any device. Many small clouds are batched into one
+    chunked brute force in PyTorch, any device.
+``numba``
+    CPU, 2-D/3-D: a cell grid of edge >= r per cloud, so each query reads the 3x3(x3) cells
+    around its own; compiled, parallel over queries, exact. Many small clouds are batched into one
     padded block, a large cloud is split into query blocks.
 ``scipy``
     ``cKDTree.sparse_distance_matrix`` over all clouds at once (CPU).
@@ -202,12 +205,12 @@ _IMPLS = {
 def auto(device: torch.device, layout: Layout, dim: int) -> tuple[str, ...]:
     """Backends to try for radius search, fastest first.
 
-    CUDA: torch-cluster's kernel, then pytorch3d, then native. CPU: the native brute force
-    for small problems and batches of small clouds
-    (:func:`~pointset.ops._grouping.native_is_faster_on_cpu`) and for more than 8
-    coordinates, where kd-trees degrade; otherwise scipy's kd-tree, then torch-cluster's
-    (slower: on 200k points, ~16 neighbours, 1.4 s vs 4.5 s). open3d is never picked
-    automatically: exact once settled, but not faster than scipy here.
+    CUDA: torch-cluster's kernel, then pytorch3d, then native. CPU with 2-D/3-D points:
+    the numba cell grid (the fastest measured by ``benchmarks/ops.py`` on both the batched
+    and the 200,000-point rows), then native. Other dimensions: the native brute force for
+    small problems and batches of small clouds
+    (:func:`~pointset.ops._grouping.native_is_faster_on_cpu`) and beyond 8 coordinates,
+    else scipy's kd-tree, then torch-cluster's.
     """
     if device.type == "cuda":
         return ("torch_cluster", "pytorch3d", "native")
