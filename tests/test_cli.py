@@ -174,6 +174,13 @@ def test_train_then_eval(tmp_path, capsys):
     out_text = capsys.readouterr().out
     assert "test: OA" in out_text and (out / "eval_test_confusion_matrix.png").is_file()
 
+    from pointset.engine import load_classifier
+
+    model, meta = load_classifier(str(out / "best"))
+    assert not model.training and meta["input"] == "points" and len(meta["class_names"]) == 15
+    logits = model(torch.rand(2, 3, 64))
+    assert logits.shape == (2, 15)
+
 
 def test_viz_image_and_point_file(tmp_path, capsys):
     from PIL import Image
