@@ -27,7 +27,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -36,7 +36,13 @@ from torch import nn
 
 from . import distributed as D
 from .build import create, input_kind
-from .checkpoint import CheckpointPaths, load_training_state, load_weights, save_checkpoint
+from .checkpoint import (
+    CheckpointPaths,
+    load_metadata,
+    load_training_state,
+    load_weights,
+    save_checkpoint,
+)
 from .config import Config
 from .data import ArraySplit, augment, check_augment, epoch_batches, load_split, model_input
 from .loss import smoothed_cross_entropy
@@ -343,6 +349,9 @@ class Trainer:
             best = json.loads(state["best"])
             first_epoch = int(state["epoch"]) + 1
             self.log(f"resuming {self.out} after epoch {first_epoch}/{cfg.train.epochs}")
+            changed = _changed_keys(load_metadata(last.meta).get("config", {}), cfg.to_dict())
+            if changed:
+                self.log(f"note: the config differs from the checkpoint's in {', '.join(changed)}")
         elif self.resume:
             self.log(f"no checkpoint to resume in {self.out}; starting from scratch")
         if self.dist.is_main:
@@ -452,9 +461,14 @@ class Trainer:
         save_curves(history, self._path("curves.png"))
 
 
-def iter_records(path: str) -> Iterator[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file."""
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
+def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config mappings."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        dotted = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed_keys(a, b, dotted + ".")
+        elif a != b:
+            out.append(dotted)
+    return out

@@ -78,3 +78,9 @@ def test_resume_without_checkpoint_starts_fresh_and_rerun_is_refused(
         assert "--resume" in str(exc) and "--overwrite" in str(exc)
     else:
         raise AssertionError("a second fresh run into the same output_dir must be refused")
+    lines.clear()
+    final = Trainer(
+        tiny.config(out, "train.epochs=1", "train.lr=0.02"), resume=True, log=lines.append
+    ).fit()
+    assert any("differs from the checkpoint's in train.lr" in line for line in lines)
+    assert 0 <= final["test_oa"] <= 1  # a finished run is evaluated again
