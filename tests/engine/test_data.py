@@ -61,3 +61,34 @@ def test_model_input_layout():
 def test_derive_seed_is_stable():
     assert derive_seed(0, "order", 1) == derive_seed(0, "order", 1) != derive_seed(0, "order", 2)
     assert 0 <= derive_seed(123) < 2**63
+
+
+def test_rgbd_folder_splits(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from pointset.datasets.render import Box, Sphere, render_rgbd
+    from pointset.engine.config import DataConfig
+    from pointset.engine.data import load_split
+
+    scenes = {
+        "ball": [Sphere((0, 0, 1.5), 0.3, (1, 0, 0))],
+        "box": [Box((-0.3, -0.3, 1.2), (0.3, 0.3, 1.8), (0, 0, 1))],
+    }
+    for split in ("train", "test"):
+        folder = tmp_path / split
+        folder.mkdir()
+        frames = []
+        for i, (label, solids) in enumerate(scenes.items()):
+            color, depth, k = render_rgbd(solids, width=40, height=30)
+            Image.fromarray(color).save(folder / f"c{i}.png")
+            Image.fromarray(depth).save(folder / f"d{i}.png")
+            frames.append(
+                {"color": f"c{i}.png", "depth": f"d{i}.png", "label": label, "intrinsics": list(k)}
+            )
+        (folder / "frames.json").write_text(json.dumps({"classes": list(scenes), "frames": frames}))
+    cfg = DataConfig(name="rgbd_folder", root=str(tmp_path), num_points=32)
+    split = load_split(cfg, "test")
+    assert split.inputs.shape == (2, 32, 3) and split.labels.tolist() == [0, 1]
+    assert list(split.class_names) == ["ball", "box"] and split.kind == "points"
