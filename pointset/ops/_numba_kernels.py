@@ -397,65 +397,90 @@ def _sq_dist(x, j, q):  # pragma: no cover - compiled
 # ---------------------------------------------------------------------------------------
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _dist_to(pts, p, q0, q1, q2, dim):  # pragma: no cover - compiled
+    """Squared distance of ``pts[p]`` to the query ``(q0, q1[, q2])``, in pts' dtype, by the
+    plain formula; query coordinates are hoisted into scalars by the callers."""
+    diff = pts[p, 0] - q0
+    d = diff * diff
+    diff = pts[p, 1] - q1
+    d += diff * diff
+    if dim == 3:
+        diff = pts[p, 2] - q2
+        d += diff * diff
+    return d
+
+
+#: Queries per parallel task of the grid kernels (each task allocates its scratch once).
+_CHUNK = 256
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def _knn(
     pts, queries, q_order, q_cloud, q_own, lo, size, dims, cell0, cell_start, order, k, out_d, out_i
 ):  # pragma: no cover - compiled
     dim = pts.shape[1]
-    for t0 in prange(queries.shape[0]):
-        qi = q_order[t0]
-        q = queries[qi]
-        b = q_cloud[qi]
-        own = q_own[qi]
+    num_q = queries.shape[0]
+    for chunk in prange((num_q + _CHUNK - 1) // _CHUNK):
         cq = np.empty(dim, dtype=np.int64)
         runs = np.empty((2 * dim * 7 ** (dim - 1) + 8, 2), dtype=np.int64)
-        best_d = out_d[qi]
-        best_i = out_i[qi]
-        for t in range(k):
-            best_d[t] = np.inf
-            best_i[t] = -1
-        found = 0
-        worst = np.inf  # the k-th best distance once k are found: a cheap first test
-        s = _query_cell(q, lo[b], size[b], dims[b], cq)
-        if s <= 1:  # start with the 3x3(x3) block around the query's cell
-            s = 1
-            m = _block_runs(cq, 1, dims[b], cell0[b], cell_start, runs)
-        else:  # the query lies outside the grid: start at the first shell that meets it
-            if 2 * dim * (2 * s + 1) ** (dim - 1) + 8 > runs.shape[0]:
-                runs = np.empty((2 * dim * (2 * s + 1) ** (dim - 1) + 8, 2), dtype=np.int64)
-            m = _shell_runs(cq, s, dims[b], cell0[b], cell_start, runs)
-        while True:
-            for ri in range(m):
-                for p in range(runs[ri, 0], runs[ri, 1]):
-                    d = _sq_dist(pts, p, q)
-                    if d > worst:
-                        continue
-                    j = order[p]
-                    if j == own or (d == worst and found == k and j > best_i[k - 1]):
-                        continue
-                    t = found if found < k else k - 1
-                    if found < k:
-                        found += 1
-                    while t > 0 and (
-                        best_d[t - 1] > d or (best_d[t - 1] == d and best_i[t - 1] > j)
-                    ):
-                        best_d[t] = best_d[t - 1]
-                        best_i[t] = best_i[t - 1]
-                        t -= 1
-                    best_d[t] = d
-                    best_i[t] = j
-                    if found == k:
-                        worst = best_d[k - 1]
-            if _covers_grid(cq, s, dims[b]):
-                break
-            if found == k:
-                gap = _outside_gap(q, lo[b], size[b], cq, s) * (1.0 - _BOUND_MARGIN)
-                if gap * gap > best_d[k - 1] * (1.0 + _BOUND_MARGIN):
+        for t0 in range(chunk * _CHUNK, min(num_q, (chunk + 1) * _CHUNK)):
+            qi = q_order[t0]
+            q = queries[qi]
+            q0 = q[0]
+            q1 = q[1]
+            q2 = q[2] if dim == 3 else q[1]
+            b = q_cloud[qi]
+            own = q_own[qi]
+            best_d = out_d[qi]
+            best_i = out_i[qi]
+            for t in range(k):
+                best_d[t] = np.inf
+                best_i[t] = -1
+            found = 0
+            worst = np.inf  # the k-th best distance once k are found: a cheap first test
+            s = _query_cell(q, lo[b], size[b], dims[b], cq)
+            if s <= 1:  # start with the 3x3(x3) block around the query's cell
+                s = 1
+                m = _block_runs(cq, 1, dims[b], cell0[b], cell_start, runs)
+            else:  # the query lies outside the grid: start at the first shell that meets it
+                need = 2 * dim * (2 * s + 1) ** (dim - 1) + 8
+                if need > runs.shape[0]:
+                    runs = np.empty((need, 2), dtype=np.int64)
+                m = _shell_runs(cq, s, dims[b], cell0[b], cell_start, runs)
+            while True:
+                for ri in range(m):
+                    for p in range(runs[ri, 0], runs[ri, 1]):
+                        d = _dist_to(pts, p, q0, q1, q2, dim)
+                        if d > worst:
+                            continue
+                        j = order[p]
+                        if j == own or (d == worst and found == k and j > best_i[k - 1]):
+                            continue
+                        t = found if found < k else k - 1
+                        if found < k:
+                            found += 1
+                        while t > 0 and (
+                            best_d[t - 1] > d or (best_d[t - 1] == d and best_i[t - 1] > j)
+                        ):
+                            best_d[t] = best_d[t - 1]
+                            best_i[t] = best_i[t - 1]
+                            t -= 1
+                        best_d[t] = d
+                        best_i[t] = j
+                        if found == k:
+                            worst = best_d[k - 1]
+                if _covers_grid(cq, s, dims[b]):
                     break
-            s += 1
-            if 2 * dim * (2 * s + 1) ** (dim - 1) + 8 > runs.shape[0]:
-                runs = np.empty((2 * dim * (2 * s + 1) ** (dim - 1) + 8, 2), dtype=np.int64)
-            m = _shell_runs(cq, s, dims[b], cell0[b], cell_start, runs)
+                if found == k:
+                    gap = _outside_gap(q, lo[b], size[b], cq, s) * (1.0 - _BOUND_MARGIN)
+                    if gap * gap > best_d[k - 1] * (1.0 + _BOUND_MARGIN):
+                        break
+                s += 1
+                need = 2 * dim * (2 * s + 1) ** (dim - 1) + 8
+                if need > runs.shape[0]:
+                    runs = np.empty((need, 2), dtype=np.int64)
+                m = _shell_runs(cq, s, dims[b], cell0[b], cell_start, runs)
 
 
 def knn_grid(
@@ -518,33 +543,38 @@ def _radius(
     pts, queries, q_order, q_cloud, lo, size, dims, cell0, cell_start, order, r2, k, out_i, out_n
 ):  # pragma: no cover - compiled
     dim = pts.shape[1]
-    for t0 in prange(queries.shape[0]):
-        qi = q_order[t0]
-        q = queries[qi]
-        b = q_cloud[qi]
+    num_q = queries.shape[0]
+    for chunk in prange((num_q + _CHUNK - 1) // _CHUNK):
         cq = np.empty(dim, dtype=np.int64)
         runs = np.empty((3 ** (dim - 1), 2), dtype=np.int64)
-        keep = out_i[qi]
-        found = 0
-        first = _query_cell(q, lo[b], size[b], dims[b], cq)
-        # The cell edge is >= r, so the ball lies in the 3x3(x3) block around the query's
-        # cell; a query two or more cells outside the grid has no neighbours.
-        m = _block_runs(cq, 1, dims[b], cell0[b], cell_start, runs) if first <= 1 else 0
-        for ri in range(m):
-            for p in range(runs[ri, 0], runs[ri, 1]):
-                j = order[p]
-                if found == k and j > keep[k - 1]:
-                    continue
-                if not _sq_dist(pts, p, q) < r2:
-                    continue
-                t = found if found < k else k - 1
-                if found < k:
-                    found += 1
-                while t > 0 and keep[t - 1] > j:
-                    keep[t] = keep[t - 1]
-                    t -= 1
-                keep[t] = j
-        out_n[qi] = found
+        for t0 in range(chunk * _CHUNK, min(num_q, (chunk + 1) * _CHUNK)):
+            qi = q_order[t0]
+            q = queries[qi]
+            q0 = q[0]
+            q1 = q[1]
+            q2 = q[2] if dim == 3 else q[1]
+            b = q_cloud[qi]
+            # The cell edge is >= r, so the ball lies in the 3x3(x3) block around the
+            # query's cell; a query two or more cells outside the grid has no neighbours.
+            first = _query_cell(q, lo[b], size[b], dims[b], cq)
+            m = _block_runs(cq, 1, dims[b], cell0[b], cell_start, runs) if first <= 1 else 0
+            keep = out_i[qi]  # the k lowest rows found so far, ascending
+            found = 0
+            for ri in range(m):
+                for p in range(runs[ri, 0], runs[ri, 1]):
+                    if not _dist_to(pts, p, q0, q1, q2, dim) < r2:
+                        continue
+                    j = order[p]
+                    if found == k and j > keep[k - 1]:
+                        continue
+                    t = found if found < k else k - 1
+                    if found < k:
+                        found += 1
+                    while t > 0 and keep[t - 1] > j:
+                        keep[t] = keep[t - 1]
+                        t -= 1
+                    keep[t] = j
+            out_n[qi] = found
 
 
 def radius_grid(
