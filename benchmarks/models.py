@@ -29,6 +29,11 @@ overhead), excluding the weights, gradients and optimizer state already resident
 ``clear_refs`` is not writable, the growth of ``ru_maxrss`` is reported (a lower bound),
 marked ``~``. (The meter is the one of ``benchmarks/layers.py``.)
 
+Threads. The children run with ``OMP_WAIT_POLICY=PASSIVE`` unless the caller sets it:
+with OpenMP's default spinning barriers, two intra-op threads on a two-core machine that
+other processes also use waited for each other so long that single passes ran 10-40x
+slower than with one thread (measured: CoC-Tiny at batch 1 took 3.5 s instead of 0.08 s).
+
 Usage (from the repository root)::
 
     OMP_NUM_THREADS=2 python benchmarks/models.py --threads 2 --output benchmarks/results/models.md
@@ -139,6 +144,7 @@ def _child(kind: str, name: str, args: argparse.Namespace, queue) -> None:
 def run_isolated(kind: str, name: str, args: argparse.Namespace) -> dict:
     """One measurement in a fresh process (own allocator state and peak RSS)."""
     os.environ["MALLOC_MMAP_THRESHOLD_"] = "131072"  # read by glibc when the child starts
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read by OpenMP in the child
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(kind, name, args, queue))
@@ -166,8 +172,7 @@ def rate(row: dict, key: str) -> str:
     if key not in row:
         return "-"
     mark = "*" if row[f"{key}_capped"] else ""
-    value = row[key]
-    return f"{value:.1f}{mark}" if value < 100 else f"{value:.0f}{mark}"
+    return f"{row[key]:.3g}{mark}"
 
 
 def table(rows: list[tuple[str, object, dict]], args: argparse.Namespace) -> str:
@@ -207,6 +212,7 @@ def main(argv: list[str] | None = None) -> str:
     from pointset.models import list_models, model_card
 
     names = args.only or list_models()
+    load_start = os.getloadavg()[0]
     rows = []
     for name in names:
         card = model_card(name)
@@ -222,7 +228,10 @@ def main(argv: list[str] | None = None) -> str:
         "# Model zoo on CPU",
         "",
         f"Machine: {machine_info()}; torch {torch.__version__}; {args.threads} intra-op "
-        f"thread(s), OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}.",
+        f"thread(s), OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
+        f"1-minute load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the "
+        "end (other work shared the machine).",
         f"Command: `{command.strip()}`",
         "",
         f"Inputs: random 3x{IMAGE}x{IMAGE} images (CoC, AFF; images/s) or random clouds of "
