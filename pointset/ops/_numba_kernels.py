@@ -9,7 +9,7 @@ results are identical to the brute-force ``"native"`` backend, not merely close.
 kNN and radius search share a uniform cell grid per cloud (:func:`build_grid`): points are
 counting-sorted by cell, and a query visits cells in Chebyshev shells around its own cell
 until the k-th best distance is below the distance to the unvisited region (kNN), or the
-single shell that covers the radius (radius search, cell edge >= r). Queries run in parallel
+cells that meet the query's ball (radius search, cells of half the radius). Queries run in parallel
 on ``torch.get_num_threads()`` threads.
 """
 
@@ -538,15 +538,81 @@ def knn_grid(
 # ---------------------------------------------------------------------------------------
 
 
+@njit(cache=True, nogil=True)
+def _axis_range(v, reach, lo, size, n):  # pragma: no cover - compiled
+    """Cells ``[first, last]`` along one axis that meet ``[v - reach, v + reach]``."""
+    first = max(int(math.floor((v - reach - lo) / size)), 0)
+    last = min(int(math.floor((v + reach - lo) / size)), n - 1)
+    return first, last
+
+
+@njit(cache=True, nogil=True)
+def _box_gap(v, g, lo, size):  # pragma: no cover - compiled
+    """Distance along one axis from ``v`` to cell ``g``'s extent (0 inside)."""
+    low = lo + g * size
+    return max(low - v, 0.0, v - (low + size))
+
+
+@njit(cache=True, nogil=True)
+def _ball_runs(q, reach, lo, size, dims, base, cell_start, runs):  # pragma: no cover - compiled
+    """Point ranges of the cells that meet the ball of radius ``reach`` around ``q`` (2-D
+    or 3-D): per row of cells along the last axis, the span the ball covers in that row."""
+    dim = q.shape[0]
+    last = dims[dim - 1]
+    reach2 = reach * reach
+    m = 0
+    i0, i1 = _axis_range(q[0], reach, lo[0], size, dims[0])
+    for i in range(i0, i1 + 1):
+        gx = _box_gap(q[0], i, lo[0], size)
+        if dim == 2:
+            rem = reach2 - gx * gx
+            if rem < 0:
+                continue
+            t0, t1 = _axis_range(q[1], math.sqrt(rem), lo[1], size, last)
+            if t0 <= t1:
+                row = base + i * last
+                runs[m, 0] = cell_start[row + t0]
+                runs[m, 1] = cell_start[row + t1 + 1]
+                m += 1
+            continue
+        j0, j1 = _axis_range(q[1], math.sqrt(max(reach2 - gx * gx, 0.0)), lo[1], size, dims[1])
+        for j in range(j0, j1 + 1):
+            gy = _box_gap(q[1], j, lo[1], size)
+            rem = reach2 - gx * gx - gy * gy
+            if rem < 0:
+                continue
+            t0, t1 = _axis_range(q[2], math.sqrt(rem), lo[2], size, last)
+            if t0 <= t1:
+                row = base + (i * dims[1] + j) * last
+                runs[m, 0] = cell_start[row + t0]
+                runs[m, 1] = cell_start[row + t1 + 1]
+                m += 1
+    return m
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def _radius(
-    pts, queries, q_order, q_cloud, lo, size, dims, cell0, cell_start, order, r2, k, out_i, out_n
+    pts,
+    queries,
+    q_order,
+    q_cloud,
+    lo,
+    size,
+    dims,
+    cell0,
+    cell_start,
+    order,
+    r2,
+    reach,
+    max_runs,
+    k,
+    out_i,
+    out_n,
 ):  # pragma: no cover - compiled
     dim = pts.shape[1]
     num_q = queries.shape[0]
     for chunk in prange((num_q + _CHUNK - 1) // _CHUNK):
-        cq = np.empty(dim, dtype=np.int64)
-        runs = np.empty((3 ** (dim - 1), 2), dtype=np.int64)
+        runs = np.empty((max_runs, 2), dtype=np.int64)
         for t0 in range(chunk * _CHUNK, min(num_q, (chunk + 1) * _CHUNK)):
             qi = q_order[t0]
             q = queries[qi]
@@ -554,10 +620,7 @@ def _radius(
             q1 = q[1]
             q2 = q[2] if dim == 3 else q[1]
             b = q_cloud[qi]
-            # The cell edge is >= r, so the ball lies in the 3x3(x3) block around the
-            # query's cell; a query two or more cells outside the grid has no neighbours.
-            first = _query_cell(q, lo[b], size[b], dims[b], cq)
-            m = _block_runs(cq, 1, dims[b], cell0[b], cell_start, runs) if first <= 1 else 0
+            m = _ball_runs(q, reach, lo[b], size[b], dims[b], cell0[b], cell_start, runs)
             keep = out_i[qi]  # the k lowest rows found so far, ascending
             found = 0
             for ri in range(m):
@@ -593,9 +656,13 @@ def radius_grid(
     ascending within a query.
     """
     counts = np.asarray(x_counts, dtype=np.int64)
-    # One ulp-scale margin keeps every point within r inside the neighbouring cells.
-    size = np.full(len(counts), r * (1.0 + 1e-6))
-    grid = build_grid(x, x_starts, counts, size)
+    # Cells of half the radius, and per query only the cells that meet its ball, so that few
+    # candidates lie outside it. The reach has a margin against rounding: the distance test
+    # itself decides.
+    grid = build_grid(x, x_starts, counts, np.full(len(counts), r / 2))
+    reach = r * (1.0 + 1e-5)
+    span = int(math.ceil(2 * reach / float(grid.size.min()))) + 2
+    max_runs = span ** (x.shape[1] - 1)
     num_q = queries.shape[0]
     out_i = np.empty((num_q, k), dtype=np.int64)
     out_n = np.zeros(num_q, dtype=np.int64)
@@ -616,6 +683,8 @@ def radius_grid(
             grid.cell_start,
             grid.order,
             r2,
+            reach,
+            max_runs,
             k,
             out_i,
             out_n,

@@ -18,8 +18,8 @@ Backends (see :mod:`pointset.ops._backend` for how one is chosen):
 ``native``
     chunked brute force in PyTorch, any device.
 ``numba``
-    CPU, 2-D/3-D: a cell grid of edge >= r per cloud, so each query reads the 3x3(x3) cells
-    around its own; compiled, parallel over queries, exact. Many small clouds are batched into one
+    CPU, 2-D/3-D: a cell grid of edge r / 2 per cloud; each query reads only the cells that
+    meet its ball; compiled, parallel over queries, exact. Many small clouds are batched into one
     padded block, a large cloud is split into query blocks.
 ``scipy``
     ``cKDTree.sparse_distance_matrix`` over all clouds at once (CPU).
