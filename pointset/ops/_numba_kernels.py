@@ -7,10 +7,10 @@ direct differences accumulated coordinate by coordinate in the input dtype,
 results are identical to the brute-force ``"native"`` backend, not merely close.
 
 kNN and radius search share a uniform cell grid per cloud (:func:`build_grid`): points are
-counting-sorted by cell, and a query visits cells in Chebyshev shells around its own cell
-until the k-th best distance is below the distance to the unvisited region (kNN), or the
-cells that meet the query's ball (radius search, cells of half the radius). Queries run in parallel
-on ``torch.get_num_threads()`` threads.
+counting-sorted by cell, and queries run in cell order. A kNN query visits cells in
+Chebyshev shells around its own until the k-th best distance is below the distance to the
+unvisited region; a radius query reads only the cells that meet its ball (cells of half
+the radius). Queries run in parallel on ``torch.get_num_threads()`` threads.
 """
 
 from __future__ import annotations

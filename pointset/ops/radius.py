@@ -16,11 +16,11 @@ The rule every backend follows (torch-cluster's, where torch-cluster is determin
 Backends (see :mod:`pointset.ops._backend` for how one is chosen):
 
 ``native``
-    chunked brute force in PyTorch, any device.
+    chunked brute force in PyTorch, any device. Many small clouds are batched into one
+    padded block, a large cloud is split into query blocks.
 ``numba``
     CPU, 2-D/3-D: a cell grid of edge r / 2 per cloud; each query reads only the cells that
-    meet its ball; compiled, parallel over queries, exact. Many small clouds are batched into one
-    padded block, a large cloud is split into query blocks.
+    meet its ball; compiled, parallel over queries, exact.
 ``scipy``
     ``cKDTree.sparse_distance_matrix`` over all clouds at once (CPU).
 ``torch_cluster``
