@@ -5,7 +5,7 @@ choice (and the backend it picked), then every installed library called directly
 median milliseconds and as a ratio to pointset's time (below 1 means the library was
 faster). Fixed-start FPS rows only list libraries that honour a given start point.
 
-    python benchmarks/ops.py            # full run (torch-cluster's CPU FPS on 200k: ~1 min)
+    python benchmarks/ops.py            # full run (torch-cluster's CPU FPS on 200k: ~2 min)
     python benchmarks/ops.py --quick    # skip torch-cluster's slowest rows
 """
 
@@ -53,13 +53,15 @@ spatial = _try_import("scipy.spatial")
 def measure(fns: dict[str, Callable[[], object]], repeats: int, budget: float) -> dict[str, float]:
     """Median wall time in ms of each function.
 
-    Every function gets one warm-up call (which counts as its only run when slower than
-    ``budget`` seconds); then the rest are timed in interleaved rounds, so that a change of
-    machine load hits all of them alike.
+    Every function gets one warm-up call (which also compiles and caches JIT kernels); a
+    function whose second call is slower than ``budget`` seconds is timed by that call
+    alone. The rest are timed in interleaved rounds, so that a change of machine load hits
+    all of them alike.
     """
     times: dict[str, list[float]] = {}
     active = []
     for name, fn in fns.items():
+        fn()
         start = time.perf_counter()
         fn()
         first = time.perf_counter() - start
