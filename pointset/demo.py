@@ -41,11 +41,15 @@ def run_demo(out: str | Path = "pointset_demo.png", seed: int = 0) -> dict:
     coc = coc_input(image[None])
 
     summary: dict = {"rgbd_points": cloud.num_nodes, "image_points": pixels.num_nodes}
-    print(f"RGBD frame {depth.shape[1]}x{depth.shape[0]} -> {cloud.num_nodes} points "
-          f"(pos {tuple(cloud.pos.shape)}, colour {tuple(cloud.x.shape)}; "
-          f"{depth.size - cloud.num_nodes} pixels beyond 3.0 m dropped)")
-    print(f"image {tuple(image.shape)} -> {pixels.num_nodes} points on a "
-          f"{tuple(pixels.grid_size[0].tolist())} grid; CoC input {tuple(coc.shape)}")
+    print(
+        f"RGBD frame {depth.shape[1]}x{depth.shape[0]} -> {cloud.num_nodes} points "
+        f"(pos {tuple(cloud.pos.shape)}, colour {tuple(cloud.x.shape)}; "
+        f"{depth.size - cloud.num_nodes} pixels beyond 3.0 m dropped)"
+    )
+    print(
+        f"image {tuple(image.shape)} -> {pixels.num_nodes} points on a "
+        f"{tuple(pixels.grid_size[0].tolist())} grid; CoC input {tuple(coc.shape)}"
+    )
 
     num_samples = 1024
     idx, ms = _timed(ops.fps, cloud.pos, num=num_samples)
@@ -53,17 +57,23 @@ def run_demo(out: str | Path = "pointset_demo.png", seed: int = 0) -> dict:
     print(f"fps: {cloud.num_nodes} -> {num_samples} anchors in {ms:.1f} ms")
     edges, ms = _timed(ops.knn, cloud.pos, anchors, 16)
     spread = (cloud.pos[edges[1]] - anchors[edges[0]]).norm(dim=1).view(-1, 16)
-    print(f"knn: 16 neighbours of each anchor in {ms:.1f} ms; "
-          f"median group radius {spread[:, -1].median() * 100:.1f} cm")
+    print(
+        f"knn: 16 neighbours of each anchor in {ms:.1f} ms; "
+        f"median group radius {spread[:, -1].median() * 100:.1f} cm"
+    )
     (ball, mask), ms = _timed(ops.ball_query, cloud.pos, anchors, 0.05, 32)
-    print(f"ball_query r=5 cm: {mask.sum(1).float().mean():.1f} of 32 slots filled "
-          f"on average in {ms:.1f} ms")
+    print(
+        f"ball_query r=5 cm: {mask.sum(1).float().mean():.1f} of 32 slots filled "
+        f"on average in {ms:.1f} ms"
+    )
     cluster, ms = _timed(ops.voxel_grid, cloud.pos, 0.05)
     print(f"voxel_grid 5 cm: {int(torch.unique(cluster).numel())} occupied voxels in {ms:.1f} ms")
     features = torch.cat([cloud.pos, cloud.x], dim=1)
     (assign, centers, _), ms = _timed(ops.kmeans, features, 8, iters=20)
-    print(f"kmeans: 8 clusters over xyz+rgb in {ms:.1f} ms; sizes "
-          f"{torch.bincount(assign, minlength=8).tolist()}")
+    print(
+        f"kmeans: 8 clusters over xyz+rgb in {ms:.1f} ms; sizes "
+        f"{torch.bincount(assign, minlength=8).tolist()}"
+    )
     img_idx, ms = _timed(ops.fps, pixels.pos, num=256)
     print(f"image fps: {pixels.num_nodes} pixels -> 256 in {ms:.1f} ms")
 
