@@ -228,9 +228,23 @@ def _query_keys(queries, q_cloud, lo, size, dims, cell0):  # pragma: no cover - 
     return keys
 
 
-def query_order(grid: CellGrid, queries: np.ndarray, q_cloud: np.ndarray) -> np.ndarray:
+def _same_points(x: np.ndarray, queries: np.ndarray) -> bool:
+    """Whether ``queries`` is the very array ``x`` (same memory, shape and strides)."""
+    return (
+        queries.shape == x.shape
+        and queries.strides == x.strides
+        and queries.__array_interface__["data"][0] == x.__array_interface__["data"][0]
+    )
+
+
+def query_order(
+    grid: CellGrid, queries: np.ndarray, q_cloud: np.ndarray, same: bool = False
+) -> np.ndarray:
     """Queries sorted by the cell they fall in (``[Q]`` int64), so that queries handled
-    one after another read the same cells from cache."""
+    one after another read the same cells from cache. ``same``: the queries are the grid's
+    own points (rows ``0 .. Q``), whose cell order the grid already holds."""
+    if same and grid.order.shape[0] == queries.shape[0]:
+        return grid.order
     keys = _query_keys(queries, q_cloud, grid.lo, grid.size, grid.dims, grid.cell0)
     return np.argsort(keys, kind="stable")
 
@@ -517,7 +531,7 @@ def knn_grid(
         _knn(
             grid.points,
             queries,
-            query_order(grid, queries, q_cloud),
+            query_order(grid, queries, q_cloud, _same_points(x, queries)),
             q_cloud,
             own,
             grid.lo,
@@ -648,12 +662,12 @@ def radius_grid(
     q_cloud: np.ndarray,
     r: float,
     k: int,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray:
     """For every query, the (at most ``k``) lowest rows of ``x`` in its cloud with squared
     distance ``< r^2`` (``r^2`` rounded once to ``x``'s dtype).
 
-    Returns ``(row [E], col [E])``: query index and ``x`` row, grouped by query, rows
-    ascending within a query.
+    Returns ``[2, E]`` int64 (query index, ``x`` row), grouped by query, rows ascending
+    within a query.
     """
     counts = np.asarray(x_counts, dtype=np.int64)
     # Cells of half the radius, and per query only the cells that meet its ball, so that few
@@ -674,7 +688,7 @@ def radius_grid(
         _radius(
             grid.points,
             queries,
-            query_order(grid, queries, q_cloud),
+            query_order(grid, queries, q_cloud, _same_points(x, queries)),
             q_cloud,
             grid.lo,
             grid.size,
@@ -689,6 +703,16 @@ def radius_grid(
             out_i,
             out_n,
         )
-    row = np.repeat(np.arange(num_q, dtype=np.int64), out_n)
-    col = out_i[np.arange(k)[None, :] < out_n[:, None]]
-    return row, col
+    ptr = np.zeros(num_q + 1, dtype=np.int64)
+    np.cumsum(out_n, out=ptr[1:])
+    edges = np.empty((2, int(ptr[-1])), dtype=np.int64)
+    _compact(out_i, out_n, ptr, edges)
+    return edges
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _compact(out_i, out_n, ptr, edges):  # pragma: no cover - compiled
+    for qi in prange(out_n.shape[0]):
+        for t in range(out_n[qi]):
+            edges[0, ptr[qi] + t] = qi
+            edges[1, ptr[qi] + t] = out_i[qi, t]

@@ -37,7 +37,6 @@ distance formula, so every backend returns the same edges as ``native``.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -79,8 +78,7 @@ def _radius_numba(x: Tensor, y: Tensor, layout: Layout, r: float, k: int) -> Ten
     xa, ya = xa.numpy(), ya.numpy()
     counts = layout.counts_p()
     cloud = layout.batch_q.numpy()
-    row, col = radius_grid(xa, layout.ptr_p[:-1], counts, ya, cloud, r, k)
-    return torch.from_numpy(np.stack([row, col]))
+    return torch.from_numpy(radius_grid(xa, layout.ptr_p[:-1], counts, ya, cloud, r, k))
 
 
 def _radius_scipy(x: Tensor, y: Tensor, layout: Layout, r: float, k: int) -> Tensor:
