@@ -497,6 +497,14 @@ def _knn(
                 m = _shell_runs(cq, s, dims[b], cell0[b], cell_start, runs)
 
 
+def _prepared_queries(grid: CellGrid, x: np.ndarray, queries: np.ndarray, q_cloud: np.ndarray):
+    """``(queries, q_order, q_cloud)`` as the grid kernels take them: contiguous queries,
+    their cell order, int64 clouds."""
+    queries = np.ascontiguousarray(queries)
+    q_cloud = q_cloud.astype(np.int64)
+    return queries, query_order(grid, queries, q_cloud, _same_points(x, queries)), q_cloud
+
+
 def knn_grid(
     x: np.ndarray,
     x_starts,
@@ -524,14 +532,13 @@ def knn_grid(
     own = np.full(num_q, -1, dtype=np.int64) if q_own is None else q_own.astype(np.int64)
     out_d = np.empty((num_q, k), dtype=x.dtype)
     out_i = np.empty((num_q, k), dtype=np.int64)
-    queries = np.ascontiguousarray(queries)
-    q_cloud = q_cloud.astype(np.int64)
+    queries, q_order, q_cloud = _prepared_queries(grid, x, queries, q_cloud)
     with _LOCK:
         numba.set_num_threads(_threads())
         _knn(
             grid.points,
             queries,
-            query_order(grid, queries, q_cloud, _same_points(x, queries)),
+            q_order,
             q_cloud,
             own,
             grid.lo,
@@ -681,14 +688,13 @@ def radius_grid(
     out_i = np.empty((num_q, k), dtype=np.int64)
     out_n = np.zeros(num_q, dtype=np.int64)
     r2 = np.asarray(r * r, dtype=x.dtype).item()
-    queries = np.ascontiguousarray(queries)
-    q_cloud = q_cloud.astype(np.int64)
+    queries, q_order, q_cloud = _prepared_queries(grid, x, queries, q_cloud)
     with _LOCK:
         numba.set_num_threads(_threads())
         _radius(
             grid.points,
             queries,
-            query_order(grid, queries, q_cloud, _same_points(x, queries)),
+            q_order,
             q_cloud,
             grid.lo,
             grid.size,
