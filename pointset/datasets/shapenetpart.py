@@ -391,7 +391,7 @@ class ShapeNetPart(Dataset):
             have = [("normals" in p) for p in parts]
             self.has_normals = all(have)
             self._xyz = np.concatenate([p["xyz"] for p in parts])
-            self._parts = np.concatenate([p["parts"] for p in parts])
+            self._parts = np.concatenate([p["parts"] for p in parts]).astype(np.int16)
             self._normals = (
                 np.concatenate([p["normals"] for p in parts]) if self.has_normals else None
             )
@@ -423,6 +423,7 @@ class ShapeNetPart(Dataset):
         category, path = self.shapes[index]
         xyz, normals, parts = read_shape_txt(path)
         check_part_labels(category, parts, str(path))
+        parts = parts.astype(np.int16)  # 0-49: a quarter of the memory in the cache
         if self.cache:
             self._cache[index] = (xyz, normals, parts)
         return xyz, normals, parts
@@ -437,7 +438,7 @@ class ShapeNetPart(Dataset):
         xyz_t = torch.from_numpy(np.ascontiguousarray(xyz[pick].T))
         item: dict[str, Tensor] = {
             "points": xyz_t,
-            "labels": torch.from_numpy(np.ascontiguousarray(parts[pick])),
+            "labels": torch.from_numpy(parts[pick].astype(np.int64)),
             "category": self.categories[index].clone(),
         }
         if normals is not None:
