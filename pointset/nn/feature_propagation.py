@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch_geometric.utils import scatter
 
-from pointset.ops import knn_dense
+from pointset.ops import knn, knn_dense
 
 from .point_mlp_blocks import ConvBNReLU1D, PosExtraction, check_channel_first
 
@@ -52,6 +53,45 @@ def interpolate_dense(
     return (gathered.view(b, -1, n, k) * weight.unsqueeze(1)).sum(-1)
 
 
+def interpolate_packed(
+    pos: Tensor,
+    pos_coarse: Tensor,
+    x_coarse: Tensor,
+    batch: Tensor | None = None,
+    batch_coarse: Tensor | None = None,
+    k: int = 3,
+    eps: float = 1e-8,
+) -> Tensor:
+    r""":func:`interpolate_dense` for a PyG batch of clouds of any sizes.
+
+    Neighbours come from :func:`~pointset.ops.knn` within each cloud. ``k`` is capped at
+    the smallest coarse cloud, so a cloud gives the dense result when every coarse cloud
+    has at least ``k`` points.
+
+    Args:
+        pos: ``[N, D]`` positions to interpolate at.
+        pos_coarse: ``[S, D]`` positions of the known features.
+        x_coarse: ``[S, C]`` known features.
+        batch, batch_coarse: ``[N]`` / ``[S]`` sorted cloud index, or ``None`` (one cloud).
+        k: neighbours per point. (default: ``3``)
+        eps: added to every squared distance. (default: ``1e-8``)
+
+    Returns:
+        ``[N, C]`` interpolated features.
+    """
+    if x_coarse.dim() != 2 or x_coarse.size(0) != pos_coarse.size(0):
+        raise ValueError(
+            f"x_coarse [S, C] must match pos_coarse [S, D], got {tuple(x_coarse.shape)} and "
+            f"{tuple(pos_coarse.shape)}"
+        )
+    smallest = pos_coarse.size(0) if batch_coarse is None else int(batch_coarse.bincount().min())
+    k = max(1, min(int(k), smallest))  # an empty coarse cloud is reported by knn
+    row, col = knn(pos_coarse, pos, k, batch_coarse, batch)
+    weight = 1.0 / (((pos[row] - pos_coarse[col]) ** 2).sum(-1) + eps)
+    weight = weight / scatter(weight, row, 0, pos.size(0), reduce="sum")[row]
+    return scatter(x_coarse[col] * weight.unsqueeze(-1), row, 0, pos.size(0), reduce="sum")
+
+
 class FeaturePropagation(nn.Module):
     r"""One decoder step of PointMLP part segmentation (PointNet++ feature propagation).
 
@@ -84,6 +124,10 @@ class FeaturePropagation(nn.Module):
           skip features :math:`(B, C_{skip}, N)` or ``None``, coarse features
           :math:`(B, C, S)` with :math:`C_{skip} + C = C_{in}`
         - **output:** :math:`(B, C_{out}, N)`
+        - **packed input** (:meth:`forward_packed`): skip features :math:`(N, C_{skip})` or
+          ``None``, positions :math:`(N, D)`, batch :math:`(N)`, coarse features
+          :math:`(S, C)`, coarse positions :math:`(S, D)`, coarse batch :math:`(S)`
+        - **packed output:** :math:`(N, C_{out})`
     """
 
     def __init__(
@@ -123,6 +167,26 @@ class FeaturePropagation(nn.Module):
             check_channel_first(x_skip, self.in_channels - x.size(1), type(self).__name__)
             x = torch.cat([x_skip, x], dim=1)
         return self.extraction(self.fuse(x))
+
+    def forward_packed(
+        self,
+        x_skip: Tensor | None,
+        pos: Tensor,
+        batch: Tensor | None,
+        x_coarse: Tensor,
+        pos_coarse: Tensor,
+        batch_coarse: Tensor | None,
+    ) -> Tensor:
+        """The same step on PyG batches (every point of every cloud in one column set)."""
+        x = interpolate_packed(pos, pos_coarse, x_coarse, batch, batch_coarse, self.k)
+        if x_skip is not None:
+            if x_skip.dim() != 2 or x_skip.size(0) != pos.size(0):
+                raise ValueError(
+                    f"x_skip must be [{pos.size(0)}, C] (one row per point), got "
+                    f"{tuple(x_skip.shape)}"
+                )
+            x = torch.cat([x_skip, x], dim=1)
+        return self.extraction(self.fuse(x.t().unsqueeze(0)))[0].t()
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, k={self.k}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pointset.nn import FeaturePropagation, interpolate_dense
+from pointset.nn import FeaturePropagation, interpolate_dense, interpolate_packed
 
 
 def _brute_force(xyz, xyz_coarse, x_coarse, k=3):
@@ -47,3 +47,33 @@ def test_layer_shapes_keys_and_bad_skip():
         layer(xyz, xyz_coarse, torch.rand(2, 7, 30), torch.rand(2, 12, 6))
     with pytest.raises(ValueError, match="must match xyz_coarse"):
         layer(xyz, xyz_coarse, torch.rand(2, 8, 30), torch.rand(2, 12, 5))
+
+
+def test_packed_path_equals_dense_path():
+    """Oracle: the dense path on the same clouds (interpolation and the whole layer)."""
+    torch.manual_seed(0)
+    layer = FeaturePropagation(6 + 4, 8).eval()
+    pos, pos_coarse = torch.rand(3, 25, 3), torch.rand(3, 7, 3)
+    skip, coarse = torch.randn(3, 4, 25), torch.randn(3, 6, 7)
+    batch = torch.arange(3).repeat_interleave(25)
+    batch_coarse = torch.arange(3).repeat_interleave(7)
+    flat = interpolate_packed(
+        pos.reshape(-1, 3),
+        pos_coarse.reshape(-1, 3),
+        coarse.transpose(1, 2).reshape(-1, 6),
+        batch,
+        batch_coarse,
+    )
+    dense = interpolate_dense(pos, pos_coarse, coarse)
+    torch.testing.assert_close(flat, dense.transpose(1, 2).reshape(-1, 6))
+    with torch.no_grad():
+        packed = layer.forward_packed(
+            skip.transpose(1, 2).reshape(-1, 4),
+            pos.reshape(-1, 3),
+            batch,
+            coarse.transpose(1, 2).reshape(-1, 6),
+            pos_coarse.reshape(-1, 3),
+            batch_coarse,
+        )
+        expected = layer(pos, pos_coarse, skip, coarse)
+    torch.testing.assert_close(packed, expected.transpose(1, 2).reshape(-1, 8))
