@@ -79,6 +79,25 @@ def interpolate_packed(
     Returns:
         ``[N, C]`` interpolated features.
     """
+    for name, p in (("pos", pos), ("pos_coarse", pos_coarse)):
+        if not isinstance(p, Tensor) or p.dim() != 2:
+            shape = tuple(p.shape) if isinstance(p, Tensor) else type(p).__name__
+            raise ValueError(f"{name} must have shape [N, D], got {shape}")
+        if p.size(0) == 0:
+            raise ValueError(f"{name} is empty (shape {tuple(p.shape)})")
+    if pos.size(1) != pos_coarse.size(1):
+        raise ValueError(
+            f"pos and pos_coarse must have the same coordinates, got {pos.size(1)} and "
+            f"{pos_coarse.size(1)}"
+        )
+    for name, b, p in (("batch", batch, pos), ("batch_coarse", batch_coarse, pos_coarse)):
+        if b is not None:
+            if b.shape != p.shape[:1]:
+                raise ValueError(f"{name} must have shape [{p.size(0)}], got {tuple(b.shape)}")
+            counts = torch.bincount(b)
+            if bool((counts == 0).any()):
+                cloud = int((counts == 0).nonzero()[0, 0])
+                raise ValueError(f"cloud {cloud} of {name} is empty; every cloud needs points")
     if x_coarse.dim() != 2 or x_coarse.size(0) != pos_coarse.size(0):
         raise ValueError(
             f"x_coarse [S, C] must match pos_coarse [S, D], got {tuple(x_coarse.shape)} and "
@@ -180,10 +199,11 @@ class FeaturePropagation(nn.Module):
         """The same step on PyG batches (every point of every cloud in one column set)."""
         x = interpolate_packed(pos, pos_coarse, x_coarse, batch, batch_coarse, self.k)
         if x_skip is not None:
-            if x_skip.dim() != 2 or x_skip.size(0) != pos.size(0):
+            channels = self.in_channels - x.size(1)
+            if x_skip.dim() != 2 or x_skip.shape != (pos.size(0), channels):
                 raise ValueError(
-                    f"x_skip must be [{pos.size(0)}, C] (one row per point), got "
-                    f"{tuple(x_skip.shape)}"
+                    f"x_skip must have shape [{pos.size(0)}, {channels}] (one row of "
+                    f"{channels} channels per point), got {tuple(x_skip.shape)}"
                 )
             x = torch.cat([x_skip, x], dim=1)
         return self.extraction(self.fuse(x.t().unsqueeze(0)))[0].t()

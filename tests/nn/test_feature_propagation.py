@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pointset.nn import FeaturePropagation, interpolate_dense, interpolate_packed
+from pointset.nn import FeaturePropagation
+from pointset.nn.feature_propagation import interpolate_dense, interpolate_packed
 
 
 def _brute_force(xyz, xyz_coarse, x_coarse, k=3):

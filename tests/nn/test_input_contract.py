@@ -20,6 +20,7 @@ from pointset.nn import (
     ContextCluster,
     ConvBNReLU1D,
     ConvBNReLURes1D,
+    FeaturePropagation,
     GridPointReducer,
     GroupContextCluster,
     LocalGrouper,
@@ -56,6 +57,19 @@ POINT_LAYERS = {
         lambda: LocalGrouper(C, 3, 3, pos_dim=D),
         lambda layer, x, pos, batch: layer.forward_packed(x, pos, batch),
         D,
+    ),
+    # skip features x at every point, coarse features at every other point
+    "FeaturePropagation": (
+        lambda: FeaturePropagation(C + 4, 8),
+        lambda layer, x, pos, batch: layer.forward_packed(
+            x,
+            pos,
+            batch,
+            torch.ones(pos[::2].shape[:1] + (4,)),
+            pos[::2],
+            None if batch is None else batch[::2],
+        ),
+        None,
     ),
 }
 
