@@ -7,6 +7,9 @@ from .group_context_cluster import GroupContextCluster
 from .local_grouper import LocalGrouper, PackedGroups
 from .point_mlp_blocks import ConvBNReLU1D, ConvBNReLURes1D, PosExtraction, PreExtraction
 from .point_reducer import GridPointReducer, PointReducer
+from .kmeans_cross_attention import KMeansCrossAttention, KMeansStep
+from .kmax_predictor import KMaXPredictor
+from .kmax_decoder_layer import KMaXDecoderLayer
 
 __all__ = [
     "AdaptiveDownsample",
@@ -22,4 +25,8 @@ __all__ = [
     "PointReducer",
     "PosExtraction",
     "PreExtraction",
+    "KMeansCrossAttention",
+    "KMeansStep",
+    "KMaXPredictor",
+    "KMaXDecoderLayer",
 ]
