@@ -7,10 +7,11 @@ official checkpoints safely; ``rgbd_input`` prepares RGBD point sets for the
 ``rgbd_pointmlp_coc`` classifier.
 """
 
-from . import aff, coc, pointmlp, rgbd  # noqa: F401  (importing registers the models)
+from . import aff, coc, kmax_seg, pointmlp, rgbd  # noqa: F401  (importing registers the models)
 from .aff import AutoFocusFormer
 from .checkpoint import CheckpointError, load_checkpoint
 from .coc import ContextClusterNet
+from .kmax_seg import KMaXSeg
 from .pointmlp import PointMLP
 from .registry import (
     ModelCard,
@@ -28,6 +29,7 @@ __all__ = [
     "AutoFocusFormer",
     "CheckpointError",
     "ContextClusterNet",
+    "KMaXSeg",
     "ModelCard",
     "PointMLP",
     "Reported",

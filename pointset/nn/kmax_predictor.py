@@ -146,7 +146,8 @@ class KMaXPredictor(nn.Module):
     Shapes:
         - **input:** ``pixel [N, in_channel_pixel]`` packed (or ``[B, C, H, W]``),
           ``query [B, in_channel_query, L]``, ``batch [N]`` (optional), ``pos [N, 2]``
-          (optional, ``(row, col)``), ``spacing`` (grid step of ``pos``).
+          (optional, ``(row, col)``), ``spacing`` (grid step of ``pos``), ``class_query``
+          (optional, ``[B, in_channel_query, L]``).
         - **output:** dict with ``class_logits [B, L, num_classes]``, ``mask_logits [N, L]``
           (dense: ``[B, L, H, W]``) and ``pixel_feature [N, embed_dim]`` (dense:
           ``[B, embed_dim, H, W]``).
@@ -205,8 +206,11 @@ class KMaXPredictor(nn.Module):
         batch: Tensor | None = None,
         pos: Tensor | None = None,
         spacing: float = 1.0,
+        class_query: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """Predict class and mask logits; see the class docstring."""
+        """Predict class and mask logits; see the class docstring. ``class_query`` (same
+        shape as ``query``) feeds the class head instead of ``query`` (the official final
+        prediction uses separate class and mask embeddings of the centers)."""
         if not isinstance(query, Tensor) or query.dim() != 3 or query.size(1) != self.in_channel_query:
             shape = tuple(query.shape) if isinstance(query, Tensor) else type(query).__name__
             raise ValueError(f"query must be [B, {self.in_channel_query}, L], got {shape}")
@@ -227,7 +231,8 @@ class KMaXPredictor(nn.Module):
         kernels = self.mask_kernels(query)
         counts = torch.bincount(batch, minlength=query.size(0))
         logits = self.mask_norm(cloud_logits(feature, kernels, batch, counts))
-        out = {"class_logits": self.class_logits(query), "mask_logits": logits, "pixel_feature": feature}
+        classes = self.class_logits(query if class_query is None else class_query)
+        out = {"class_logits": classes, "mask_logits": logits, "pixel_feature": feature}
         if grid is not None:
             b, h, w = grid
             out["mask_logits"] = logits.view(b, h, w, -1).permute(0, 3, 1, 2)
