@@ -226,10 +226,15 @@ class KMaXPredictor(nn.Module):
             raise ValueError(f"pixel must be [N, {self.in_channel_pixel}], got {tuple(pixel.shape)}")
         if batch is None:
             batch = torch.zeros(pixel.size(0), dtype=torch.long, device=pixel.device)
+        counts = torch.bincount(batch, minlength=query.size(0))
+        if counts.numel() != query.size(0) or bool((counts == 0).any()):
+            raise ValueError(
+                f"every one of the {query.size(0)} clouds of query needs points; points per cloud "
+                f"from batch: {counts.tolist()}"
+            )
         window = pixel_window(pos, batch, spacing) if pos is not None else None
         feature = self.pixel_embedding(pixel, grid, window)
         kernels = self.mask_kernels(query)
-        counts = torch.bincount(batch, minlength=query.size(0))
         logits = self.mask_norm(cloud_logits(feature, kernels, batch, counts))
         classes = self.class_logits(query if class_query is None else class_query)
         out = {"class_logits": classes, "mask_logits": logits, "pixel_feature": feature}

@@ -384,3 +384,16 @@ def test_bad_input_raises_value_error():
         layer(x, torch.randn(1, 8, 3), pos=torch.rand(5, 3))
     with pytest.raises(ValueError, match="num_heads"):
         KMaXDecoderLayer(5, 6, 8, base_filters=4, num_heads=3)
+
+
+def test_predictor_alone_matches_the_layer_outputs(fixture):
+    """Oracle: kmax_small.pt: the predictor run on the official ``pixel_space`` and
+    ``query_space`` reproduces the official class / mask logits and pixel features."""
+    layer = fixture_layer(fixture)
+    case = fixture["b"]
+    with torch.no_grad():
+        pred = layer._predcitor(case["pixel_space"], case["query_space"])
+    for key in ("class_logits", "mask_logits", "pixel_feature"):
+        assert_close(pred[key], case[key], name=key)
+    with pytest.raises(ValueError, match="clouds of query needs points"):
+        layer._predcitor(torch.randn(4, 32), case["query_space"].expand(2, -1, -1))
