@@ -32,8 +32,9 @@ class _AttentionOperation(nn.Module):
         b, h, _, length = q.shape
         logits = torch.einsum("bhdl,bhdm->bhlm", q, k)
         logits = self._batch_norm_similarity(logits.reshape(b, h, -1)).view_as(logits)
-        attn = logits.softmax(dim=-1)
-        out = torch.einsum("bhlm,bhdm->bhdl", attn, v).reshape(b, -1, length)
+        # softmax in at least float32, as the official code under mixed precision
+        attn = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(dim=-1)
+        out = torch.einsum("bhlm,bhdm->bhdl", attn.to(v.dtype), v).reshape(b, -1, length)
         return F.gelu(self._batch_norm_retrieved_value(out))
 
 

@@ -60,7 +60,8 @@ class KMeansCrossAttention(nn.Module):
     a hard one-hot assignment (ties go to the first cluster, as ``torch.max``) computed on
     detached logits, so **no gradient flows through the assignment** (no straight-through
     estimator, as the official code and the TF reference). The update is a **sum**, not a
-    mean, formed by one ``index_add`` over ``b_i L + a_i``; empty clusters get 0. Gradients
+    mean, formed by one ``index_add`` over ``b_i L + a_i`` (accumulated in at least float32,
+    as the official code under mixed precision); empty clusters get 0. Gradients
     reach :math:`v` through the sum and :math:`e`, :math:`k` through the returned logits only.
 
     What lives here and what does not. This layer has **no parameters**: it is the k-means
@@ -109,7 +110,11 @@ class KMeansCrossAttention(nn.Module):
         with torch.no_grad():
             assignment = logits.detach().argmax(dim=1)
         slot = batch.long() * num_clusters + assignment
-        update = value.new_zeros(num_clouds * num_clusters, value.size(1)).index_add(0, slot, value)
+        # accumulated in at least float32 (the official code sums in float32 under mixed
+        # precision), returned in the dtype of ``value``
+        acc = value.to(torch.promote_types(value.dtype, torch.float32))
+        update = acc.new_zeros(num_clouds * num_clusters, acc.size(1)).index_add(0, slot, acc)
+        update = update.to(value.dtype)
         return KMeansStep(update.view(num_clouds, num_clusters, -1), logits, assignment)
 
     @staticmethod

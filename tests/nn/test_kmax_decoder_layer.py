@@ -397,3 +397,15 @@ def test_predictor_alone_matches_the_layer_outputs(fixture):
         assert_close(pred[key], case[key], name=key)
     with pytest.raises(ValueError, match="clouds of query needs points"):
         layer._predcitor(torch.randn(4, 32), case["query_space"].expand(2, -1, -1))
+
+
+def test_bfloat16_runs_close_to_float32():
+    """Oracle: the float32 run; a bfloat16 copy of the layer (sums and softmax accumulated
+    in float32) stays within 5 % of the largest output."""
+    layer = tiny_layer().eval()
+    pixel = torch.randn(2, 6, 4, 5, generator=torch.Generator().manual_seed(8))
+    query = torch.randn(2, 8, 3, generator=torch.Generator().manual_seed(9))
+    ref = layer(pixel, query)[0]
+    low = copy.deepcopy(layer).to(torch.bfloat16)(pixel.bfloat16(), query.bfloat16())[0]
+    assert low.dtype == torch.bfloat16
+    assert (low.float() - ref).abs().max() < 0.05 * ref.abs().max()
