@@ -155,9 +155,16 @@ class KMaXLoss:
         num_clusters = class_logits.size(0)
         valid = labels >= 0
         prob = mask_logits.softmax(dim=1).t() * valid.to(mask_logits.dtype)  # [L, N]
-        target = torch.full((num_clusters,), self.num_classes, dtype=torch.long, device=labels.device)
+        target = torch.full(
+            (num_clusters,), self.num_classes, dtype=torch.long, device=labels.device
+        )
         target[match.rows] = match.classes[match.cols]
-        weight = torch.full((num_clusters,), (1.0 - self.alpha) * self.no_object_weight, dtype=prob.dtype, device=prob.device)
+        weight = torch.full(
+            (num_clusters,),
+            (1.0 - self.alpha) * self.no_object_weight,
+            dtype=prob.dtype,
+            device=prob.device,
+        )
         matched_prob, matched_mask = prob[match.rows], match.masks[match.cols]
         with torch.no_grad():
             similarity = 1.0 - dice_loss(matched_prob, matched_mask)
@@ -167,7 +174,9 @@ class KMaXLoss:
         class_loss = (weight * ce).sum() / count
         dice = dice_loss(matched_prob, matched_mask).sum() / count
         # every labelled point -> the cluster matched to its class's segment
-        cluster_of_class = torch.full((self.num_classes,), -1, dtype=torch.long, device=labels.device)
+        cluster_of_class = torch.full(
+            (self.num_classes,), -1, dtype=torch.long, device=labels.device
+        )
         cluster_of_class[match.classes[match.cols]] = match.rows
         point_target = torch.where(valid, cluster_of_class[labels.clamp_min(0)], -1)
         if bool((point_target >= 0).any()):
@@ -187,7 +196,9 @@ class KMaXLoss:
         sums = {"class": 0.0, "dice": 0.0, "mask": 0.0}
         total = output["mask_logits"].new_zeros(())
         predictions = [(output["class_logits"], output["mask_logits"], None)]
-        predictions += [(a["class_logits"], a["mask_logits"], a["index"]) for a in output.get("aux", [])]
+        predictions += [
+            (a["class_logits"], a["mask_logits"], a["index"]) for a in output.get("aux", [])
+        ]
         for b in range(batch):
             match = self.match(output["class_logits"][b], output["mask_logits"][b], labels[b])
             for class_logits, mask_logits, index in predictions:
@@ -196,7 +207,10 @@ class KMaXLoss:
                     lab = labels[b][index[b]]
                     m = match._replace(masks=match.masks[:, index[b]])
                 c, d, k = self.prediction_terms(class_logits[b], mask_logits[b], lab, m)
-                total = total + (self.class_weight * c + self.dice_weight * d + self.mask_weight * k) / batch
+                total = (
+                    total
+                    + (self.class_weight * c + self.dice_weight * d + self.mask_weight * k) / batch
+                )
                 sums["class"] += float(c.detach()) / batch
                 sums["dice"] += float(d.detach()) / batch
                 sums["mask"] += float(k.detach()) / batch
@@ -204,7 +218,9 @@ class KMaXLoss:
         if "semantic_logits" in output:
             sem = output["semantic_logits"]
             if bool((labels >= 0).any()):
-                semantic = F.cross_entropy(sem.reshape(-1, sem.size(-1)), labels.reshape(-1), ignore_index=-1)
+                semantic = F.cross_entropy(
+                    sem.reshape(-1, sem.size(-1)), labels.reshape(-1), ignore_index=-1
+                )
             else:  # nothing labelled: no semantic term (cross-entropy would be 0 / 0)
                 semantic = sem.sum() * 0.0
             total = total + self.semantic_weight * semantic

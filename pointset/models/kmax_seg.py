@@ -118,16 +118,22 @@ class KMaXSeg(nn.Module):
     ) -> None:
         super().__init__()
         if num_classes < 1 or num_queries < 1:
-            raise ValueError(f"num_classes and num_queries must be >= 1, got {num_classes}, {num_queries}")
+            raise ValueError(
+                f"num_classes and num_queries must be >= 1, got {num_classes}, {num_queries}"
+            )
         if backbone is None:
             from pointset.models.pointmlp_seg import PointMLPSegBackbone
 
             backbone = PointMLPSegBackbone(in_channels=in_channels, **backbone_kwargs)
         elif backbone_kwargs:
-            raise ValueError(f"backbone arguments {sorted(backbone_kwargs)} given with a backbone module")
+            raise ValueError(
+                f"backbone arguments {sorted(backbone_kwargs)} given with a backbone module"
+            )
         levels = list(backbone.decoder_channels)
         if not 1 <= num_scales <= len(levels):
-            raise ValueError(f"num_scales must be in [1, {len(levels)}] (decoder levels), got {num_scales}")
+            raise ValueError(
+                f"num_scales must be in [1, {len(levels)}] (decoder levels), got {num_scales}"
+            )
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.num_queries = num_queries
@@ -152,8 +158,12 @@ class KMaXSeg(nn.Module):
         )
         self._class_embedding_projection = _proj(query_dim, query_dim)
         self._mask_embedding_projection = _proj(query_dim, query_dim)
-        self._predictor = KMaXPredictor(levels[-1], query_dim, num_classes + 1, pixel_head_dim, embed_dim)
-        self._auxiliary_semantic_predictor = nn.Sequential(*_proj(levels[-1], levels[-1]), nn.Conv1d(levels[-1], num_classes, 1))
+        self._predictor = KMaXPredictor(
+            levels[-1], query_dim, num_classes + 1, pixel_head_dim, embed_dim
+        )
+        self._auxiliary_semantic_predictor = nn.Sequential(
+            *_proj(levels[-1], levels[-1]), nn.Conv1d(levels[-1], num_classes, 1)
+        )
         self.criterion = KMaXLoss(num_classes)
         self.reset_parameters()
 
@@ -163,7 +173,11 @@ class KMaXSeg(nn.Module):
         for layer in self._kmax_transformer_layers:
             layer.reset_parameters()
         self._predictor.reset_parameters()
-        heads = (self._class_embedding_projection, self._mask_embedding_projection, self._auxiliary_semantic_predictor)
+        heads = (
+            self._class_embedding_projection,
+            self._mask_embedding_projection,
+            self._auxiliary_semantic_predictor,
+        )
         for head in heads:
             for module in head:
                 if hasattr(module, "reset_parameters"):
@@ -185,10 +199,15 @@ class KMaXSeg(nn.Module):
             for _ in range(self.layers_per_scale):
                 query, pred = next(layers)(x, query, batch)
                 masks = pred["mask_logits"].view(b, feat.size(2), -1)
-                aux.append({"class_logits": pred["class_logits"], "mask_logits": masks, "index": index})
+                aux.append(
+                    {"class_logits": pred["class_logits"], "mask_logits": masks, "index": index}
+                )
         x, batch = _pack(full)
         pred = self._predictor(
-            x, self._mask_embedding_projection(query), batch, class_query=self._class_embedding_projection(query)
+            x,
+            self._mask_embedding_projection(query),
+            batch,
+            class_query=self._class_embedding_projection(query),
         )
         mask_logits = pred["mask_logits"].view(b, full.size(2), -1)
         class_prob = pred["class_logits"].softmax(dim=-1)[..., : self.num_classes]

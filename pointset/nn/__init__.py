@@ -4,12 +4,12 @@ from .adaptive_downsample import AdaptiveDownsample, Downsampled
 from .cluster_attention import ClusterAttention
 from .context_cluster import ContextCluster
 from .group_context_cluster import GroupContextCluster
+from .kmax_decoder_layer import KMaXDecoderLayer
+from .kmax_predictor import KMaXPredictor
+from .kmeans_cross_attention import KMeansCrossAttention, KMeansStep
 from .local_grouper import LocalGrouper, PackedGroups
 from .point_mlp_blocks import ConvBNReLU1D, ConvBNReLURes1D, PosExtraction, PreExtraction
 from .point_reducer import GridPointReducer, PointReducer
-from .kmeans_cross_attention import KMeansCrossAttention, KMeansStep
-from .kmax_predictor import KMaXPredictor
-from .kmax_decoder_layer import KMaXDecoderLayer
 
 __all__ = [
     "AdaptiveDownsample",

@@ -124,7 +124,11 @@ class KMaXDecoderLayer(nn.Module):
         bottleneck = int(round(base_filters * bottleneck_expansion))
         key_depth = int(round(base_filters * key_expansion))
         value_depth = int(round(base_filters * value_expansion))
-        for name, value in (("num_classes", num_classes), ("num_heads", num_heads), ("bottleneck", bottleneck)):
+        for name, value in (
+            ("num_classes", num_classes),
+            ("num_heads", num_heads),
+            ("bottleneck", bottleneck),
+        ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if key_depth % num_heads or value_depth % num_heads:
@@ -150,7 +154,9 @@ class KMaXDecoderLayer(nn.Module):
         self._query_conv3_bn = ConvBN(value_depth, in_channel_query, norm_init=0.0)
         self._query_ffn_conv1_bn_act = ConvBN(in_channel_query, ffn_dim, act=True)
         self._query_ffn_conv2_bn = ConvBN(ffn_dim, in_channel_query, norm_init=0.0)
-        self._predcitor = KMaXPredictor(bottleneck, bottleneck, num_classes, pixel_head_dim, embed_dim)
+        self._predcitor = KMaXPredictor(
+            bottleneck, bottleneck, num_classes, pixel_head_dim, embed_dim
+        )
         self._kmeans_query_batch_norm_retrieved_value = kmax_norm(value_depth)
         self._kmeans_query_conv3_bn = ConvBN(value_depth, in_channel_query, norm_init=0.0)
         self.kmeans = KMeansCrossAttention()
@@ -192,7 +198,9 @@ class KMaXDecoderLayer(nn.Module):
         if b == 0 or h == 0 or w == 0:
             raise ValueError(f"pixel_feature is empty: shape {tuple(pixel.shape)}")
         if b != query.size(0):
-            raise ValueError(f"pixel_feature has batch size {b} but query_feature has {query.size(0)}")
+            raise ValueError(
+                f"pixel_feature has batch size {b} but query_feature has {query.size(0)}"
+            )
         self._check_finite(pixel)
         x = pixel.flatten(2).transpose(1, 2).reshape(b * h * w, c)
         batch = torch.arange(b, device=pixel.device).repeat_interleave(h * w)
@@ -217,13 +225,21 @@ class KMaXDecoderLayer(nn.Module):
 
         pred = self._predcitor
         feature = pred.pixel_embedding(pixel_space, grid, window)
-        step = self.kmeans(feature, pred.mask_kernels(query_space), pixel_value, batch, pred._pixel_space_mask_batch_norm)
+        step = self.kmeans(
+            feature,
+            pred.mask_kernels(query_space),
+            pixel_value,
+            batch,
+            pred._pixel_space_mask_batch_norm,
+        )
         kmeans_update = self._kmeans_query_conv3_bn(
             self._kmeans_query_batch_norm_retrieved_value(step.update.transpose(1, 2))
         )
         query = query + drop_path(kmeans_update, self.drop_path_prob, self.training)
 
-        query = query + drop_path(self._self_attention(query_space), self.drop_path_prob, self.training)
+        query = query + drop_path(
+            self._self_attention(query_space), self.drop_path_prob, self.training
+        )
         query = F.gelu(query)
         ffn = self._query_ffn_conv2_bn(self._query_ffn_conv1_bn_act(query))
         query = F.gelu(query + drop_path(ffn, self.drop_path_prob, self.training))
@@ -242,7 +258,9 @@ class KMaXDecoderLayer(nn.Module):
         q, k, v = torch.split(qkv, [self.key_depth, self.key_depth, self.value_depth], dim=1)
         heads = self.num_heads
         attn = self._query_self_attention(
-            q.reshape(b, heads, -1, length), k.reshape(b, heads, -1, length), v.reshape(b, heads, -1, length)
+            q.reshape(b, heads, -1, length),
+            k.reshape(b, heads, -1, length),
+            v.reshape(b, heads, -1, length),
         )
         return self._query_conv3_bn(attn)
 
@@ -250,7 +268,9 @@ class KMaXDecoderLayer(nn.Module):
     def _check_query(self, query: Tensor) -> None:
         if not isinstance(query, Tensor) or query.dim() != 3 or not query.is_floating_point():
             shape = tuple(query.shape) if isinstance(query, Tensor) else type(query).__name__
-            raise ValueError(f"query_feature must be a floating [B, {self.in_channel_query}, L] tensor, got {shape}")
+            raise ValueError(
+                f"query_feature must be a floating [B, {self.in_channel_query}, L] tensor, got {shape}"
+            )
         if query.size(1) != self.in_channel_query:
             raise ValueError(
                 f"query_feature has {query.size(1)} channels, expected {self.in_channel_query} "
@@ -267,14 +287,18 @@ class KMaXDecoderLayer(nn.Module):
                 f"pixel_feature must be a floating [B, C, H, W] (dense) or [N, C] (packed) tensor, got {shape}"
             )
         if x.size(1) != self.in_channel_pixel:
-            raise ValueError(f"pixel_feature has {x.size(1)} channels, expected {self.in_channel_pixel}")
+            raise ValueError(
+                f"pixel_feature has {x.size(1)} channels, expected {self.in_channel_pixel}"
+            )
         if x.size(0) == 0:
             raise ValueError("pixel_feature is empty (0 points)")
         self._check_finite(x)
         batch = check_batch(batch, x.size(0))
         counts = batch_counts(batch, x.size(0), query.size(0))
         if counts.numel() != query.size(0):
-            raise ValueError(f"batch names {counts.numel()} clouds but query_feature holds {query.size(0)}")
+            raise ValueError(
+                f"batch names {counts.numel()} clouds but query_feature holds {query.size(0)}"
+            )
         if bool((counts == 0).any()):
             empty = int((counts == 0).nonzero()[0, 0])
             raise ValueError(f"cloud {empty} of the {query.size(0)} in query_feature has no points")
@@ -285,7 +309,9 @@ class KMaXDecoderLayer(nn.Module):
     @staticmethod
     def _check_finite(x: Tensor, name: str = "pixel_feature") -> None:
         if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} contains NaN or inf ({int((~torch.isfinite(x)).sum())} values)")
+            raise ValueError(
+                f"{name} contains NaN or inf ({int((~torch.isfinite(x)).sum())} values)"
+            )
 
     def __repr__(self) -> str:
         return (

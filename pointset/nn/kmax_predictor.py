@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pointset.nn._kmax_blocks import ConvBN, kmax_norm, trunc_normal_tf
+from pointset.nn._kmax_blocks import ConvBN, kmax_norm
 from pointset.nn.kmeans_cross_attention import cloud_logits
 from pointset.ops import radius
 from pointset.ops._checks import check_points
@@ -76,7 +76,9 @@ class _DepthwiseConvBN(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, KERNEL, padding=KERNEL // 2, groups=channels, bias=False)
+        self.conv = nn.Conv2d(
+            channels, channels, KERNEL, padding=KERNEL // 2, groups=channels, bias=False
+        )
         self.norm = kmax_norm(channels)
         self.reset_parameters()
 
@@ -167,10 +169,16 @@ class KMaXPredictor(nn.Module):
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         self._pixel_space_head_conv0bnact = _DepthwiseConvBN(in_channel_pixel)
-        self._pixel_space_head_conv1bnact = ConvBN(in_channel_pixel, pixel_head_dim, act=True, conv2d=True)
-        self._pixel_space_head_last_convbn = ConvBN(pixel_head_dim, embed_dim, bias=True, conv2d=True, init=0.01)
+        self._pixel_space_head_conv1bnact = ConvBN(
+            in_channel_pixel, pixel_head_dim, act=True, conv2d=True
+        )
+        self._pixel_space_head_last_convbn = ConvBN(
+            pixel_head_dim, embed_dim, bias=True, conv2d=True, init=0.01
+        )
         self._transformer_mask_head = ConvBN(in_channel_query, embed_dim)
-        self._transformer_class_head = ConvBN(in_channel_query, num_classes, bias=True, norm=False, init=0.01)
+        self._transformer_class_head = ConvBN(
+            in_channel_query, num_classes, bias=True, norm=False, init=0.01
+        )
         self._pixel_space_mask_batch_norm = kmax_norm(1)
         self.reset_parameters()
 
@@ -211,7 +219,11 @@ class KMaXPredictor(nn.Module):
         """Predict class and mask logits; see the class docstring. ``class_query`` (same
         shape as ``query``) feeds the class head instead of ``query`` (the official final
         prediction uses separate class and mask embeddings of the centers)."""
-        if not isinstance(query, Tensor) or query.dim() != 3 or query.size(1) != self.in_channel_query:
+        if (
+            not isinstance(query, Tensor)
+            or query.dim() != 3
+            or query.size(1) != self.in_channel_query
+        ):
             shape = tuple(query.shape) if isinstance(query, Tensor) else type(query).__name__
             raise ValueError(f"query must be [B, {self.in_channel_query}, L], got {shape}")
         grid = None
@@ -223,7 +235,9 @@ class KMaXPredictor(nn.Module):
             pixel = pixel.flatten(2).transpose(1, 2).reshape(b * h * w, c)
             batch = torch.arange(b, device=pixel.device).repeat_interleave(h * w)
         if pixel.dim() != 2 or pixel.size(1) != self.in_channel_pixel:
-            raise ValueError(f"pixel must be [N, {self.in_channel_pixel}], got {tuple(pixel.shape)}")
+            raise ValueError(
+                f"pixel must be [N, {self.in_channel_pixel}], got {tuple(pixel.shape)}"
+            )
         if batch is None:
             batch = torch.zeros(pixel.size(0), dtype=torch.long, device=pixel.device)
         counts = torch.bincount(batch, minlength=query.size(0))

@@ -130,7 +130,9 @@ class KMeansCrossAttention(nn.Module):
             bad = int((~torch.isfinite(x)).any(dim=1).nonzero()[0, 0])
             raise ValueError(f"x contains NaN or inf (first bad point: row {bad})")
         if centers.size(0) == 0 or centers.size(1) == 0:
-            raise ValueError(f"centers must hold B >= 1 clouds of L >= 1, got {tuple(centers.shape)}")
+            raise ValueError(
+                f"centers must hold B >= 1 clouds of L >= 1, got {tuple(centers.shape)}"
+            )
         if centers.size(2) != x.size(1):
             raise ValueError(
                 f"centers have {centers.size(2)} channels but x has {x.size(1)} "

@@ -28,7 +28,9 @@ from pointset.models.kmax_loss import (
 def test_hungarian_matches_brute_force(shape, seed):
     """Oracle: the minimum total cost over every injective map of segments to clusters."""
     rows, cols = shape
-    cost = torch.rand(rows, cols, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    cost = torch.rand(
+        rows, cols, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
     r, c = hungarian_match(cost)
     assert c.tolist() == list(range(cols))  # every segment matched, sorted by segment
     assert len(set(r.tolist())) == cols
@@ -66,10 +68,14 @@ def test_loss_terms_hand_computed():
     per-point CE against the matched cluster, auxiliary CE)."""
     loss = KMaXLoss(num_classes=2)
     labels = torch.tensor([[0, 0, 1, -1]])
-    mask_logits = torch.tensor([[[4.0, 0.0, 0.0], [3.0, 0.0, 1.0], [0.0, 5.0, 0.0], [1.0, 1.0, 1.0]]])
+    mask_logits = torch.tensor(
+        [[[4.0, 0.0, 0.0], [3.0, 0.0, 1.0], [0.0, 5.0, 0.0], [1.0, 1.0, 1.0]]]
+    )
     class_logits = torch.tensor([[[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 2.0]]])
     sem = torch.randn(1, 4, 2)
-    total, parts = loss({"class_logits": class_logits, "mask_logits": mask_logits, "semantic_logits": sem}, labels)
+    total, parts = loss(
+        {"class_logits": class_logits, "mask_logits": mask_logits, "semantic_logits": sem}, labels
+    )
 
     prob = mask_logits[0].softmax(1).t() * torch.tensor([1.0, 1.0, 1.0, 0.0])
     masks = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
@@ -93,14 +99,23 @@ def test_deep_supervision_reuses_the_final_matching_on_level_points():
     loss = KMaXLoss(num_classes=3)
     g = torch.Generator().manual_seed(0)
     labels = torch.tensor([[0, 2, 2, 1, 0, -1]])
-    out = {"class_logits": torch.randn(1, 4, 4, generator=g), "mask_logits": torch.randn(1, 6, 4, generator=g)}
+    out = {
+        "class_logits": torch.randn(1, 4, 4, generator=g),
+        "mask_logits": torch.randn(1, 6, 4, generator=g),
+    }
     base, _ = loss(out, labels)
     index = torch.tensor([[0, 1, 3]])
-    aux = {"class_logits": out["class_logits"], "mask_logits": out["mask_logits"][:, index[0]], "index": index}
+    aux = {
+        "class_logits": out["class_logits"],
+        "mask_logits": out["mask_logits"][:, index[0]],
+        "index": index,
+    }
     both, _ = loss({**out, "aux": [aux]}, labels)
     match = loss.match(out["class_logits"][0], out["mask_logits"][0], labels[0])
     sub = match._replace(masks=match.masks[:, index[0]])
-    c, d, k = loss.prediction_terms(out["class_logits"][0], out["mask_logits"][0, index[0]], labels[0, index[0]], sub)
+    c, d, k = loss.prediction_terms(
+        out["class_logits"][0], out["mask_logits"][0, index[0]], labels[0, index[0]], sub
+    )
     assert float(both - base) == pytest.approx(float(3 * c + 3 * d + 0.3 * k), rel=1e-6)
 
 

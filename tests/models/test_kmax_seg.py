@@ -35,7 +35,9 @@ class StandInBackbone(nn.Module):
     def __init__(self, in_channels=6, dims=(24, 20, 12)):
         super().__init__()
         self.decoder_channels = list(dims)
-        self.heads = nn.ModuleList(nn.Sequential(nn.Conv1d(in_channels, d, 1), nn.Tanh()) for d in dims)
+        self.heads = nn.ModuleList(
+            nn.Sequential(nn.Conv1d(in_channels, d, 1), nn.Tanh()) for d in dims
+        )
 
     def reset_parameters(self):
         for h in self.heads:
@@ -95,7 +97,9 @@ def test_batch_equals_clouds_one_at_a_time():
         for b in range(3):
             alone = model(points[b : b + 1])
             torch.testing.assert_close(out["logits"][b], alone["logits"][0], atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(out["class_logits"][b], alone["class_logits"][0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                out["class_logits"][b], alone["class_logits"][0], atol=1e-5, rtol=1e-5
+            )
 
 
 def test_loss_decreases_on_a_tiny_overfit_problem():

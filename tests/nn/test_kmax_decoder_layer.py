@@ -15,6 +15,7 @@ import json
 import pytest
 import torch
 
+from pointset.data import grid_positions
 from pointset.nn import KMaXDecoderLayer
 from pointset.nn.kmax_predictor import pixel_window
 
@@ -22,12 +23,6 @@ OUTPUTS = ("query_out", "class_logits", "mask_logits", "pixel_feature")
 
 
 # ----------------------------------------------------------------------------- helpers
-def grid_positions(h, w, dtype=torch.float32):
-    """(row, col) of an h x w grid in raster order: [h * w, 2]."""
-    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    return torch.stack([rows.reshape(-1), cols.reshape(-1)], 1).to(dtype)
-
-
 @pytest.fixture(scope="module")
 def fixture(shared_dir):
     return torch.load(shared_dir / "reference/fixtures/kmax_small.pt", weights_only=True)
@@ -68,7 +63,9 @@ def run_packed(layer, cases, dtype=torch.float32):
 
 def assert_close(actual, expected, atol=5e-5, rtol=1e-5, name=""):
     diff = (actual.double() - expected.double()).abs().max().item()
-    assert torch.allclose(actual.double(), expected.double(), atol=atol, rtol=rtol), f"{name}: max |diff| {diff}"
+    assert torch.allclose(actual.double(), expected.double(), atol=atol, rtol=rtol), (
+        f"{name}: max |diff| {diff}"
+    )
 
 
 def tiny_layer(seed=0, **kw) -> KMaXDecoderLayer:
@@ -89,14 +86,18 @@ def tiny_layer(seed=0, **kw) -> KMaXDecoderLayer:
 # ----------------------------------------------------------------------------- keys, counts
 def test_official_listing_keys_shapes_and_count(shared_dir):
     """Oracle: the official state-dict listing of the os32 layer (keys, shapes, 2,148,888)."""
-    lines = (shared_dir / "reference/state_dicts/kmax_transformer_layer_os32.txt").read_text().splitlines()
+    lines = (
+        (shared_dir / "reference/state_dicts/kmax_transformer_layer_os32.txt")
+        .read_text()
+        .splitlines()
+    )
     expected = []
     for line in lines[1:]:
         key, shape, _ = line.split("\t")
         expected.append((key, tuple(int(s) for s in shape.split(",")) if shape else ()))
     layer = KMaXDecoderLayer(134, 2048, 256, 128, 8, 2, 1, 2, drop_path_prob=0.2)
     got = [(k, tuple(v.shape)) for k, v in layer.state_dict().items()]
-    assert sorted(got) == sorted(expected)
+    assert got == expected  # same keys, shapes and order
     assert sum(p.numel() for p in layer.parameters()) == 2_148_888
     assert "2148888 parameters" in lines[0]
 
@@ -241,14 +242,26 @@ def test_fixture_packed_a0_a1_b0(fixture):
         (query_out, pred), batch = run_packed(layer, [fixture["a"], fixture["b"]])
     a, b = fixture["a"], fixture["b"]
     assert_close(query_out, torch.cat([a["query_out"], b["query_out"]]), name="query_out")
-    assert_close(pred["class_logits"], torch.cat([a["class_logits"], b["class_logits"]]), name="class")
-    expected_masks = torch.cat([a["mask_logits"].flatten(2).transpose(1, 2).reshape(-1, 12),
-                                b["mask_logits"].flatten(2).transpose(1, 2).reshape(-1, 12)])
+    assert_close(
+        pred["class_logits"], torch.cat([a["class_logits"], b["class_logits"]]), name="class"
+    )
+    expected_masks = torch.cat(
+        [
+            a["mask_logits"].flatten(2).transpose(1, 2).reshape(-1, 12),
+            b["mask_logits"].flatten(2).transpose(1, 2).reshape(-1, 12),
+        ]
+    )
     assert_close(pred["mask_logits"], expected_masks, name="mask_logits")
-    expected_feat = torch.cat([a["pixel_feature"].flatten(2).transpose(1, 2).reshape(-1, 16),
-                               b["pixel_feature"].flatten(2).transpose(1, 2).reshape(-1, 16)])
+    expected_feat = torch.cat(
+        [
+            a["pixel_feature"].flatten(2).transpose(1, 2).reshape(-1, 16),
+            b["pixel_feature"].flatten(2).transpose(1, 2).reshape(-1, 16),
+        ]
+    )
     assert_close(pred["pixel_feature"], expected_feat, name="pixel_feature")
-    assert torch.equal(pred["assignment"], torch.cat([a["assignment"].flatten(), b["assignment"].flatten()]))
+    assert torch.equal(
+        pred["assignment"], torch.cat([a["assignment"].flatten(), b["assignment"].flatten()])
+    )
 
 
 def test_fixture_packed_float64(fixture):
@@ -280,7 +293,12 @@ def test_dense_equals_packed(train):
     packed_q, packed = copy.deepcopy(layer)(x, query, batch, pos=pos, spacing=0.25)
     assert_close(packed_q, dense_q, atol=1e-10, rtol=0)
     assert_close(packed["class_logits"], dense["class_logits"], atol=1e-10, rtol=0)
-    assert_close(packed["mask_logits"], dense["mask_logits"].flatten(2).transpose(1, 2).reshape(-1, 3), atol=1e-10, rtol=0)
+    assert_close(
+        packed["mask_logits"],
+        dense["mask_logits"].flatten(2).transpose(1, 2).reshape(-1, 3),
+        atol=1e-10,
+        rtol=0,
+    )
     assert torch.equal(packed["assignment"], dense["assignment"].flatten())
 
 
@@ -301,7 +319,9 @@ def test_packed_batch_equals_clouds_one_at_a_time(use_pos):
     for i, n in enumerate(sizes):
         q_i, p_i = layer(xs[i], query[i : i + 1], pos=ps[i] if use_pos else None)
         assert_close(q_all[i : i + 1], q_i, atol=1e-12, rtol=0)
-        assert_close(p_all["mask_logits"][start : start + n], p_i["mask_logits"], atol=1e-12, rtol=0)
+        assert_close(
+            p_all["mask_logits"][start : start + n], p_i["mask_logits"], atol=1e-12, rtol=0
+        )
         assert torch.equal(p_all["assignment"][start : start + n], p_i["assignment"])
         start += n
 

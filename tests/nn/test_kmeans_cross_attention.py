@@ -24,7 +24,9 @@ def brute_force(x, centers, value, batch):
     for i in range(x.size(0)):
         best = None
         for l_ in range(length):
-            logits[i, l_] = sum(float(x[i, e]) * float(centers[batch[i], l_, e]) for e in range(x.size(1)))
+            logits[i, l_] = sum(
+                float(x[i, e]) * float(centers[batch[i], l_, e]) for e in range(x.size(1))
+            )
             if best is None or logits[i, l_] > logits[i, best]:
                 best = l_
         assignment[i] = best
@@ -116,7 +118,10 @@ def test_official_fixture_step(shared_dir, case):
     data = torch.load(shared_dir / "reference/fixtures/kmax_small.pt", weights_only=True)
     widths = {int(k): v for k, v in json.loads(data["width_map_json"]).items()}
     layer = KMaXDecoderLayer(
-        **json.loads(data["config_json"]), pixel_head_dim=widths[256], embed_dim=widths[128], ffn_dim=widths[2048]
+        **json.loads(data["config_json"]),
+        pixel_head_dim=widths[256],
+        embed_dim=widths[128],
+        ffn_dim=widths[2048],
     )
     layer.load_state_dict(data["state_dict"], strict=True)
     layer.eval()
@@ -127,7 +132,9 @@ def test_official_fixture_step(shared_dir, case):
     batch = torch.arange(b).repeat_interleave(h * w)
     with torch.no_grad():
         kernels = layer._predcitor.mask_kernels(c["query_space"])
-        step = layer.kmeans(feature, kernels, value, batch, layer._predcitor._pixel_space_mask_batch_norm)
+        step = layer.kmeans(
+            feature, kernels, value, batch, layer._predcitor._pixel_space_mask_batch_norm
+        )
     expected = c["mask_logits"].flatten(2).transpose(1, 2).reshape(b * h * w, -1)
     torch.testing.assert_close(step.mask_logits, expected, atol=5e-5, rtol=1e-5)
     assert torch.equal(step.assignment, c["assignment"].flatten())
