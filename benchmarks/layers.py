@@ -297,7 +297,8 @@ def kmax_steps(args: argparse.Namespace) -> dict:
                 out, pred = layer(x, q)
             else:
                 x = packed.clone().requires_grad_()
-                out, pred = layer(x, q, batch, pos=pos if "window" in variant else None)
+                window = variant == "packed + 5x5 window"
+                out, pred = layer(x, q, batch, pos=pos if window else None)
             loss = out.square().mean() + pred["mask_logits"].square().mean()
             (loss + pred["class_logits"].square().mean()).backward()
             layer.zero_grad(set_to_none=True)
