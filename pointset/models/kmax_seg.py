@@ -22,7 +22,7 @@ KMAX_SEG_CONFIG: dict[str, Any] = dict(
     base_filters=64,
     num_heads=4,
     pixel_head_dim=128,
-    embed_dim=64,
+    mask_dim=64,
     ffn_dim=512,
     num_scales=3,
     layers_per_scale=2,
@@ -81,7 +81,7 @@ class KMaXSeg(nn.Module):
         num_queries (int): cluster centers ``L`` (default: 32).
         query_dim (int): center width (official: 256; default: 128).
         base_filters, num_heads (int): decoder-layer width and heads (default: 64, 4).
-        pixel_head_dim, embed_dim, ffn_dim (int): the official literals 256 / 128 / 2048
+        pixel_head_dim, mask_dim, ffn_dim (int): the official literals 256 / 128 / 2048
             (default: 128, 64, 512).
         num_scales (int): coarsest decoder levels that get k-means layers (default: 3).
         layers_per_scale (int): layers per level (default: 2; 6 layers in all).
@@ -108,7 +108,7 @@ class KMaXSeg(nn.Module):
         base_filters: int = 64,
         num_heads: int = 4,
         pixel_head_dim: int = 128,
-        embed_dim: int = 64,
+        mask_dim: int = 64,
         ffn_dim: int = 512,
         num_scales: int = 3,
         layers_per_scale: int = 2,
@@ -148,7 +148,7 @@ class KMaXSeg(nn.Module):
             num_heads=num_heads,
             drop_path_prob=drop_path_prob,
             pixel_head_dim=pixel_head_dim,
-            embed_dim=embed_dim,
+            embed_dim=mask_dim,
             ffn_dim=ffn_dim,
         )
         self._kmax_transformer_layers = nn.ModuleList(
@@ -159,7 +159,7 @@ class KMaXSeg(nn.Module):
         self._class_embedding_projection = _proj(query_dim, query_dim)
         self._mask_embedding_projection = _proj(query_dim, query_dim)
         self._predictor = KMaXPredictor(
-            levels[-1], query_dim, num_classes + 1, pixel_head_dim, embed_dim
+            levels[-1], query_dim, num_classes + 1, pixel_head_dim, mask_dim
         )
         self._auxiliary_semantic_predictor = nn.Sequential(
             *_proj(levels[-1], levels[-1]), nn.Conv1d(levels[-1], num_classes, 1)

@@ -24,7 +24,7 @@ SMALL = dict(
     base_filters=8,
     num_heads=2,
     pixel_head_dim=16,
-    embed_dim=8,
+    mask_dim=8,
     ffn_dim=32,
 )
 
