@@ -1,5 +1,5 @@
-"""Datasets: ScanObjectNN, ModelNet40, the built-in synthetic shapes, digits as points and
-RGBD folders. Each item is a :class:`~pointset.PointSet`; missing or malformed files raise
+"""Datasets: ScanObjectNN, ModelNet40, ShapeNetPart, the built-in synthetic shapes, digits as
+points and RGBD folders. Each item is a :class:`~pointset.PointSet`; missing or malformed files raise
 :class:`DatasetError` with a one-line message that says how to get them.
 """
 
@@ -13,12 +13,15 @@ from .rgbd_folder import RGBDFolder, RGBDFrame
 from .scanobjectnn import CLASS_NAMES as SCANOBJECTNN_CLASSES
 from .scanobjectnn import VARIANTS as SCANOBJECTNN_VARIANTS
 from .scanobjectnn import ScanObjectNN, scanobjectnn_files
+from .shapenetpart import CATEGORIES as SHAPENETPART_CATEGORIES
+from .shapenetpart import ShapeNetPart
 from .synthetic_shapes import CLASS_NAMES as SYNTHETIC_CLASSES
 from .synthetic_shapes import SyntheticShapes, make_synthetic_scanobjectnn
 
 __all__ = [
     "SCANOBJECTNN_CLASSES",
     "SCANOBJECTNN_VARIANTS",
+    "SHAPENETPART_CATEGORIES",
     "SYNTHETIC_CLASSES",
     "DatasetError",
     "DigitsPoints",
@@ -27,6 +30,7 @@ __all__ = [
     "RGBDFolder",
     "RGBDFrame",
     "ScanObjectNN",
+    "ShapeNetPart",
     "SyntheticShapes",
     "download",
     "gather_points",

@@ -7,12 +7,20 @@ official checkpoints safely; ``rgbd_input`` prepares RGBD point sets for the
 ``rgbd_pointmlp_coc`` classifier.
 """
 
-from . import aff, coc, kmax_seg, pointmlp, rgbd  # noqa: F401  (importing registers the models)
+from . import (  # noqa: F401  (importing registers the models)
+    aff,
+    coc,
+    kmax_seg,
+    pointmlp,
+    pointmlp_seg,
+    rgbd,
+)
 from .aff import AutoFocusFormer
 from .checkpoint import CheckpointError, load_checkpoint
 from .coc import ContextClusterNet
 from .kmax_seg import KMaXSeg
 from .pointmlp import PointMLP
+from .pointmlp_seg import PointMLPPartSeg, PointMLPSeg, PointMLPSegBackbone, SegFeatures
 from .registry import (
     ModelCard,
     Reported,
@@ -32,7 +40,11 @@ __all__ = [
     "KMaXSeg",
     "ModelCard",
     "PointMLP",
+    "PointMLPPartSeg",
+    "PointMLPSeg",
+    "PointMLPSegBackbone",
     "Reported",
+    "SegFeatures",
     "UnknownModelError",
     "create_model",
     "is_model",

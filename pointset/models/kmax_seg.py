@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from pointset.models.kmax_loss import KMaXLoss
+from pointset.models.pointmlp_seg import PointMLPSegBackbone
 from pointset.models.registry import register_model
 from pointset.nn import KMaXDecoderLayer, KMaXPredictor
 
@@ -122,8 +123,6 @@ class KMaXSeg(nn.Module):
                 f"num_classes and num_queries must be >= 1, got {num_classes}, {num_queries}"
             )
         if backbone is None:
-            from pointset.models.pointmlp_seg import PointMLPSegBackbone
-
             backbone = PointMLPSegBackbone(in_channels=in_channels, **backbone_kwargs)
         elif backbone_kwargs:
             raise ValueError(

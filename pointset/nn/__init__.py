@@ -3,6 +3,7 @@
 from .adaptive_downsample import AdaptiveDownsample, Downsampled
 from .cluster_attention import ClusterAttention
 from .context_cluster import ContextCluster
+from .feature_propagation import FeaturePropagation, interpolate_dense, interpolate_packed
 from .group_context_cluster import GroupContextCluster
 from .kmax_decoder_layer import KMaXDecoderLayer
 from .kmax_predictor import KMaXPredictor
@@ -18,6 +19,7 @@ __all__ = [
     "ConvBNReLU1D",
     "ConvBNReLURes1D",
     "Downsampled",
+    "FeaturePropagation",
     "GridPointReducer",
     "GroupContextCluster",
     "LocalGrouper",
@@ -25,6 +27,8 @@ __all__ = [
     "PointReducer",
     "PosExtraction",
     "PreExtraction",
+    "interpolate_dense",
+    "interpolate_packed",
     "KMeansCrossAttention",
     "KMeansStep",
     "KMaXPredictor",

@@ -2,10 +2,9 @@
 
 Oracles: the protocol's shapes, each cloud run alone (for a batch), a hand-computed product
 of the two softmaxes (semantic scores), and a decreasing loss on a tiny overfit problem.
-The kMaX decoder is tested here on a small stand-in backbone that returns the backbone
+Most tests run the kMaX decoder on a small stand-in backbone that returns the backbone
 protocol's structure (decoder levels coarse to fine, each level a subset of the input
-points); the registered model with the PointMLP backbone is tested where that backbone is
-available.
+points); the registered model is tested on its PointMLP segmentation backbone.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from pointset.models import create_model, model_card
 from pointset.models.kmax_seg import KMaXSeg
 
 SMALL = dict(
@@ -139,9 +139,6 @@ def test_bad_arguments():
 def test_registered_model_with_the_pointmlp_backbone():
     """Oracle: the protocol (registered name, default_cfg, output shapes, a finite loss)
     for ``pointmlp_kmax_seg`` on its PointMLP segmentation backbone."""
-    pytest.importorskip("pointset.models.pointmlp_seg")
-    from pointset.models import create_model, model_card
-
     card = model_card("pointmlp_kmax_seg")
     assert card.default_cfg["task"] == "segmentation" and card.default_cfg["call"] == "points"
     torch.manual_seed(0)
@@ -152,6 +149,7 @@ def test_registered_model_with_the_pointmlp_backbone():
         points=64,
         embed_dim=8,
         k_neighbors=[4, 4, 4, 4],
+        reducers=[2, 2, 2, 2],
         de_dims=[16, 16, 8, 8],
         pre_blocks=[1, 1, 1, 1],
         pos_blocks=[1, 1, 1, 1],
@@ -160,7 +158,7 @@ def test_registered_model_with_the_pointmlp_backbone():
     points = _points(b=2, n=64)
     out = model(points)
     assert out["logits"].shape == (2, 64, 4)
-    assert [a["mask_logits"].shape[1] for a in out["aux"]] == [1, 1, 4, 4, 16, 16]
+    assert [a["mask_logits"].shape[1] for a in out["aux"]] == [8, 8, 16, 16, 32, 32]
     labels = torch.randint(0, 4, (2, 64))
     loss, _ = model.loss(out, labels)
     loss.backward()
