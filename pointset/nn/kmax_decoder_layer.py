@@ -301,7 +301,9 @@ class KMaXDecoderLayer(nn.Module):
             )
         if bool((counts == 0).any()):
             empty = int((counts == 0).nonzero()[0, 0])
-            raise ValueError(f"cloud {empty} of the {query.size(0)} in query_feature has no points")
+            raise ValueError(
+                f"cloud {empty} of the {query.size(0)} in query_feature is empty (no points)"
+            )
         if batch is None:
             batch = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
         return batch

@@ -47,7 +47,7 @@ def pixel_window(pos: Tensor, batch: Tensor | None = None, spacing: float = 1.0)
     check_points(pos, "pos")
     if pos.size(1) != 2:
         raise ValueError(
-            f"pos must hold 2-D (row, col) positions for the 5x5 window, got shape {tuple(pos.shape)}"
+            f"pos must hold 2 coordinates (row, col) per point for the 5x5 window, got shape {tuple(pos.shape)}"
         )
     if not spacing > 0:
         raise ValueError(f"spacing must be > 0, got {spacing}")
@@ -243,7 +243,7 @@ class KMaXPredictor(nn.Module):
         counts = torch.bincount(batch, minlength=query.size(0))
         if counts.numel() != query.size(0) or bool((counts == 0).any()):
             raise ValueError(
-                f"every one of the {query.size(0)} clouds of query needs points; points per cloud "
+                f"a cloud is empty: every one of the {query.size(0)} clouds of query needs points; per cloud "
                 f"from batch: {counts.tolist()}"
             )
         window = pixel_window(pos, batch, spacing) if pos is not None else None

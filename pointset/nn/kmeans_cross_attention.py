@@ -150,7 +150,7 @@ class KMeansCrossAttention(nn.Module):
         if bool((counts == 0).any()):
             empty = int((counts == 0).nonzero()[0, 0])
             raise ValueError(
-                f"cloud {empty} has no points; every cloud of the {centers.size(0)} "
+                f"cloud {empty} is empty (no points); every cloud of the {centers.size(0)} "
                 f"in centers needs at least one"
             )
         return counts

@@ -149,7 +149,7 @@ def test_bad_input_raises_value_error():
         layer(x[:, :2], centers, value, batch)
     with pytest.raises(ValueError, match="rows"):
         layer(x, centers, value[:-1], batch)
-    with pytest.raises(ValueError, match="cloud 1 has no points"):
+    with pytest.raises(ValueError, match="cloud 1 is empty"):
         layer(x[:5], centers, value[:5], torch.tensor([0, 0, 0, 2, 2]))
     with pytest.raises(ValueError, match="names 3 clouds but centers hold 2"):
         layer(x, centers[:2], value, batch)
