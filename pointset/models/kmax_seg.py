@@ -235,7 +235,13 @@ class KMaXSeg(nn.Module):
     family="kmax",
     paper="kMaX-DeepLab: k-means Mask Transformer (Yu et al., ECCV 2022), https://arxiv.org/abs/2207.04044",
     config=KMAX_SEG_CONFIG,
-    default_cfg=dict(task="segmentation", call="points", num_classes=13, input_size=(6, 2048)),
+    default_cfg=dict(
+        task="segmentation",
+        call="points",
+        num_classes=13,
+        input_size=(6, 2048),
+        param_count=18_515_013,
+    ),
 )
 def pointmlp_kmax_seg(num_classes: int = 13, **kwargs: Any) -> KMaXSeg:
     """PointMLP segmentation backbone + six kMaX decoder layers (no published numbers);

@@ -141,6 +141,9 @@ def test_registered_model_with_the_pointmlp_backbone():
     for ``pointmlp_kmax_seg`` on its PointMLP segmentation backbone."""
     card = model_card("pointmlp_kmax_seg")
     assert card.default_cfg["task"] == "segmentation" and card.default_cfg["call"] == "points"
+    default = create_model("pointmlp_kmax_seg")
+    assert sum(p.numel() for p in default.parameters()) == card.default_cfg["param_count"]
+    assert len(default._kmax_transformer_layers) == 6
     torch.manual_seed(0)
     model = create_model(
         "pointmlp_kmax_seg",
