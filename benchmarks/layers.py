@@ -27,6 +27,21 @@ cloud of ``--points`` tokens (default 3,136 = the 56x56 lattice of AFF's first s
 The neighbourhood (balanced clustering + nearest cluster means) is built once outside the
 timing, as a stage reuses it for all its blocks; its own time is a separate column.
 
+``kmax`` -- ``KMaXDecoderLayer`` at the official widths (2048-channel pixels, 256-channel
+centers, 128 clusters, 134 classes, 8 heads) on the stride-32 map of a 640x640 image
+(20x20), ``--kmax-batch`` images (default 2), train mode (BatchNorm batch statistics):
+
+- ``dense``: the official call, ``layer(pixel [B, 2048, 20, 20], query [B, 256, 128])``.
+- ``packed + 5x5 window``: the same pixels as a packed point set ``[B * 400, 2048]`` with
+  their (row, col) positions; the depthwise 5x5 window is built from the positions inside
+  the timing (same numbers as ``dense``).
+- ``packed, no window``: the packed call without positions (the depthwise conv reads only
+  the center tap, as for 3-D clouds).
+
+The kmax times come from one process that interleaves the variants round by round
+(``--repeats`` rounds after a warm-up round) and reports the median and the min-max spread;
+its memory column comes from separate fresh processes as for the other groups.
+
 Method. Every (case, variant) is measured in two fresh ``spawn`` processes with
 ``--threads`` intra-op threads, one for time and one for memory:
 
@@ -70,6 +85,7 @@ import torch.nn.functional as F
 
 COC_VARIANTS = ("grid", "points + grid plan", "points + FPS plan", "naive region loop")
 AFF_VARIANTS = ("chunked", "materialised")
+KMAX_VARIANTS = ("dense", "packed + 5x5 window", "packed, no window")
 
 
 # ----------------------------------------------------------------------------- memory
@@ -258,11 +274,75 @@ def measure_aff(points: int, variant: str, args: argparse.Namespace) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------- kMaX cases
+def kmax_steps(args: argparse.Namespace) -> dict:
+    """One forward+backward closure per kMaX variant, sharing the layer and the inputs."""
+    from pointset.data import grid_positions
+    from pointset.nn import KMaXDecoderLayer
+
+    torch.manual_seed(0)
+    b, side, clusters = args.kmax_batch, 20, 128
+    layer = KMaXDecoderLayer(134, 2048, 256, 128, 8, 2, 1, 2, drop_path_prob=0.0).train()
+    pixel = torch.randn(b, 2048, side, side)
+    query = torch.randn(b, 256, clusters)
+    packed = pixel.flatten(2).transpose(1, 2).reshape(-1, 2048).contiguous()
+    pos = grid_positions(side, side).repeat(b, 1)
+    batch = torch.arange(b).repeat_interleave(side * side)
+
+    def make(variant):
+        def step():
+            q = query.clone().requires_grad_()
+            if variant == "dense":
+                x = pixel.clone().requires_grad_()
+                out, pred = layer(x, q)
+            else:
+                x = packed.clone().requires_grad_()
+                window = variant == "packed + 5x5 window"
+                out, pred = layer(x, q, batch, pos=pos if window else None)
+            loss = out.square().mean() + pred["mask_logits"].square().mean()
+            (loss + pred["class_logits"].square().mean()).backward()
+            layer.zero_grad(set_to_none=True)
+
+        return step
+
+    return {v: make(v) for v in KMAX_VARIANTS}
+
+
+def measure_kmax_times(args: argparse.Namespace) -> dict:
+    """Interleaved rounds over the variants: median and spread (seconds) per variant."""
+    steps = kmax_steps(args)
+    for step in steps.values():
+        step()  # warm-up round
+    times = {v: [] for v in steps}
+    for _ in range(args.repeats):
+        for v, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[v].append(time.perf_counter() - start)
+    return {"times": times}
+
+
+def measure_kmax_memory(variant: str, args: argparse.Namespace) -> dict:
+    step = kmax_steps(args)[variant]
+    _, mib, exact = _timed(step, 1)
+    return {"variant": variant, "mib": mib, "exact": exact}
+
+
 # ----------------------------------------------------------------------------- driver
+def _measure(kind: str, params: tuple, args: argparse.Namespace) -> dict:
+    if kind == "coc":
+        return measure_coc(*params, args)
+    if kind == "aff":
+        return measure_aff(*params, args)
+    if kind == "kmax-times":
+        return measure_kmax_times(args)
+    return measure_kmax_memory(*params, args)
+
+
 def _child(kind: str, params: tuple, args: argparse.Namespace, queue) -> None:
     try:
         torch.set_num_threads(args.threads)
-        result = measure_coc(*params, args) if kind == "coc" else measure_aff(*params, args)
+        result = _measure(kind, params, args)
         result["threads"] = torch.get_num_threads()
         queue.put(result)
     except Exception as exc:  # report in the parent instead of hanging it
@@ -315,13 +395,14 @@ def machine_info() -> str:
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=("coc", "aff"), help="run one group only")
+    parser.add_argument("--only", choices=("coc", "aff", "kmax"), help="run one group only")
     parser.add_argument("--batch", type=int, default=8, help="coc: images")
     parser.add_argument("--channels", type=int, default=64, help="coc: channels")
     parser.add_argument("--size", type=int, default=56, help="coc: map side (multiple of 8)")
     parser.add_argument("--points", type=int, nargs="+", default=[3136, 50000], help="aff")
     parser.add_argument("--aff-channels", type=int, default=64, help="aff: channels")
     parser.add_argument("--heads", type=int, default=4, help="aff: heads")
+    parser.add_argument("--kmax-batch", type=int, default=2, help="kmax: images")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--output", type=Path, help="also write the markdown here")
@@ -329,12 +410,23 @@ def main(argv: list[str] | None = None) -> str:
     if args.size % 8:
         parser.error(f"--size must be divisible by the 8x8 regions, got {args.size}")
 
-    coc = [] if args.only == "aff" else [run_isolated("coc", (v,), args) for v in COC_VARIANTS]
+    load_before = os.getloadavg()
+    only = args.only
+    coc = [run_isolated("coc", (v,), args) for v in COC_VARIANTS] if only in (None, "coc") else []
     aff = []
-    if args.only != "coc":
+    if only in (None, "aff"):
         aff = [run_isolated("aff", (p, v), args) for p in args.points for v in AFF_VARIANTS]
+    kmax = []
+    if only in (None, "kmax"):
+        times = _spawn("kmax-times", (), args, {})
+        one = argparse.Namespace(**{**vars(args), "repeats": 1})
+        for v in KMAX_VARIANTS:
+            memory = _spawn("kmax-memory", (v,), one, {"MALLOC_MMAP_THRESHOLD_": "131072"})
+            runs = times["times"][v]
+            kmax.append({**memory, "seconds": statistics.median(runs), "low": min(runs),
+                         "high": max(runs), "threads": times["threads"]})  # fmt: skip
 
-    results = coc + aff
+    results = coc + aff + kmax
     exact = all(r["exact"] for r in results)
     memory = "peak extra RSS (MiB)" if exact else "ru_maxrss growth, lower bound (MiB)"
     command = "python benchmarks/layers.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -343,6 +435,8 @@ def main(argv: list[str] | None = None) -> str:
         "",
         f"- command: `{command.strip()}`",
         f"- machine: {machine_info()}",
+        "- load average (1/5/15 min) before / after: "
+        + " / ".join(", ".join(f"{v:.1f}" for v in la) for la in (load_before, os.getloadavg())),
         f"- torch {torch.__version__}, {results[0]['threads']} intra-op thread(s), CPU, float32",
         f"- time: median of {args.repeats} forward+backward passes after one warm-up; memory: "
         "extra resident memory of one pass after the warm-up, in a separate fresh process "
@@ -371,6 +465,20 @@ def main(argv: list[str] | None = None) -> str:
             f"| {r['points']:,} ({r['layout']}) | {r['variant']} | {r['nbhd_seconds'] * 1e3:.0f} "
             f"| {r['seconds'] * 1e3:.0f} | {r['mib']:.0f} |"
             for r in aff
+        ]
+    if kmax:
+        lines += [
+            "",
+            f"## KMaXDecoderLayer: official widths, B={args.kmax_batch}, 2048 x 20x20 pixels "
+            "(stride 32 of 640x640), 128 clusters, train mode",
+            "",
+            f"| variant | fwd+bwd (ms), median of {args.repeats} interleaved | spread (ms) | {memory} |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {r['variant']} | {r['seconds'] * 1e3:.1f} | {r['low'] * 1e3:.1f}-{r['high'] * 1e3:.1f} "
+            f"| {r['mib']:.0f} |"
+            for r in kmax
         ]
     text = "\n".join(lines) + "\n"
     print(text, end="")

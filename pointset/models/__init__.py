@@ -7,10 +7,18 @@ official checkpoints safely; ``rgbd_input`` prepares RGBD point sets for the
 ``rgbd_pointmlp_coc`` classifier.
 """
 
-from . import aff, coc, pointmlp, pointmlp_seg, rgbd  # noqa: F401  (importing registers the models)
+from . import (  # noqa: F401  (importing registers the models)
+    aff,
+    coc,
+    kmax_seg,
+    pointmlp,
+    pointmlp_seg,
+    rgbd,
+)
 from .aff import AutoFocusFormer
 from .checkpoint import CheckpointError, load_checkpoint
 from .coc import ContextClusterNet
+from .kmax_seg import KMaXSeg
 from .pointmlp import PointMLP
 from .pointmlp_seg import PointMLPPartSeg, PointMLPSeg, PointMLPSegBackbone, SegFeatures
 from .registry import (
@@ -29,6 +37,7 @@ __all__ = [
     "AutoFocusFormer",
     "CheckpointError",
     "ContextClusterNet",
+    "KMaXSeg",
     "ModelCard",
     "PointMLP",
     "PointMLPPartSeg",

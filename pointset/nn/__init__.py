@@ -5,6 +5,9 @@ from .cluster_attention import ClusterAttention
 from .context_cluster import ContextCluster
 from .feature_propagation import FeaturePropagation
 from .group_context_cluster import GroupContextCluster
+from .kmax_decoder_layer import KMaXDecoderLayer
+from .kmax_predictor import KMaXPredictor
+from .kmeans_cross_attention import KMeansCrossAttention, KMeansStep
 from .local_grouper import LocalGrouper, PackedGroups
 from .point_mlp_blocks import ConvBNReLU1D, ConvBNReLURes1D, PosExtraction, PreExtraction
 from .point_reducer import GridPointReducer, PointReducer
@@ -24,4 +27,8 @@ __all__ = [
     "PointReducer",
     "PosExtraction",
     "PreExtraction",
+    "KMeansCrossAttention",
+    "KMeansStep",
+    "KMaXPredictor",
+    "KMaXDecoderLayer",
 ]
