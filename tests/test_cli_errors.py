@@ -57,9 +57,23 @@ def test_disk_full_while_saving(tmp_path, capsys, monkeypatch, restore_threads):
     _one_line_error(capsys, argv, "cannot save checkpoint", "no space left on device")
 
 
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory):
+    """A data root and a finished one-epoch run of the tiny config (trained once)."""
+    n = torch.get_num_threads()
+    base = tmp_path_factory.mktemp("one_epoch")
+    try:
+        assert main(["train", str(TINY), *_sets(base, "train.epochs=1")]) == 0
+    finally:
+        torch.set_num_threads(n)
+    return base
+
+
 @pytest.mark.parametrize("how", ["empty", "truncated", "tampered"])
-def test_resume_with_damaged_state(tmp_path, capsys, restore_threads, how):
-    assert main(["train", str(TINY), *_sets(tmp_path, "train.epochs=1")]) == 0
+def test_resume_with_damaged_state(tmp_path, one_epoch_run, capsys, restore_threads, how):
+    import shutil
+
+    shutil.copytree(one_epoch_run, tmp_path, dirs_exist_ok=True)
     state = tmp_path / "run" / "last.state.pt"
     if how == "empty":
         state.write_bytes(b"")

@@ -42,7 +42,8 @@ def test_second_run_into_a_busy_output_dir_is_refused(tmp_path, tiny, restore_th
     out, flag = tmp_path / "run", tmp_path / "paused"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    args = [sys.executable, "-c", PAUSED, str(flag), str(tiny.path), *tiny.overrides(out)]
+    sets = tiny.overrides(out, "train.epochs=1")
+    args = [sys.executable, "-c", PAUSED, str(flag), str(tiny.path), *sets]
     first = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
