@@ -93,5 +93,5 @@ def hold_output_dir(
         if error is not None:
             raise error
         if failed.item():
-            raise RuntimeError(f"the main process could not start the run in {output_dir}")
+            raise ValueError(f"the main process could not start the run in {output_dir}")
         yield

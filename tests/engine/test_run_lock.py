@@ -38,6 +38,7 @@ PAUSED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_second_run_into_a_busy_output_dir_is_refused(tmp_path, tiny, restore_threads):
     out, flag = tmp_path / "run", tmp_path / "paused"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
