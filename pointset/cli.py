@@ -53,7 +53,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_download(args: argparse.Namespace) -> int:
     from .datasets.download import download
 
-    path = download(args.dataset, args.root, url=args.url, force=args.force)
+    path = download(args.dataset, args.root, url=args.url, force=args.force, sha256=args.sha256)
     print(f"{args.dataset} is ready in {path} (use data.root: {args.root})")
     return 0
 
@@ -328,7 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dl.add_argument("--root", required=True, help="data root, e.g. data/scanobjectnn")
     dl.add_argument("--url", help="a mirror of the same archive")
-    dl.add_argument("--force", action="store_true", help="download again even if installed")
+    dl.add_argument(
+        "--force", action="store_true", help="download again from scratch even if installed"
+    )
+    dl.add_argument("--sha256", help="hex SHA-256 the archive must have (pins it)")
     dl.set_defaults(func=_cmd_download)
 
     conv = sub.add_parser(

@@ -374,20 +374,31 @@ def read_pgm(path: str | os.PathLike) -> np.ndarray:
     return img.reshape(height, width).astype(dtype.newbyteorder("="))
 
 
-def _read_color(path: str) -> np.ndarray:
-    from PIL import Image
+def _read_image(path: str, what: str, mode: str | None = None) -> np.ndarray:
+    """Pixels of the image file ``path`` (converted to ``mode``); an unreadable file raises
+    a ``ValueError`` naming it."""
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert(mode) if mode else im)
+    except UnidentifiedImageError:
+        size = os.path.getsize(path)
+        why = "is empty" if size == 0 else "is not an image file Pillow can read"
+        raise ValueError(f"{what} image {path} {why}") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or damaged data
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"{what} image {path} is damaged: {detail}") from None
+
+
+def _read_color(path: str) -> np.ndarray:
+    return _read_image(path, "color", "RGB")
 
 
 def _read_depth(path: str) -> np.ndarray:
     if path.lower().endswith((".pgm", ".pnm")):
         return read_pgm(path)
-    from PIL import Image
-
-    with Image.open(path) as im:
-        arr = np.asarray(im)
+    arr = _read_image(path, "depth")
     if arr.ndim != 2:
         raise ValueError(f"{path}: depth image must have one channel, got shape {arr.shape}")
     return arr
@@ -410,6 +421,8 @@ def read_rgbd(
     for p in (color_path, depth_path):
         if not os.path.exists(p):
             raise FileNotFoundError(p)
+        if os.path.isdir(p):
+            raise ValueError(f"{p} is a folder, not an image file")
     color = _read_color(color_path)
     depth = _read_depth(depth_path)
     if color.shape[:2] != depth.shape:

@@ -2,10 +2,27 @@
 
 :func:`download` fetches a release archive with the standard library (``urllib``), shows a
 progress bar, resumes a partial transfer with an HTTP ``Range`` request, checks the
-archive (zip CRCs), unpacks it into a temporary folder inside ``root``, verifies the
-unpacked files (expected names, h5 keys, shapes, label range) and only then renames the
-dataset folder into place. A corrupt archive or a failed check leaves no dataset folder
-behind. The partial archive lives in ``<root>/.downloads/<name>.zip.part``.
+archive (SHA-256 pin, zip CRCs, unpacked size), unpacks it into a temporary folder inside
+``root``, verifies the unpacked files (expected names, h5 keys, shapes, label range) and
+only then renames the dataset folder into place. The partial archive lives in
+``<root>/.downloads/<name>.zip.part``.
+
+Trust rules:
+
+- A resume sends ``If-Range`` with the ETag (or Last-Modified date) of the first answer,
+  so a file that changed on the server is fetched whole instead of spliced.
+- An archive that fails any check (corrupt, spliced, wrong hash, too large unpacked,
+  unexpected contents) is deleted and reported in one line; ``force=True`` also deletes
+  any partial archive and starts clean.
+- Unpacking is capped at :data:`MAX_RATIO` times the archive size (a zip bomb is
+  refused before anything is written).
+- SHA-256 pins: a release's ``sha256`` (or the ``sha256`` argument) must match. No release
+  carries a pin yet: the hashes of the public archives could not be obtained from a
+  trusted copy when this was written, and a hash is only added once taken from a verified
+  download. Until then the computed hash is logged, so it can be compared and passed as
+  ``sha256=`` (``--sha256``) on later installs.
+- Only one download of a dataset into one ``root`` runs at a time (a lock file in
+  ``<root>/.downloads``); a second one stops with an error naming the first's process id.
 
 =================== ============================== =========================================
 name                installs                       archive
@@ -21,16 +38,22 @@ shapenetpart_h5     ``<root>/hdf5_data``            PointNet's hdf5 part-segment
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import json
+import logging
 import os
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from pointset.data.lock import exclusive_lock
 
 from ._h5 import check_clouds, read_h5
 from .errors import DatasetError
@@ -55,6 +78,7 @@ class Release:
     num_classes: int
     #: replaces the h5 check: ``check(folder) -> files checked``, raising DatasetError
     check: Callable[[Path], list[Path]] | None = None
+    sha256: str | None = None  #: hex digest of the archive; None: not pinned (see above)
 
 
 def _scanobjectnn_required(variants: Iterable[str]) -> tuple[str, ...]:
@@ -109,6 +133,12 @@ RELEASES = {
 
 _CHUNK = 1 << 16
 
+#: The unpacked size of an archive may be at most this many times its own size. The h5
+#: releases hold float coordinates that deflate barely shrinks (ratio < 2).
+MAX_RATIO = 20
+
+_log = logging.getLogger(__name__)
+
 
 def _release(name: str) -> Release:
     if name not in RELEASES:
@@ -127,8 +157,40 @@ def _content_range_start(value: str | None) -> int | None:
         return None
 
 
+def _validator_path(part: Path) -> Path:
+    return part.with_name(part.name + ".json")
+
+
+def _read_validator(part: Path, url: str) -> str | None:
+    """The ETag or Last-Modified date recorded when ``part`` started, if it came from ``url``."""
+    try:
+        info = json.loads(_validator_path(part).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or info.get("url") != url:
+        return None
+    return info.get("etag") or info.get("last_modified")
+
+
+def _write_validator(part: Path, url: str, headers: object) -> None:
+    etag, modified = headers.get("ETag"), headers.get("Last-Modified")  # type: ignore[attr-defined]
+    if etag and etag.startswith("W/"):
+        etag = None  # a weak ETag may not be used with If-Range
+    info = {"url": url, "etag": etag, "last_modified": modified}
+    _validator_path(part).write_text(json.dumps(info))
+
+
+def discard(part: Path) -> None:
+    """Delete a partial archive and its recorded validator."""
+    part.unlink(missing_ok=True)
+    _validator_path(part).unlink(missing_ok=True)
+
+
 def fetch(url: str, part: Path, progress: bool = True, timeout: float = 60.0) -> None:
     """Download ``url`` into ``part``, resuming from its current size.
+
+    A resume asks for the missing bytes with ``Range`` and, when the first answer carried an
+    ETag or a Last-Modified date, ``If-Range``: a server whose file changed sends it whole.
 
     Raises:
         DatasetError: the transfer failed or stopped early; the bytes received stay in
@@ -138,6 +200,9 @@ def fetch(url: str, part: Path, progress: bool = True, timeout: float = 60.0) ->
     headers = {"User-Agent": "pointset"}
     if have:
         headers["Range"] = f"bytes={have}-"
+        validator = _read_validator(part, url)
+        if validator:
+            headers["If-Range"] = validator
     try:
         resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as exc:
@@ -154,14 +219,15 @@ def fetch(url: str, part: Path, progress: bool = True, timeout: float = 60.0) ->
         if have and resp.status == 206:
             start = _content_range_start(resp.headers.get("Content-Range"))
             if start != have:
-                part.unlink(missing_ok=True)
+                discard(part)
                 raise DatasetError(
                     f"{url} answered a resume from byte {have} with bytes from {start}; "
                     "the partial download was removed, run again"
                 )
             mode = "ab"
-        else:  # a full answer (the server ignored the range): start over
+        else:  # a full answer (no range asked, range ignored, or file changed): start over
             mode, have = "wb", 0
+            _write_validator(part, url, resp.headers)
         total = have + int(length) if length is not None else None
         done = have
         with open(part, mode) as f, tqdm(
@@ -186,20 +252,51 @@ def fetch(url: str, part: Path, progress: bool = True, timeout: float = 60.0) ->
 # -- checks ------------------------------------------------------------------------------
 
 
-def _check_archive(path: Path, url: str) -> None:
-    """Zip structure and CRCs; a bad archive is deleted."""
+#: What reading a damaged zip can raise (bad deflate data raises ``zlib.error``).
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError)
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 digest of the file ``path``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_archive(path: Path, url: str, sha256: str | None) -> None:
+    """SHA-256 pin, zip structure, unpacked size and CRCs; a bad archive is deleted."""
     problem = None
-    try:
-        with zipfile.ZipFile(path) as z:
-            bad = z.testzip()
-            if bad is not None:
-                problem = f"member {bad} fails its CRC check"
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        problem = str(exc)
+    digest = sha256_of(path)
+    if sha256 is not None and digest != sha256.lower():
+        problem = f"its SHA-256 is {digest}, expected {sha256.lower()}"
+    else:
+        try:
+            with zipfile.ZipFile(path) as z:
+                unpacked = sum(i.file_size for i in z.infolist())
+                cap = MAX_RATIO * max(path.stat().st_size, 1)
+                if unpacked > cap:
+                    problem = (
+                        f"it would unpack to {unpacked} bytes, more than {MAX_RATIO} times its "
+                        f"size of {path.stat().st_size} bytes"
+                    )
+                elif (bad := z.testzip()) is not None:
+                    problem = f"member {bad} fails its CRC check"
+        except _ZIP_ERRORS as exc:
+            problem = " ".join(str(exc).split()) or type(exc).__name__
     if problem is not None:
-        path.unlink(missing_ok=True)
+        discard(path)
         raise DatasetError(
-            f"archive downloaded from {url} is corrupt ({problem}); it was removed, run again"
+            f"archive downloaded from {url} is corrupt or not the expected file ({problem}); "
+            "it was removed, run again"
+        )
+    if sha256 is None:
+        _log.warning(
+            "archive from %s is not pinned; its SHA-256 is %s (compare it with a trusted "
+            "source; pass it as --sha256 to pin later installs)",
+            url,
+            digest,
         )
 
 
@@ -211,7 +308,12 @@ def _extract(archive: Path, dest: Path) -> None:
             target = (dest / member).resolve()
             if target != dest_abs and dest_abs not in target.parents:
                 raise DatasetError(f"archive {archive} has a member outside its folder: {member}")
-        z.extractall(dest)
+        try:
+            z.extractall(dest)
+        except _ZIP_ERRORS as exc:
+            raise DatasetError(
+                f"archive {archive} cannot be unpacked: {' '.join(str(exc).split())}"
+            ) from None
 
 
 def _find_top(tree: Path, marker: str) -> Path | None:
@@ -301,6 +403,7 @@ def download(
     progress: bool = True,
     force: bool = False,
     retries: int = 3,
+    sha256: str | None = None,
 ) -> Path:
     """Fetch, verify and install dataset ``name`` under ``root``.
 
@@ -311,16 +414,19 @@ def download(
             the dataset class).
         url: another location of the same archive (a mirror).
         progress: show a progress bar on stderr.
-        force: download again even when a verified copy is installed.
+        force: download again, from scratch, even when a verified copy is installed.
         retries: how many times an interrupted transfer is resumed before giving up.
+        sha256: hex digest the archive must have (overrides the release's pin).
 
     Returns:
         The installed dataset folder.
 
     Raises:
         DatasetError: unreachable server, transfer failing ``retries + 1`` times (the
-            partial file stays, so a new call resumes), corrupt archive (removed), or
-            unpacked files that fail :func:`verify` (nothing is installed).
+            partial file stays, so a new call resumes), corrupt archive, wrong hash or
+            unpacked files that fail :func:`verify` (the archive is removed and nothing is
+            installed).
+        LockHeldError: another process is downloading ``name`` into ``root``.
     """
     release = _release(name)
     root = Path(root)
@@ -330,7 +436,31 @@ def download(
     url = url or release.url
     downloads = root / ".downloads"
     downloads.mkdir(parents=True, exist_ok=True)
-    part = downloads / f"{name}.zip.part"
+    lock = downloads / f"{name}.lock"
+    try:
+        with exclusive_lock(lock, f"the {name} download folder {downloads}", remove=True):
+            return _download_locked(name, release, root, url, progress, force, retries, sha256)
+    finally:
+        if downloads.is_dir() and not any(downloads.iterdir()):
+            downloads.rmdir()
+
+
+def _download_locked(
+    name: str,
+    release: Release,
+    root: Path,
+    url: str,
+    progress: bool,
+    force: bool,
+    retries: int,
+    sha256: str | None,
+) -> Path:
+    target = root / release.folder
+    part = root / ".downloads" / f"{name}.zip.part"
+    if force:
+        discard(part)
+    elif is_installed(name, root):  # another process finished while we waited
+        return target
     for attempt in range(retries + 1):
         try:
             fetch(url, part, progress)
@@ -338,7 +468,7 @@ def download(
         except DatasetError:
             if attempt == retries or not part.exists():
                 raise
-    _check_archive(part, url)
+    _check_archive(part, url, sha256 or release.sha256)
     scratch = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
     try:
         _extract(part, scratch / "unpacked")
@@ -350,9 +480,10 @@ def download(
             )
         verify(name, top)
         _install(top, target, scratch)
+    except DatasetError as exc:
+        discard(part)  # a new run must fetch it again, not fail the same way forever
+        raise DatasetError(f"{exc}; the downloaded archive was removed") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    part.unlink(missing_ok=True)
-    if not any(downloads.iterdir()):
-        downloads.rmdir()
+    discard(part)
     return target

@@ -10,6 +10,7 @@ Example::
 from .build import load_classifier
 from .checkpoint import (
     CheckpointPaths,
+    CheckpointWriteError,
     load_metadata,
     load_training_state,
     load_weights,
@@ -25,6 +26,7 @@ from .config import (
     config_from_dict,
     load_config,
 )
+from .guards import DivergenceError
 from .loss import smoothed_cross_entropy
 from .metrics import class_accuracies, confusion_matrix, mean_class_accuracy, overall_accuracy
 from .schedule import WarmupCosineSchedule
@@ -32,9 +34,11 @@ from .trainer import RunExistsError, Trainer
 
 __all__ = [
     "CheckpointPaths",
+    "CheckpointWriteError",
     "Config",
     "ConfigError",
     "DataConfig",
+    "DivergenceError",
     "ModelConfig",
     "RunExistsError",
     "TrainConfig",

@@ -24,6 +24,19 @@ def input_kind(name: str) -> str:
     return "image" if name.startswith(("coc", "aff")) else "points"
 
 
+def load_state(model: nn.Module, weights: dict[str, Any], checkpoint: str, name: str) -> None:
+    """``model.load_state_dict(weights, strict=True)``; weights of another architecture raise
+    a one-line ``ValueError`` naming ``checkpoint`` and the model ``name``."""
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        lines = [s.strip() for s in str(exc).strip().splitlines() if s.strip()]
+        detail = " ".join(lines[:2])
+        if len(detail) > 300:
+            detail = detail[:300] + " ..."
+        raise ValueError(f"checkpoint {checkpoint} does not fit model {name!r}: {detail}") from None
+
+
 def load_classifier(checkpoint: str, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model a trainer checkpoint was saved from, with its weights, in eval mode.
 
@@ -42,5 +55,5 @@ def load_classifier(checkpoint: str, device: str = "cpu") -> tuple[nn.Module, di
         if key not in meta:
             raise ValueError(f"checkpoint metadata of {checkpoint} has no {key!r} entry")
     model = create(meta["model"], meta["num_classes"], **meta.get("model_options", {}))
-    model.load_state_dict(load_weights(checkpoint))
+    load_state(model, load_weights(checkpoint), checkpoint, meta["model"])
     return model.to(device).eval(), meta

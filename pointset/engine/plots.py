@@ -31,16 +31,18 @@ def save_curves(history: Sequence[dict[str, Any]], path: str) -> None:
     """Plot loss and accuracy per epoch from the run history.
 
     Each history entry is one epoch's record with ``epoch``, ``train_loss``, ``train_acc``
-    and, on evaluated epochs, ``test_loss``, ``test_oa``, ``test_macc`` (accuracies in [0, 1]).
+    and, on evaluated epochs, ``<split>_loss``, ``<split>_oa``, ``<split>_macc`` for the
+    evaluated split (``test``, or ``val`` with a validation split; accuracies in [0, 1]).
     """
     plt = _pyplot()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    split = "val" if any("val_oa" in h for h in history) else "test"
     for key, label, ax in (
         ("train_loss", "train", ax_loss),
-        ("test_loss", "test", ax_loss),
+        (f"{split}_loss", split, ax_loss),
         ("train_acc", "train acc", ax_acc),
-        ("test_oa", "test OA", ax_acc),
-        ("test_macc", "test mAcc", ax_acc),
+        (f"{split}_oa", f"{split} OA", ax_acc),
+        (f"{split}_macc", f"{split} mAcc", ax_acc),
     ):
         pts = [(h["epoch"], h[key]) for h in history if h.get(key) is not None]
         if pts:

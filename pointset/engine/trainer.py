@@ -5,16 +5,19 @@ splits and the model, trains for ``train.epochs`` epochs with the configured opt
 schedule and loss, evaluates overall accuracy (OA) and mean class accuracy (mAcc), and writes
 into ``output_dir``:
 
-- ``last.*`` after every epoch and ``best.*`` when the test OA improves
-  (see :mod:`pointset.engine.checkpoint`);
-- ``metrics.jsonl``: one JSON record per epoch;
+- ``last.*`` after every epoch and ``best.*`` when the selection OA improves (on
+  ``data.val_split`` when set, else on the test split; see :mod:`pointset.engine.selection`
+  and :mod:`pointset.engine.checkpoint`);
+- ``metrics.jsonl``: one strict-JSON record per epoch;
 - ``curves.png`` (loss and accuracy per epoch) and ``confusion_matrix.png``;
 - ``config.yaml``: the resolved config.
 
 Reproducibility: the data order and augmentation of epoch ``e`` come from generators seeded
 with ``(seed, e)`` and the global generators are re-seeded at every epoch start, so a run
 resumed from its ``last`` checkpoint (``resume=True``) ends with the same weights and
-metrics, bit for bit on the same machine, as an uninterrupted one.
+metrics, bit for bit on the same machine, as an uninterrupted one. A run holds a lock on
+``output_dir`` (:mod:`pointset.engine.run_lock`), and a NaN or infinite loss stops it with
+an error before anything is saved (:mod:`pointset.engine.guards`).
 
 Under ``torchrun`` the model is wrapped in ``DistributedDataParallel``; each global batch is
 split over the processes, evaluation confusion matrices are summed over them, and only
@@ -35,9 +38,10 @@ import yaml
 from torch import nn
 
 from . import distributed as D
-from .build import create, input_kind
+from .build import create, input_kind, load_state
 from .checkpoint import (
     CheckpointPaths,
+    json_safe,
     load_metadata,
     load_training_state,
     load_weights,
@@ -45,18 +49,19 @@ from .checkpoint import (
 )
 from .config import Config
 from .data import ArraySplit, augment, check_augment, epoch_batches, load_split, model_input
+from .guards import check_loss, check_weights
 from .loss import smoothed_cross_entropy
 from .metrics import confusion_matrix, mean_class_accuracy, overall_accuracy
 from .plots import save_confusion_matrix, save_curves
+from .run_lock import RunExistsError, hold_output_dir
 from .schedule import WarmupCosineSchedule
 from .seeding import generator, get_rng_state, seed_everything, set_rng_state
+from .selection import TEST_SELECTION_NOTE, BestTracker, hold_out
 
 #: Called after every optimisation step with ``(epoch, step)`` (both 0-based).
 StepHook = Callable[[int, int], None]
 
-
-class RunExistsError(ValueError):
-    """``output_dir`` already holds a run and neither resuming nor overwriting was asked."""
+__all__ = ["RunExistsError", "StepHook", "Trainer"]
 
 
 def _progress(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
@@ -207,14 +212,7 @@ class Trainer:
         self.kind = data.kind
         num_classes = self._num_classes(data)
         model = self._build_model(num_classes)
-        try:
-            model.load_state_dict(weights, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()
-            raise ValueError(
-                f"checkpoint {checkpoint} does not fit model {self.cfg.model.name!r}: "
-                f"{' '.join(s.strip() for s in first[:2])}"
-            ) from None
+        load_state(model, weights, checkpoint, self.cfg.model.name)
         result = self.evaluate_split(model, data, num_classes)
         self.log(
             f"{split}: OA {_fmt_pct(result['oa'])}  mAcc {_fmt_pct(result['macc'])}  "
@@ -254,6 +252,7 @@ class Trainer:
             x = augment(x, data.kind, cfg.data.augment, aug)
             logits = model(model_input(x, data.kind))
             loss = smoothed_cross_entropy(logits, y, cfg.train.label_smoothing)
+            check_loss(loss, epoch, step, lr)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.train.grad_clip is not None:
@@ -278,27 +277,24 @@ class Trainer:
 
         with atomic_path(self._path("metrics.jsonl")) as tmp, open(tmp, "w") as f:
             for rec in history:
-                f.write(json.dumps(rec, sort_keys=True) + "\n")
-
-    def _check_fresh_start(self) -> None:
-        last = CheckpointPaths.of(self._path("last"))
-        if os.path.exists(last.meta) and not self.overwrite:
-            raise RunExistsError(
-                f"{self.out} already holds a run (checkpoint {last.meta}); pass --resume to "
-                "continue it or --overwrite to start over"
-            )
+                f.write(json.dumps(json_safe(rec), sort_keys=True, allow_nan=False) + "\n")
 
     def fit(self) -> dict[str, Any]:
-        """Train (or resume) the configured run; returns the final record with ``best``."""
+        """Train (or resume) the configured run; returns the final record with ``best``.
+
+        Holds the lock of ``output_dir`` throughout (see :mod:`pointset.engine.run_lock`).
+        """
+        with hold_output_dir(self.out, self.dist, self.resume, self.overwrite):
+            return self._fit()
+
+    def _fit(self) -> dict[str, Any]:
         cfg = self.cfg
         start = time.perf_counter()
-        if not self.resume:
-            self._check_fresh_start()  # on every process, so that all of them stop
-        if self.dist.is_main:
-            os.makedirs(self.out, exist_ok=True)
-        D.barrier()
         data = self._load_data(("train", "test"))
         train, test = data["train"], data["test"]
+        val = None
+        if cfg.data.val_split is not None:
+            train, val = hold_out(train, cfg.data.val_split, cfg.seed)
         if train.kind != (kind := input_kind(cfg.model.name)):
             raise ValueError(
                 f"model {cfg.model.name!r} takes {kind} input but dataset {cfg.data.name!r} "
@@ -338,7 +334,7 @@ class Trainer:
             gamma=cfg.train.gamma,
         )
         history: list[dict[str, Any]] = []
-        best: dict[str, Any] = {"test_oa": -1.0, "epoch": -1}
+        selection = BestTracker("test" if val is None else "val")
         first_epoch = 0
         last = CheckpointPaths.of(self._path("last"))
         if self.resume and os.path.exists(last.meta):
@@ -348,7 +344,7 @@ class Trainer:
             schedule.load_state_dict(state["schedule"])
             set_rng_state(state["rng"])
             history = json.loads(state["history"])
-            best = json.loads(state["best"])
+            selection = BestTracker(selection.on, json.loads(state["best"]))
             first_epoch = int(state["epoch"]) + 1
             self.log(f"resuming {self.out} after epoch {first_epoch}/{cfg.train.epochs}")
             changed = _changed_keys(load_metadata(last.meta).get("config", {}), cfg.to_dict())
@@ -364,10 +360,16 @@ class Trainer:
         n_params = sum(p.numel() for p in model.parameters())
         self.log(
             f"{cfg.model.name} ({n_params / 1e6:.2f}M parameters) on {cfg.data.name}: "
-            f"{len(train)} train / {len(test)} test samples, {num_classes} classes, "
+            f"{len(train)} train / "
+            + (f"{len(val)} val / " if val is not None else "")
+            + f"{len(test)} test samples, {num_classes} classes, "
             f"{cfg.train.epochs} epochs x {steps} steps, device {self.dist.device}"
             + (f" x {self.dist.world_size} processes" if self.dist.distributed else "")
         )
+        if val is None:
+            self.log(TEST_SELECTION_NOTE)
+        on = selection.on
+        selection_split = test if val is None else val
         net: nn.Module = model
         if self.dist.distributed:
             ids = [self.dist.device] if self.dist.device.type == "cuda" else None
@@ -379,22 +381,17 @@ class Trainer:
             lr = schedule.factor(epoch) * cfg.train.lr
             record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
             record.update(self._train_epoch(net, train, optimizer, schedule, epoch))
+            check_weights(model, epoch)
             is_last = epoch + 1 == cfg.train.epochs
             D.broadcast_buffers(model)  # every process evaluates rank 0's model
             if is_last or (epoch + 1) % cfg.train.eval_every == 0:
-                result = self.evaluate_split(model, test, num_classes)
-                record.update(
-                    test_oa=result["oa"], test_macc=result["macc"], test_loss=result["loss"]
-                )
+                result = self.evaluate_split(model, selection_split, num_classes)
+                for key in ("oa", "macc", "loss"):
+                    record[f"{on}_{key}"] = result[key]
             record["time"] = round(time.perf_counter() - t0, 3)
+            improved = selection.update(record)
             history.append(record)
-            improved = record.get("test_oa", -1.0) > best["test_oa"]
-            if improved:
-                best = {
-                    "epoch": epoch + 1,
-                    "test_oa": record["test_oa"],
-                    "test_macc": record["test_macc"],
-                }
+            best = selection.best
             if self.dist.is_main:
                 self._save(
                     model, optimizer, schedule, epoch, record, history, best, class_names, improved
@@ -403,16 +400,24 @@ class Trainer:
             self.log(
                 f"epoch {epoch + 1}/{cfg.train.epochs}  lr {lr:.2e}  "
                 f"loss {record['train_loss']:.4f}  train acc {_fmt_pct(record['train_acc'])}  "
-                f"test OA {_fmt_pct(record.get('test_oa'))}  "
-                f"mAcc {_fmt_pct(record.get('test_macc'))}  ({record['time']:.1f}s)"
+                f"{on} OA {_fmt_pct(record.get(f'{on}_oa'))}  "
+                f"mAcc {_fmt_pct(record.get(f'{on}_macc'))}  ({record['time']:.1f}s)"
             )
 
-        if result is None:  # resumed a finished run: evaluate the final weights once more
+        best = selection.best
+        which = f"epoch {cfg.train.epochs}"
+        if val is not None:  # the test split is evaluated once, for the chosen weights
+            D.barrier()
+            load_state(model, load_weights(self._path("best")), self._path("best"), cfg.model.name)
+            result = self.evaluate_split(model, test, num_classes)
+            best = {**best, "test_oa": result["oa"], "test_macc": result["macc"]}
+            which = f"best, epoch {best['epoch']}"
+        elif result is None:  # resumed a finished run: evaluate the final weights once more
             result = self.evaluate_split(model, test, num_classes)
         if self.dist.is_main:
             save_confusion_matrix(
                 result["confusion"], self._path("confusion_matrix.png"), class_names,
-                title=f"{cfg.model.name} on {cfg.data.name} test (epoch {cfg.train.epochs})",
+                title=f"{cfg.model.name} on {cfg.data.name} test ({which})",
             )  # fmt: skip
         final = {
             "test_oa": result["oa"],
@@ -421,9 +426,10 @@ class Trainer:
             "best": best,
             "wall_time": round(time.perf_counter() - start, 1),
         }
+        best_oa = _fmt_pct(best.get(f"{on}_oa") if best["epoch"] > 0 else None)
         self.log(
-            f"final: test OA {_fmt_pct(final['test_oa'])}  mAcc {_fmt_pct(final['test_macc'])}"
-            f"  (best OA {_fmt_pct(best['test_oa'] if best['epoch'] > 0 else None)} at epoch "
+            f"final: test OA {_fmt_pct(final['test_oa'])}  "
+            f"mAcc {_fmt_pct(final['test_macc'])}  ({which}; best {on} OA {best_oa} at epoch "
             f"{best['epoch']})  wall time {final['wall_time']:.0f}s"
         )
         self.log(

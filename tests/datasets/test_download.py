@@ -52,7 +52,10 @@ class Server:
         self.cut: int | None = None
         self.honour_range = True
         self.wrong_range = False  # answer every range request with the bytes from 0
+        self.etag: str | None = None  # sent as ETag; If-Range must match it
+        self.gate: threading.Event | None = None  # when set, bodies wait for it
         self.requests: list[str | None] = []
+        self.if_range: list[str | None] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -62,6 +65,9 @@ class Server:
             def do_GET(self):
                 rng = self.headers.get("Range") if server.honour_range else None
                 server.requests.append(self.headers.get("Range"))
+                server.if_range.append(self.headers.get("If-Range"))
+                if rng and self.headers.get("If-Range") not in (None, server.etag):
+                    rng = None  # the file changed: send all of it (RFC 9110, If-Range)
                 size = len(server.payload)
                 start = int(rng.split("=")[1].split("-")[0]) if rng else 0
                 start = 0 if server.wrong_range else start
@@ -75,7 +81,11 @@ class Server:
                 if rng:
                     self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
                 self.send_header("Content-Length", str(len(body)))
+                if server.etag is not None:
+                    self.send_header("ETag", server.etag)
                 self.end_headers()
+                if server.gate is not None:
+                    server.gate.wait(timeout=60)
                 if server.cut is not None:
                     body, server.cut = body[: server.cut], None
                     self.close_connection = True
@@ -262,3 +272,125 @@ def test_shapenetpart_releases(tmp_path, server):
     with pytest.raises(DatasetError, match="part label 49 is not a part of category"):
         download_fn("shapenetpart_h5", other, url=server.url, progress=False)
     assert [p.name for p in other.iterdir() if p.name != ".downloads"] == []
+
+
+# -- trust: corrupt data, stale partial files, resume validators, caps, pins, locking ----
+
+
+def _deflated(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_bad_deflate_data_is_one_error_and_removed(tmp_path, server):
+    """Oracle: zlib cannot inflate a stream whose first block header is invalid."""
+    rng = np.random.default_rng(0)
+    raw = bytearray(_deflated({"h5_files/a.bin": rng.integers(0, 4, 20000, np.uint8).tobytes()}))
+    offset = raw.index(b"h5_files/a.bin") + len("h5_files/a.bin")  # start of the data
+    raw[offset] = 0xFF  # block type 3 (reserved): "invalid block type"
+    server.payload = bytes(raw)
+    with pytest.raises(DatasetError, match="is corrupt or not the expected file.*removed"):
+        download_fn("scanobjectnn", tmp_path, url=server.url, progress=False)
+    assert not (tmp_path / ".downloads").exists()  # nothing stays to fail the same way again
+
+
+def test_failed_verification_removes_the_archive(tmp_path, server):
+    src = write_scanobjectnn(tmp_path / "src", n=2, points=32)
+    import h5py
+
+    with h5py.File(src / "main_split/test_objectdataset_augmentedrot_scale75.h5", "r+") as f:
+        f["label"][0] = 99
+    server.payload = zip_folder(src, "h5_files")
+    root = tmp_path / "root"
+    with pytest.raises(DatasetError, match="out of range.*archive was removed"):
+        download_fn("scanobjectnn", root, url=server.url, progress=False)
+    assert not (root / ".downloads" / "scanobjectnn.zip.part").exists()
+
+
+def test_force_starts_clean(tmp_path, server, scanobjectnn_zip):
+    server.payload = scanobjectnn_zip
+    (tmp_path / ".downloads").mkdir()
+    stale = tmp_path / ".downloads" / "scanobjectnn.zip.part"
+    stale.write_bytes(scanobjectnn_zip + b"stale tail of an older version")
+    download_fn("scanobjectnn", tmp_path, url=server.url, progress=False, force=True)
+    assert server.requests == [None]  # no resume from the stale size (it would get 416)
+    assert len(ScanObjectNN(tmp_path, num_points=64)) == 4
+
+
+def test_resume_of_a_changed_file_is_not_spliced(tmp_path, server, scanobjectnn_zip):
+    """Oracle: the second version installs whole; a splice of both would not unpack."""
+    old = zip_folder(
+        write_scanobjectnn(tmp_path / "old" / "h5_files", n=3, points=2048), "h5_files"
+    )
+    server.payload, server.etag, server.cut = old, '"v1"', 40_000
+    with pytest.raises(DatasetError, match="run again to resume"):
+        download_fn("scanobjectnn", tmp_path, url=server.url, progress=False, retries=0)
+    server.payload, server.etag = scanobjectnn_zip, '"v2"'
+    download_fn("scanobjectnn", tmp_path, url=server.url, progress=False, retries=0)
+    assert server.requests == [None, "bytes=40000-"] and server.if_range == [None, '"v1"']
+    assert len(ScanObjectNN(tmp_path, split="test", num_points=64)) == 4  # v2 has 4 clouds
+
+
+def test_zip_bomb_is_refused_before_unpacking(tmp_path, server):
+    server.payload = _deflated({"h5_files/zeros.bin": bytes(8 << 20)})  # 8 MiB -> ~8 KiB
+    with pytest.raises(DatasetError, match=r"would unpack to 8388608 bytes, more than 20 times"):
+        download_fn("scanobjectnn", tmp_path, url=server.url, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_sha256_pin(tmp_path, server, scanobjectnn_zip, caplog):
+    import hashlib
+
+    server.payload = scanobjectnn_zip
+    digest = hashlib.sha256(scanobjectnn_zip).hexdigest()
+    with pytest.raises(DatasetError, match=f"its SHA-256 is {digest}, expected 00"):
+        download_fn("scanobjectnn", tmp_path, url=server.url, progress=False, sha256="00" * 32)
+    assert not (tmp_path / ".downloads").exists()
+    download_fn("scanobjectnn", tmp_path, url=server.url, progress=False, sha256=digest.upper())
+    with caplog.at_level("WARNING"):
+        download_fn("scanobjectnn", tmp_path / "b", url=server.url, progress=False)
+    assert digest in caplog.text and "not pinned" in caplog.text
+
+
+def test_release_pins_are_real_digests_or_absent():
+    """No invented hash: a pin is 64 hex digits taken from a verified download, else None."""
+    import re
+
+    for release in RELEASES.values():
+        assert release.sha256 is None or re.fullmatch("[0-9a-f]{64}", release.sha256)
+        host = release.url.split("/")[2]
+        if host in ("github.com", "shapenet.cs.stanford.edu"):  # both serve https
+            assert release.url.startswith("https://")
+
+
+def test_concurrent_download_is_refused_with_the_holder(tmp_path, server, scanobjectnn_zip):
+    import os
+
+    server.payload, server.gate = scanobjectnn_zip, threading.Event()
+    errors: list[BaseException] = []
+
+    def first():
+        try:
+            download_fn("scanobjectnn", tmp_path, url=server.url, progress=False)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        import time
+
+        deadline = time.monotonic() + 30
+        while not server.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(
+            ValueError, match=f"scanobjectnn download folder .* in use by process {os.getpid()}"
+        ):
+            download_fn("scanobjectnn", tmp_path, url=server.url, progress=False)
+    finally:
+        server.gate.set()
+        thread.join(timeout=60)
+    assert not errors and len(ScanObjectNN(tmp_path, num_points=64)) == 4

@@ -44,7 +44,8 @@ def test_killed_run_resumes_bit_for_bit(tmp_path, tiny, restore_threads):
     ref = Trainer(tiny.config(ref_dir), log=lambda s: None)
     ref_final = ref.fit()
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     args = [sys.executable, "-c", KILLER, str(tiny.path), *tiny.overrides(run_dir)]
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
@@ -84,3 +85,55 @@ def test_resume_without_checkpoint_starts_fresh_and_rerun_is_refused(
     ).fit()
     assert any("differs from the checkpoint's in train.lr" in line for line in lines)
     assert 0 <= final["test_oa"] <= 1  # a finished run is evaluated again
+
+
+# Runs the tiny config and SIGKILLs itself right after the k-th rename (os.replace) of a
+# checkpoint file. The first epoch's save renames best (weights, metadata), then last
+# (weights, state, metadata): k = 1..5 covers each rename of both commits.
+RENAME_KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pointset.engine import Trainer, load_config
+
+    k, count = int(sys.argv[1]), [0]
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        real_replace(src, dst, *args, **kwargs)
+        if os.path.basename(dst).startswith(("best.", "last.")):
+            count[0] += 1
+            if count[0] == k:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    os.replace = replace
+    Trainer(load_config(sys.argv[2], sys.argv[3:]), log=lambda s: None).fit()
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+def test_kill_after_each_checkpoint_rename_resumes_to_the_same_weights(
+    tmp_path, tiny, restore_threads, k
+):
+    """Oracle: an uninterrupted run of the same config (the reference is shared by the
+    five cases through a cache on the tiny fixture's data root)."""
+    ref_dir = tiny.data_root.parent / "rename_reference"
+    if not (ref_dir / "last.json").is_file():
+        Trainer(tiny.config(ref_dir, "train.epochs=2"), overwrite=True, log=lambda s: None).fit()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    run_dir = tmp_path / "killed"
+    sets = tiny.overrides(run_dir, "train.epochs=2")
+    args = [sys.executable, "-c", RENAME_KILLER, str(k), str(tiny.path), *sets]
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert any(p.endswith(".tmp") for p in os.listdir(run_dir)) == (k not in (2, 5))
+
+    Trainer(tiny.config(run_dir, "train.epochs=2"), resume=True, log=lambda s: None).fit()
+    ref_w, run_w = load_weights(ref_dir / "last"), load_weights(run_dir / "last")
+    assert ref_w.keys() == run_w.keys()
+    for key in ref_w:
+        assert torch.equal(ref_w[key], run_w[key]), key
+    assert _records(ref_dir) == _records(run_dir)
+    assert not [p for p in os.listdir(run_dir) if p.endswith(".tmp")]

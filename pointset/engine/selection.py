@@ -1,0 +1,63 @@
+"""Model selection: which split chooses the ``best`` checkpoint.
+
+With ``data.val_split`` a seeded fraction of the training split is held out
+(:func:`hold_out`); ``best`` is the epoch with the highest validation OA and the test split
+is evaluated once, for ``best``. Without it ``best`` is the epoch with the highest *test* OA,
+as in the official PointMLP training scripts; its test OA is then an optimistic number, and
+the run says so in its log and in every ``metrics.jsonl`` record (``"selected_on": "test"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from .data import ArraySplit
+from .seeding import generator
+
+TEST_SELECTION_NOTE = (
+    "note: best is chosen on the test split (as the official PointMLP scripts do), so its "
+    "test OA is optimistic; set data.val_split to choose it on held-out training data"
+)
+
+
+def hold_out(split: ArraySplit, fraction: float, seed: int) -> tuple[ArraySplit, ArraySplit]:
+    """Split ``split`` into ``(train, val)``: a random ``fraction`` of its samples (at least
+    one; seeded by ``seed``) goes to ``val``, the rest to ``train``, both in their original
+    order."""
+    n = len(split)
+    n_val = min(max(round(fraction * n), 1), n - 1)
+    if n < 2:
+        raise ValueError(f"data.val_split needs at least 2 training samples, got {n}")
+    perm = torch.randperm(n, generator=generator(seed, "val_split"))
+    val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+
+    def take(idx: torch.Tensor) -> ArraySplit:
+        return dataclasses.replace(split, inputs=split.inputs[idx], labels=split.labels[idx])
+
+    return take(train_idx), take(val_idx)
+
+
+class BestTracker:
+    """The best epoch so far by the overall accuracy on split ``on`` (``"val"`` or
+    ``"test"``); ``best`` is stored in the resume state."""
+
+    def __init__(self, on: str, best: dict[str, Any] | None = None) -> None:
+        self.on = on
+        self.key = f"{on}_oa"
+        self.best = best or {"epoch": -1, self.key: -1.0}
+
+    def update(self, record: dict[str, Any]) -> bool:
+        """Mark ``record`` (with ``epoch`` and ``<on>_oa``/``<on>_macc``) selected; return
+        whether it is the new best."""
+        record["selected_on"] = self.on
+        if self.key not in record or record[self.key] <= self.best.get(self.key, -1.0):
+            return False
+        self.best = {
+            "epoch": record["epoch"],
+            self.key: record[self.key],
+            f"{self.on}_macc": record[f"{self.on}_macc"],
+        }
+        return True
