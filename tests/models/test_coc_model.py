@@ -241,3 +241,15 @@ def test_each_checkpoint_generation_has_its_denominator(base):
     img = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(v1(img), by_argument(img), rtol=0, atol=0)
+
+
+def test_torch_export_reproduces_eager_logits():
+    """Oracle: the eager model. ``torch.export`` captures the CoC image path (fixed-size
+    regions, no data-dependent sizes) as one graph; the exported program must give the same
+    logits, also on another input of the traced size."""
+    model = small()
+    img = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        program = torch.export.export(model, (img,))
+        other = torch.rand(2, 3, 64, 64)
+        torch.testing.assert_close(program.module()(other), model(other), rtol=0, atol=0)
