@@ -7,8 +7,8 @@ reported numbers, from which the model-zoo table is generated.
 Example::
 
     >>> from pointset.models import create_model, list_models
-    >>> list_models("coc_*")
-    ['coc_medium', 'coc_small', 'coc_tiny', 'coc_tiny_plain']
+    >>> list_models("coc_tiny*")
+    ['coc_tiny', 'coc_tiny_plain', 'coc_tiny_plain_v1', 'coc_tiny_v1']
     >>> model = create_model("pointmlp_elite", num_classes=15)
 """
 
