@@ -82,10 +82,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     from . import read, write
     from .data import from_image, read_rgbd
+    from .data.io import require_file
 
-    src = args.input
-    if not os.path.isfile(src):
-        raise FileNotFoundError(f"input {src} does not exist")
+    src = require_file(args.input, "input")
     if args.depth is not None:
         points = read_rgbd(src, args.depth, args.convention, _intrinsics(args.intrinsics))
         what = f"RGBD frame ({args.convention})"
@@ -138,12 +137,11 @@ def _cmd_viz(args: argparse.Namespace) -> int:
     import torch
 
     from . import read
+    from .data.io import require_file
     from .engine.data import normalize_image
     from .viz import save_cluster_map
 
-    src = args.input
-    if not os.path.isfile(src):
-        raise FileNotFoundError(f"input {src} does not exist")
+    src = require_file(args.input, "input")
     if src.lower().endswith(_IMAGE_SUFFIXES):
         from PIL import Image, UnidentifiedImageError
 

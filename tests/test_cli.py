@@ -207,3 +207,19 @@ def test_viz_image_and_point_file(tmp_path, capsys):
     _one_line_error(
         capsys, ["viz", str(tmp_path / "img.png"), "--model", "pointmlp"], "image model"
     )
+
+
+def test_folder_given_as_a_file(tmp_path, capsys):
+    """Oracle: the file system. A folder used to be reported as "does not exist"."""
+    folder = tmp_path / "frame.png"
+    folder.mkdir()
+    for command in ("convert", "viz"):
+        argv = [command, str(folder), str(tmp_path / "out.ply")]
+        if command == "viz":
+            argv = [command, str(folder), "--out", str(tmp_path / "v.png")]
+        err = _one_line_error(capsys, argv, "frame.png is a folder, not a file")
+        assert "does not exist" not in err
+    root = _scan_root(tmp_path)
+    (root / SCAN_TRAIN).unlink()
+    (root / SCAN_TRAIN).mkdir()
+    _one_line_error(capsys, _train_scan(root, tmp_path), "is a folder, not an HDF5 file")

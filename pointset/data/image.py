@@ -50,8 +50,14 @@ def grid_positions(
     )
 
 
-def _as_float_image(img: Tensor, name: str = "img") -> tuple[Tensor, bool]:
-    """``[B, C, H, W]`` or ``[C, H, W]`` -> (float ``[B, C, H, W]``, had_batch_dim)."""
+def _as_float_image(
+    img: Tensor, name: str = "img", check_layout: bool = True
+) -> tuple[Tensor, bool]:
+    """``[B, C, H, W]`` or ``[C, H, W]`` -> (float ``[B, C, H, W]``, had_batch_dim).
+
+    With ``check_layout``, an image that looks channels-last (last dimension 1, 3 or 4 and
+    more than 4 "channels") raises ``ValueError`` instead of being read as a wide,
+    3-pixel-wide grid."""
     if not isinstance(img, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(img).__name__}")
     if img.dim() not in (3, 4):
@@ -59,6 +65,14 @@ def _as_float_image(img: Tensor, name: str = "img") -> tuple[Tensor, bool]:
             f"{name} must have shape [B, C, H, W] or [C, H, W], got {tuple(img.shape)}"
         )
     batched = img.dim() == 4
+    if check_layout and img.shape[-1] in (1, 3, 4) and img.shape[-3] > 4:
+        hwc = "[B, H, W, C]" if batched else "[H, W, C]"
+        fix = "img.permute(0, 3, 1, 2)" if batched else "img.permute(2, 0, 1)"
+        raise ValueError(
+            f"{name} of shape {tuple(img.shape)} looks channels-last {hwc}; images must be "
+            f"channels-first [B, C, H, W] or [C, H, W]: use {fix} (or pass "
+            "check_layout=False for a feature map that really has that many channels)"
+        )
     if not batched:
         img = img.unsqueeze(0)
     if min(img.shape) == 0:
@@ -70,13 +84,16 @@ def _as_float_image(img: Tensor, name: str = "img") -> tuple[Tensor, bool]:
     return img, batched
 
 
-def from_image(img: Tensor, normalize: bool = False) -> PointSet:
+def from_image(img: Tensor, normalize: bool = False, check_layout: bool = True) -> PointSet:
     """Image(s) -> grid point set, one point per pixel.
 
     Args:
         img: ``[B, C, H, W]`` or ``[C, H, W]``, uint8 (scaled to ``[0, 1]``) or floating,
             on any device.
         normalize: positions in ``[-0.5, 0.5]`` (CoC convention) instead of pixel indices.
+        check_layout: reject input that looks channels-last (``[H, W, 3]``: a last
+            dimension of 1, 3 or 4 with more than 4 channels) with ``ValueError``; pass
+            ``False`` for a feature map that really is, e.g., 64 channels on a 16x3 grid.
 
     Returns:
         ``PointSet`` with ``x [B*H*W, C]``, ``pos [B*H*W, 2]`` = ``(row, col)`` in
@@ -84,7 +101,7 @@ def from_image(img: Tensor, normalize: bool = False) -> PointSet:
         input gives one unbatched cloud; a ``[B, C, H, W]`` input gives a PyG ``Batch``
         of ``B`` clouds (``batch`` and ``ptr`` set).
     """
-    img, batched = _as_float_image(img)
+    img, batched = _as_float_image(img, check_layout=check_layout)
     b, c, h, w = img.shape
     x = img.permute(0, 2, 3, 1).reshape(b * h * w, c)
     pos = grid_positions(h, w, normalize, img.device, img.dtype)

@@ -48,6 +48,33 @@ from .point_set import PointSet
 
 SUFFIXES = (".ply", ".pcd", ".xyz", ".npy", ".npz", ".h5")
 
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members / an empty zip
+
+
+def require_file(path: str | os.PathLike, what: str = "file") -> str:
+    """``path`` as a string if it is an existing regular file.
+
+    Raises:
+        IsADirectoryError: ``path`` is a folder ("... is a folder, not a file").
+        FileNotFoundError: nothing exists at ``path``.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{what} {path} is a folder, not a file")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    return path
+
+
+def _check_magic(path: str, magics: tuple[bytes, ...], what: str) -> None:
+    """Raise ``ValueError`` unless the file starts with one of ``magics``."""
+    with open(path, "rb") as f:
+        head = f.read(max(len(m) for m in magics))
+    if not any(head.startswith(m) for m in magics):
+        raise ValueError(f"{path}: not {what} (it starts with {head!r}, expected {magics[0]!r})")
+
+
 #: Attributes that describe how a PyG Batch was collated; they are not written.
 _SKIP_KEYS = ("ptr",)
 
@@ -144,6 +171,7 @@ def _attrs_to_point_set(
 
 
 def _read_npz(path: str, dtype: torch.dtype | None) -> PointSet:
+    _check_magic(path, _ZIP_MAGICS, "an .npz archive (a zip of .npy arrays)")
     try:
         with np.load(path, allow_pickle=False) as f:
             if not isinstance(f, np.lib.npyio.NpzFile):
@@ -155,6 +183,7 @@ def _read_npz(path: str, dtype: torch.dtype | None) -> PointSet:
 
 
 def _read_npy(path: str, pos_dim: int, dtype: torch.dtype | None) -> PointSet:
+    _check_magic(path, (_NPY_MAGIC,), "an .npy array file")
     try:
         arr = np.load(path, allow_pickle=False)
     except (OSError, EOFError, ValueError) as exc:
@@ -189,8 +218,7 @@ def read(path: str | os.PathLike, dtype: torch.dtype | None = None, pos_dim: int
     """
     path = os.fspath(path)
     suffix = _suffix(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(path)
+    require_file(path)
     if suffix == ".ply":
         return _from_arrays(read_ply(path), dtype)
     if suffix == ".pcd":

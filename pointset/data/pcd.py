@@ -97,6 +97,14 @@ def read_pcd(path: str) -> PointArrays:
         dtypes = [np.dtype(f"<{_KINDS[t]}{s}") for t, s in zip(header["TYPE"], sizes)]
     except (KeyError, ValueError, TypeError) as exc:
         raise ValueError(f"{path}: bad PCD header ({exc})") from exc
+    for key, value in (("POINTS", num), ("WIDTH", width), ("HEIGHT", height)):
+        if value < 0:
+            raise ValueError(f"{path}: bad PCD header: {key} is negative ({value})")
+    for name, c in zip(names, counts):
+        if c < 1:
+            raise ValueError(f"{path}: bad PCD header: COUNT of field {name!r} is {c}")
+    if any(s < 1 for s in sizes):
+        raise ValueError(f"{path}: bad PCD header: SIZE must be >= 1, got {sizes}")
     if not (len(names) == len(sizes) == len(counts) == len(dtypes)):
         raise ValueError(
             f"{path}: PCD header FIELDS/SIZE/TYPE/COUNT lengths differ: "

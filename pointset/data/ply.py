@@ -74,7 +74,10 @@ def _parse_header(data: bytes, path: str) -> tuple[str, list[_Element], int]:
                 if fmt not in _FORMATS:
                     raise ValueError(f"unknown format {fmt!r}")
             elif words[0] == "element":
-                elements.append(_Element(words[1], int(words[2])))
+                count = int(words[2])
+                if count < 0:
+                    raise ValueError(f"negative element count {count}")
+                elements.append(_Element(words[1], count))
             elif words[0] == "property":
                 if not elements:
                     raise ValueError("property before any element")

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .io import require_file
 from .point_set import PointSet, batch_from_packed
 
 
@@ -175,7 +176,8 @@ def from_rgbd(
         device.
 
     Raises:
-        ValueError: wrong shapes or dtypes, colour and depth of different sizes (both sizes
+        ValueError: wrong shapes or dtypes, floating colours outside ``[0, 1]`` (0-255
+            colours must come as uint8), colour and depth of different sizes (both sizes
             are named), bad intrinsics, non-positive ``depth_scale``/``depth_trunc``.
     """
     depth_t = _as_tensor(depth, "depth", None)
@@ -201,6 +203,13 @@ def from_rgbd(
         )
     if color_t.dtype != torch.uint8 and not color_t.is_floating_point():
         raise ValueError(f"color must be uint8 or floating in [0, 1], got dtype {color_t.dtype}")
+    if color_t.is_floating_point() and color_t.numel():
+        lo, hi = float(color_t.min()), float(color_t.max())
+        if not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
+            raise ValueError(
+                f"floating color must lie in [0, 1], got range [{lo}, {hi}]"
+                + (" (0-255 colours: pass them as uint8 or divide by 255)" if hi > 1 else "")
+            )
     if not dtype.is_floating_point:
         raise ValueError(f"dtype must be floating, got {dtype}")
     k = PinholeIntrinsics.from_any(intrinsics)
@@ -395,9 +404,26 @@ def _read_color(path: str) -> np.ndarray:
     return _read_image(path, "color", "RGB")
 
 
+#: Pillow modes that hold depth: 16-bit (PNG), 32-bit integer and 32-bit float images.
+_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
 def _read_depth(path: str) -> np.ndarray:
     if path.lower().endswith((".pgm", ".pnm")):
         return read_pgm(path)
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+    except Exception:  # unreadable: _read_image below names the damage
+        mode = None
+    if mode is not None and mode not in _DEPTH_MODES:
+        hint = " (8-bit values cannot hold depth)" if mode in ("L", "P", "1", "LA", "PA") else ""
+        raise ValueError(
+            f"{path}: depth must be a 16-bit (or 32-bit integer / float) single-channel "
+            f"image, got Pillow mode {mode!r}{hint}"
+        )
     arr = _read_image(path, "depth")
     if arr.ndim != 2:
         raise ValueError(f"{path}: depth image must have one channel, got shape {arr.shape}")
@@ -413,16 +439,14 @@ def read_rgbd(
 ) -> PointSet:
     """Read a colour image and a depth image and back-project them.
 
-    Colour: any format Pillow reads (converted to RGB). Depth: 16-bit PNG (or any
-    single-channel image Pillow reads) or a binary PGM (NYU). ``convention`` as in
+    Colour: any format Pillow reads (converted to RGB). Depth: a 16-bit PNG (or another
+    16-bit, 32-bit integer or float single-channel image Pillow reads) or a binary PGM
+    (NYU); 8-bit and palette images are rejected with ``ValueError``, since they cannot
+    hold depth. ``convention`` as in
     :func:`from_rgbd_convention`; ``intrinsics=None`` means :data:`PRIMESENSE_DEFAULT`.
     """
-    color_path, depth_path = os.fspath(color_path), os.fspath(depth_path)
-    for p in (color_path, depth_path):
-        if not os.path.exists(p):
-            raise FileNotFoundError(p)
-        if os.path.isdir(p):
-            raise ValueError(f"{p} is a folder, not an image file")
+    color_path = require_file(color_path, "colour image")
+    depth_path = require_file(depth_path, "depth image")
     color = _read_color(color_path)
     depth = _read_depth(depth_path)
     if color.shape[:2] != depth.shape:

@@ -32,6 +32,8 @@ def read_h5(
             corrupt), or lacks one of the ``required`` keys (``optional`` ones may be absent).
     """
     path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"{path} is a folder, not an HDF5 file")
     if not path.is_file():
         raise DatasetError(f"{path} does not exist")
     required, optional = list(required), list(optional)

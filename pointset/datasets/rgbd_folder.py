@@ -89,7 +89,12 @@ def read_index(root: Path, index_file: str = INDEX_FILE) -> tuple[list[RGBDFrame
         if not all(isinstance(n, str) for n in names):
             raise DatasetError(f"{path}: integer labels need a 'classes' list of names")
         classes = sorted(set(names))
-    classes = tuple(str(c) for c in classes)
+    if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
+        raise DatasetError(f"{path}: 'classes' must be a list of non-empty names, got {classes!r}")
+    duplicates = sorted({c for c in classes if classes.count(c) > 1})
+    if duplicates:
+        raise DatasetError(f"{path}: 'classes' names {duplicates} more than once")
+    classes = tuple(classes)
     frames = []
     for i, entry in enumerate(entries):
         where = f"{path} frame {i}"
@@ -105,6 +110,8 @@ def read_index(root: Path, index_file: str = INDEX_FILE) -> tuple[list[RGBDFrame
         files = {}
         for key in ("color", "depth"):
             files[key] = root / entry[key]
+            if files[key].is_dir():
+                raise DatasetError(f"{where}: {key} image {files[key]} is a folder, not a file")
             if not files[key].is_file():
                 raise DatasetError(f"{where}: {key} image {files[key]} does not exist")
         try:

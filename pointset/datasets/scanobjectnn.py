@@ -139,7 +139,7 @@ class ScanObjectNN(PointCloudDataset):
             )
         base = resolve_root(root, files[split])
         path = base / files[split]
-        if not path.is_file():
+        if not path.exists():  # a folder in its place is named by read_h5
             raise DatasetError(
                 f"{name} {variant} {split} file {path} is missing (expected {expected} "
                 f"under {base}); " + download_hint(variant, root)

@@ -166,6 +166,7 @@ _CHECKS = {
     ("data", "image_size"): lambda v: v >= 4,
     ("data", "batch_size"): lambda v: v >= 1,
     ("data", "eval_batch_size"): lambda v: v >= 1,
+    ("model", "num_classes"): lambda v: v >= 1,  # None (omitted) takes the dataset's count
 }
 
 

@@ -20,7 +20,7 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
     """Counts ``cm[t, p]`` of samples with true class ``t`` predicted as ``p``.
 
     Args:
-        pred: predicted classes ``[B]`` (int).
+        pred: predicted classes ``[B]`` (int), each in ``[0, num_classes)``.
         target: true classes ``[B]`` (int), each in ``[0, num_classes)``.
         num_classes: number of classes ``C``.
 
@@ -37,11 +37,12 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
             f"pred and target must be matching 1-d tensors, got {tuple(pred.shape)} and "
             f"{tuple(target.shape)}"
         )
-    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
-        raise ValueError(
-            f"target labels must lie in [0, {num_classes}), got range "
-            f"[{int(target.min())}, {int(target.max())}]"
-        )
+    for name, labels in (("target", target), ("pred", pred)):
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            raise ValueError(
+                f"{name} labels must lie in [0, {num_classes}), got range "
+                f"[{int(labels.min())}, {int(labels.max())}]"
+            )
     flat = target.long() * num_classes + pred.long()
     counts = torch.bincount(flat, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)

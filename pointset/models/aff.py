@@ -28,56 +28,72 @@ __all__ = [
     "AFFPatchEmbed",
     "AFFStage",
     "AutoFocusFormer",
-    "aff_base",
+    "aff_base_22k",
+    "aff_base_22kto1k",
+    "aff_base_22kto1k_384",
     "aff_mini",
+    "aff_mini_1_5th",
     "aff_small",
+    "aff_small_1_5th",
     "aff_tiny",
+    "aff_tiny_1_5th",
 ]
 
 _COMMON: dict[str, Any] = dict(
     cluster_size=8, nbhd_size=[48, 48, 48, 49], alpha=4.0, ds_rate=0.25, reserve_on=True
 )
+_MINI: dict[str, Any] = dict(
+    _COMMON,
+    embed_dim=[32, 128, 256, 384],
+    depths=[2, 2, 6, 2],
+    num_heads=[2, 4, 8, 16],
+    mlp_ratio=2.0,
+    drop_path_rate=0.0,
+    layer_scale=0.0,
+)
+_TINY: dict[str, Any] = dict(
+    _COMMON,
+    embed_dim=[64, 128, 256, 512],
+    depths=[3, 4, 18, 5],
+    num_heads=[2, 4, 8, 16],
+    mlp_ratio=3.0,
+    drop_path_rate=0.2,
+    layer_scale=0.0,
+)
+_SMALL: dict[str, Any] = dict(
+    _COMMON,
+    embed_dim=[96, 192, 384, 768],
+    depths=[3, 4, 18, 2],
+    num_heads=[3, 6, 12, 24],
+    mlp_ratio=3.0,
+    drop_path_rate=0.3,
+    layer_scale=1e-5,
+)
+_BASE: dict[str, Any] = dict(
+    _COMMON,
+    embed_dim=[128, 256, 512, 1024],
+    depths=[3, 4, 18, 2],
+    num_heads=[4, 8, 16, 32],
+    mlp_ratio=3.0,
+    drop_path_rate=0.2,
+    layer_scale=1e-5,
+)
 
-#: Constructor arguments of the published models (``num_classes`` excluded), from the
-#: official ``configs/aff_*.yaml`` with the ``config.py`` defaults. The "1/5" releases are
-#: the same networks with ``ds_rate=0.2``.
+#: Constructor arguments of the published models (``num_classes`` excluded), one per
+#: official ``configs/<name>.yaml``, with the official ``config.py`` defaults for what a
+#: file leaves out. The "_1_5th" configs keep a fifth of the tokens at each downsampling
+#: (``ds_rate=0.2``); ``aff_base_22kto1k_384`` fine-tunes at 384x384 with clusters of 24
+#: and neighbourhoods of 144. The input size of each is its card's ``input_size``.
 CONFIGS: dict[str, dict[str, Any]] = {
-    "aff_mini": dict(
-        _COMMON,
-        embed_dim=[32, 128, 256, 384],
-        depths=[2, 2, 6, 2],
-        num_heads=[2, 4, 8, 16],
-        mlp_ratio=2.0,
-        drop_path_rate=0.0,
-        layer_scale=0.0,
-    ),
-    "aff_tiny": dict(
-        _COMMON,
-        embed_dim=[64, 128, 256, 512],
-        depths=[3, 4, 18, 5],
-        num_heads=[2, 4, 8, 16],
-        mlp_ratio=3.0,
-        drop_path_rate=0.2,
-        layer_scale=0.0,
-    ),
-    "aff_small": dict(
-        _COMMON,
-        embed_dim=[96, 192, 384, 768],
-        depths=[3, 4, 18, 2],
-        num_heads=[3, 6, 12, 24],
-        mlp_ratio=3.0,
-        drop_path_rate=0.3,
-        layer_scale=1e-5,
-    ),
-    "aff_base": dict(
-        _COMMON,
-        embed_dim=[128, 256, 512, 1024],
-        depths=[3, 4, 18, 2],
-        num_heads=[4, 8, 16, 32],
-        mlp_ratio=3.0,
-        drop_path_rate=0.2,
-        layer_scale=1e-5,
-    ),
+    "aff_mini": _MINI,
+    "aff_mini_1_5th": dict(_MINI, ds_rate=0.2),
+    "aff_tiny": _TINY,
+    "aff_tiny_1_5th": dict(_TINY, ds_rate=0.2),
+    "aff_small": _SMALL,
+    "aff_small_1_5th": dict(_SMALL, ds_rate=0.2),
+    "aff_base_22k": _BASE,
+    "aff_base_22kto1k": _BASE,
+    "aff_base_22kto1k_384": dict(_BASE, cluster_size=24, nbhd_size=[144, 144, 144, 144]),
 }
 
 
@@ -356,84 +372,77 @@ _PAPER = (
 )
 _SOURCE = "official AutoFocusFormer README"
 _WEIGHTS = "https://docs-assets.developer.apple.com/ml-research/models/aff/classification/"
-
-
-def _cfg(params: int | None, file: str, results: list[tuple[str, float, str]], size: int = 224):
-    return dict(
-        default_cfg=dict(
-            num_classes=1000,
-            input_size=(3, size, size),
-            mean=(0.485, 0.456, 0.406),
-            std=(0.229, 0.224, 0.225),
-            param_count=params,
-            url=_WEIGHTS + file,
-        ),
-        reported=[
-            Reported(dataset, {"top1": top1}, setting, _SOURCE)
-            for dataset, top1, setting in results
-        ],
-    )
-
-
 _IN1K = "ImageNet-1K val"
 
-
-@register_model(
-    family="aff",
-    paper=_PAPER,
-    config=CONFIGS["aff_mini"],
-    **_cfg(
-        6_754_451,
-        "aff_mini.pth",
-        [(_IN1K, 78.2, "224x224"), (_IN1K, 77.5, "224x224, ds_rate=0.2 (AFF-Mini-1/5)")],
-    ),
-)
-def aff_mini(num_classes: int = 1000, **kwargs: Any) -> AutoFocusFormer:
-    """AFF-Mini (6.75M parameters at 1000 classes). ``ds_rate=0.2`` gives AFF-Mini-1/5."""
-    return _build("aff_mini", num_classes, kwargs)
-
-
-@register_model(
-    family="aff",
-    paper=_PAPER,
-    config=CONFIGS["aff_tiny"],
-    **_cfg(
-        None,
-        "aff_tiny.pth",
-        [(_IN1K, 83.0, "224x224"), (_IN1K, 82.4, "224x224, ds_rate=0.2 (AFF-Tiny-1/5)")],
-    ),
-)
-def aff_tiny(num_classes: int = 1000, **kwargs: Any) -> AutoFocusFormer:
-    """AFF-Tiny (27M parameters). ``ds_rate=0.2`` gives AFF-Tiny-1/5."""
-    return _build("aff_tiny", num_classes, kwargs)
-
-
-@register_model(
-    family="aff",
-    paper=_PAPER,
-    config=CONFIGS["aff_small"],
-    **_cfg(
-        None,
-        "aff_small.pth",
-        [(_IN1K, 83.5, "224x224"), (_IN1K, 83.4, "224x224, ds_rate=0.2 (AFF-Small-1/5)")],
-    ),
-)
-def aff_small(num_classes: int = 1000, **kwargs: Any) -> AutoFocusFormer:
-    """AFF-Small (42.6M parameters). ``ds_rate=0.2`` gives AFF-Small-1/5."""
-    return _build("aff_small", num_classes, kwargs)
-
-
-@register_model(
-    family="aff",
-    paper=_PAPER,
-    config=CONFIGS["aff_base"],
-    **_cfg(
-        None,
+#: name -> (classes, input side, parameters at those classes, weights file or None,
+#: (top-1, top-5) on ImageNet-1K val or None, setting). Numbers and files from the
+#: official README; ImageNet-22K training uses its 10,450-class subset (official
+#: ``data/build.py``). ``aff_base_22kto1k`` (224x224 fine-tuning) has no released weights
+#: or published number.
+_RELEASES: dict[str, tuple[int, int, int, str | None, tuple[float, float] | None, str]] = {
+    "aff_mini": (1000, 224, 6_754_451, "aff_mini.pth", (78.2, 93.6), "224x224"),
+    "aff_mini_1_5th": (1000, 224, 6_754_451, "aff_mini_1_5th.pth", (77.5, 93.3), "224x224"),
+    "aff_tiny": (1000, 224, 27_020_367, "aff_tiny.pth", (83.0, 96.3), "224x224"),
+    "aff_tiny_1_5th": (1000, 224, 27_020_367, "aff_tiny_1_5th.pth", (82.4, 95.9), "224x224"),
+    "aff_small": (1000, 224, 42_612_961, "aff_small.pth", (83.5, 96.6), "224x224"),
+    "aff_small_1_5th": (1000, 224, 42_612_961, "aff_small_1_5th.pth", (83.4, 96.5), "224x224"),
+    "aff_base_22k": (10450, 224, 85_027_325, "aff_base_22k.pth", None, ""),
+    "aff_base_22kto1k": (1000, 224, 75_341_075, None, None, ""),
+    "aff_base_22kto1k_384": (
+        1000,
+        384,
+        75_341_075,
         "aff_base_22kto1k_384.pth",
-        [(_IN1K, 86.2, "384x384, ImageNet-22K pretraining")],
-        size=384,
+        (86.2, 98.0),
+        "384x384, ImageNet-22K pretraining",
     ),
+}
+
+
+def _cfg(name: str) -> dict[str, Any]:
+    classes, side, params, file, accuracy, setting = _RELEASES[name]
+    default_cfg = dict(
+        num_classes=classes,
+        input_size=(3, side, side),
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        param_count=params,
+    )
+    if file is not None:
+        default_cfg["url"] = _WEIGHTS + file
+    reported = []
+    if accuracy is not None:
+        top1, top5 = accuracy
+        reported.append(Reported(_IN1K, {"top1": top1, "top5": top5}, setting, _SOURCE))
+    return dict(config=CONFIGS[name], default_cfg=default_cfg, reported=reported)
+
+
+def _register(name: str, summary: str):
+    """Register the official config ``name`` with its card."""
+    classes = _RELEASES[name][0]
+
+    def factory(num_classes: int = classes, **kwargs: Any) -> AutoFocusFormer:
+        return _build(name, num_classes, kwargs)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = f"{summary} (official ``configs/{name}.yaml``); ``kwargs`` override it."
+    register_model(factory, family="aff", paper=_PAPER, name=name, **_cfg(name))
+    return factory
+
+
+aff_mini = _register("aff_mini", "AFF-Mini, 6.75M parameters")
+aff_mini_1_5th = _register("aff_mini_1_5th", "AFF-Mini-1/5: AFF-Mini keeping 1/5 per downsampling")
+aff_tiny = _register("aff_tiny", "AFF-Tiny, 27.0M parameters")
+aff_tiny_1_5th = _register("aff_tiny_1_5th", "AFF-Tiny-1/5: AFF-Tiny keeping 1/5 per downsampling")
+aff_small = _register("aff_small", "AFF-Small, 42.6M parameters")
+aff_small_1_5th = _register(
+    "aff_small_1_5th", "AFF-Small-1/5: AFF-Small keeping 1/5 per downsampling"
 )
-def aff_base(num_classes: int = 1000, **kwargs: Any) -> AutoFocusFormer:
-    """AFF-Base (75.3M parameters), the ImageNet-22K-pretrained configuration."""
-    return _build("aff_base", num_classes, kwargs)
+aff_base_22k = _register("aff_base_22k", "AFF-Base trained on ImageNet-22K (10,450 classes)")
+aff_base_22kto1k = _register(
+    "aff_base_22kto1k", "AFF-Base fine-tuned from ImageNet-22K to ImageNet-1K at 224x224"
+)
+aff_base_22kto1k_384 = _register(
+    "aff_base_22kto1k_384",
+    "AFF-Base fine-tuned from ImageNet-22K to ImageNet-1K at 384x384, clusters of 24",
+)

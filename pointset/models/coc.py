@@ -24,13 +24,17 @@ from pointset.nn.context_cluster import ClusterPlan, ContextCluster
 from pointset.nn.point_reducer import GridPointReducer
 
 __all__ = [
-    "ClusterBlock",
     "CONFIGS",
+    "ClusterBlock",
     "ContextClusterNet",
     "coc_medium",
+    "coc_medium_v1",
     "coc_small",
+    "coc_small_v1",
     "coc_tiny",
     "coc_tiny_plain",
+    "coc_tiny_plain_v1",
+    "coc_tiny_v1",
 ]
 
 
@@ -39,7 +43,8 @@ class ClusterBlock(nn.Module):
 
     ``GN`` is ``GroupNorm(1, dim)``; ``ls1``/``ls2`` are per-channel layer scales
     (``layer_scale_1``/``layer_scale_2``, only with ``use_layer_scale``); the MLP runs
-    channels-last.
+    channels-last. ``denominator`` (``"sim"`` or ``"count"``) is passed to the
+    :class:`~pointset.nn.ContextCluster`.
 
     Shapes:
         - **input / output:** ``[B, dim, H, W]``
@@ -60,6 +65,7 @@ class ClusterBlock(nn.Module):
         fold_h: int = 2,
         heads: int = 4,
         head_dim: int = 24,
+        denominator: str = "sim",
     ) -> None:
         super().__init__()
         self.use_layer_scale = use_layer_scale
@@ -76,6 +82,7 @@ class ClusterBlock(nn.Module):
             proposal_h=proposal_h,
             fold_w=fold_w,
             fold_h=fold_h,
+            denominator=denominator,
         )
         self.norm2 = nn.GroupNorm(1, dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
@@ -130,6 +137,10 @@ class ContextClusterNet(nn.Module):
         drop_rate, drop_path_rate: dropout in the MLPs, stochastic depth (linear in depth).
         use_layer_scale, layer_scale_init_value: per-channel residual scales.
         fork_feat: return the normalised four stage outputs instead of logits.
+        denominator: normalisation of the cluster aggregation in every block, ``"sim"``
+            (sum of similarities + 1, the official code since 2023-05-31 and its current
+            checkpoints) or ``"count"`` (assigned points + 1, the code the first released
+            checkpoints were trained with); see :class:`~pointset.nn.ContextCluster`.
 
     **Input sizes and padding.** The official model rejects images whose stage maps the
     fold regions do not divide (for the published configs: sides that are not a multiple of
@@ -190,8 +201,11 @@ class ContextClusterNet(nn.Module):
         drop_path_rate: float = 0.0,
         use_layer_scale: bool = True,
         layer_scale_init_value: float = 1e-5,
+        denominator: str = "sim",
     ) -> None:
         super().__init__()
+        if denominator not in ("sim", "count"):
+            raise ValueError(f"denominator must be 'sim' or 'count', got {denominator!r}")
         stages = len(layers)
         for name, seq in (
             ("embed_dims", embed_dims),
@@ -235,6 +249,7 @@ class ContextClusterNet(nn.Module):
                         fold_h=fold_h[i],
                         heads=heads[i],
                         head_dim=head_dim[i],
+                        denominator=denominator,
                     )
                 )
             network.append(nn.Sequential(*blocks))
@@ -517,16 +532,63 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def _cfg(params: int, top1: float, note: str = "") -> dict[str, Any]:
+#: The two generations of official ImageNet-1K checkpoints. The first release (2023-03)
+#: was trained with the aggregation divided by the number of assigned points + 1
+#: (``denominator="count"``); on 2023-05-31 the official code switched to the sum of
+#: similarities + 1 (``"sim"``) and the checkpoints were retrained and replaced
+#: (2023-06-01). ``coc_<size>`` are the current checkpoints, ``coc_<size>_v1`` the first
+#: release; each name carries the denominator its weights were trained with, so loading a
+#: checkpoint into its name reproduces the accuracy published with it.
+_CURRENT_URL = "https://github.com/ma-xu/Context-Cluster#2-pre-trained-context-cluster-models"
+_V1_URLS = {
+    "coc_tiny": "https://drive.google.com/drive/folders/1Q_6W3xKMX63aQOBaqiwX5y1fCj4hVOIA",
+    "coc_tiny_plain": (
+        "https://web.northeastern.edu/smilelab/xuma/ContextCluster/checkpoints/"
+        "coc_tiny_plain/coc_tiny_plain.pth.tar"
+    ),
+    "coc_small": "https://drive.google.com/drive/folders/1WSmnbSgy1I1HOTTTAQgOKEzXSvd3Kmh-",
+    "coc_medium": "https://drive.google.com/drive/folders/1sPxnEHb2AHDD9bCQh6MA0I_-7EBrvlT5",
+}
+#: name -> (parameters at 1000 classes, current top-1, first-release top-1, setting note)
+_RELEASES: dict[str, tuple[int, float, float, str]] = {
+    "coc_tiny": (5_570_584, 73.2, 71.8, ""),
+    "coc_tiny_plain": (5_570_584, 73.8, 72.9, ", no region partition"),
+    "coc_small": (14_657_024, 78.1, 77.5, ""),
+    "coc_medium": (29_290_520, 81.2, 81.0, ""),
+}
+for _name in _RELEASES:
+    CONFIGS[_name]["denominator"] = "sim"
+    CONFIGS[f"{_name}_v1"] = dict(CONFIGS[_name], denominator="count")
+
+
+def _cfg(name: str) -> dict[str, Any]:
+    """Card fields of ``name`` (``coc_<size>`` or ``coc_<size>_v1``)."""
+    base = name.removesuffix("_v1")
+    params, top1, top1_v1, note = _RELEASES[base]
+    v1 = name != base
+    release = (
+        "first release (2023-03), count denominator"
+        if v1
+        else "checkpoints of 2023-06-01, sim denominator"
+    )
     return dict(
+        config=CONFIGS[name],
         default_cfg=dict(
             num_classes=1000,
             input_size=(3, 224, 224),
             mean=(0.485, 0.456, 0.406),
             std=(0.229, 0.224, 0.225),
             param_count=params,
+            url=_V1_URLS[base] if v1 else _CURRENT_URL,
         ),
-        reported=[Reported("ImageNet-1K val", {"top1": top1}, "224x224" + note, _SOURCE)],
+        reported=[
+            Reported(
+                "ImageNet-1K val",
+                {"top1": top1_v1 if v1 else top1},
+                f"224x224{note}; {release}",
+                _SOURCE,
+            )
+        ],
     )
 
 
@@ -540,34 +602,52 @@ def _build(
     return ContextClusterNet(num_classes=num_classes, **config)
 
 
-@register_model(family="coc", paper=_PAPER, config=CONFIGS["coc_tiny"], **_cfg(5_570_584, 71.8))
+@register_model(family="coc", paper=_PAPER, **_cfg("coc_tiny"))
 def coc_tiny(num_classes: int = 1000, features_only: bool = False, **kwargs: Any):
     """CoC-Tiny: 5,570,584 parameters (1000 classes), regions 8/4/2/1, 2x2 centers.
 
     ``features_only=True`` returns the four normalised stage maps instead of logits;
-    ``kwargs`` override the config.
+    ``kwargs`` override the config (e.g. ``denominator="count"``).
     """
     return _build("coc_tiny", num_classes, features_only, kwargs)
 
 
-@register_model(
-    family="coc",
-    paper=_PAPER,
-    config=CONFIGS["coc_tiny_plain"],
-    **_cfg(5_570_584, 72.9, ", no region partition"),
-)
+@register_model(family="coc", paper=_PAPER, **_cfg("coc_tiny_plain"))
 def coc_tiny_plain(num_classes: int = 1000, features_only: bool = False, **kwargs: Any):
     """CoC-Tiny without region partition: 5,570,584 parameters, centers 4x4, 4x4, 2x2, 2x2."""
     return _build("coc_tiny_plain", num_classes, features_only, kwargs)
 
 
-@register_model(family="coc", paper=_PAPER, config=CONFIGS["coc_small"], **_cfg(14_657_024, 77.5))
+@register_model(family="coc", paper=_PAPER, **_cfg("coc_small"))
 def coc_small(num_classes: int = 1000, features_only: bool = False, **kwargs: Any):
     """CoC-Small: 14,657,024 parameters (1000 classes)."""
     return _build("coc_small", num_classes, features_only, kwargs)
 
 
-@register_model(family="coc", paper=_PAPER, config=CONFIGS["coc_medium"], **_cfg(29_290_520, 81.0))
+@register_model(family="coc", paper=_PAPER, **_cfg("coc_medium"))
 def coc_medium(num_classes: int = 1000, features_only: bool = False, **kwargs: Any):
     """CoC-Medium: 29,290,520 parameters (1000 classes)."""
     return _build("coc_medium", num_classes, features_only, kwargs)
+
+
+def _first_release(base: str):
+    """Register ``<base>_v1``: the network of ``base`` with the count denominator, for the
+    checkpoints of the first release."""
+    name = f"{base}_v1"
+
+    def factory(num_classes: int = 1000, features_only: bool = False, **kwargs: Any):
+        return _build(name, num_classes, features_only, kwargs)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = (
+        f"{base} with ``denominator='count'``, for the first released checkpoints "
+        f"(2023-03, {_RELEASES[base][2]} top-1)."
+    )
+    register_model(factory, family="coc", paper=_PAPER, name=name, **_cfg(name))
+    return factory
+
+
+coc_tiny_v1 = _first_release("coc_tiny")
+coc_tiny_plain_v1 = _first_release("coc_tiny_plain")
+coc_small_v1 = _first_release("coc_small")
+coc_medium_v1 = _first_release("coc_medium")

@@ -103,7 +103,8 @@ class PointMLP(nn.Module):
 
     Export (torch 2.13, CPU): ``torch.jit.trace`` fails, because the kNN operator
     (:func:`~pointset.ops.knn_dense`) computes index offsets with numpy from the input
-    sizes, which tracing turns into tensors. ``torch.compile`` runs and reproduces the
+    sizes, which tracing turns into tensors; ``torch.export.export`` fails for the same
+    reason (``.numpy()`` on its fake tensors). ``torch.compile`` runs and reproduces the
     eager logits exactly when the operators use the native backend
     (``with pointset.ops.use_backend("native"):``), with the ``eager`` and ``aot_eager``
     backends, but the graph breaks about 50 times (data-dependent sizes in FPS / kNN,

@@ -7,8 +7,8 @@ reported numbers, from which the model-zoo table is generated.
 Example::
 
     >>> from pointset.models import create_model, list_models
-    >>> list_models("coc_*")
-    ['coc_medium', 'coc_small', 'coc_tiny', 'coc_tiny_plain']
+    >>> list_models("coc_tiny*")
+    ['coc_tiny', 'coc_tiny_plain', 'coc_tiny_plain_v1', 'coc_tiny_v1']
     >>> model = create_model("pointmlp_elite", num_classes=15)
 """
 
@@ -197,7 +197,8 @@ def create_model(
 
     Args:
         name: a name from :func:`list_models`.
-        num_classes: classifier outputs; ``None`` keeps the card's default.
+        num_classes: classifier outputs (``0``: pooled features, no classifier); ``None``
+            keeps the card's default. Anything else but an int >= 0 raises ``ValueError``.
         checkpoint: weights to load after building: a ``.safetensors`` / ``.pth`` path or a
             state dict, in any form :func:`~pointset.models.checkpoint.load_checkpoint`
             accepts (wrappers, ``module.`` prefixes, old 1x1-conv MLP weights).
@@ -216,6 +217,10 @@ def create_model(
         CheckpointError (ValueError): the checkpoint keys or shapes do not fit the model.
     """
     card = _lookup(name)
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0
+    ):
+        raise ValueError(f"num_classes must be an int >= 0 (0: no classifier), got {num_classes!r}")
     cfg = dict(card.default_cfg)
     if pretrained_cfg:
         cfg.update(pretrained_cfg)

@@ -1,4 +1,8 @@
-"""Clustering-based layers as PyG message-passing modules (CoC, AFF, PointMLP)."""
+"""Clustering-based layers on PyG point sets (CoC, AFF, PointMLP).
+
+``ContextCluster`` and ``ClusterAttention`` are ``torch_geometric.nn.MessagePassing``
+layers; the others are ``torch.nn.Module``s built on :mod:`pointset.ops`.
+"""
 
 from .adaptive_downsample import AdaptiveDownsample, Downsampled
 from .cluster_attention import ClusterAttention

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -80,3 +82,23 @@ def check_same_dim(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
         )
     if a.device != b.device:
         raise ValueError(f"{name_a} is on {a.device} but {name_b} is on {b.device}")
+
+
+def distance_rescale(*points: Tensor) -> float:
+    """A power of two ``s`` such that squared distances of ``s * points`` neither overflow
+    nor underflow the points' dtype; ``1.0`` when the points are already safe.
+
+    Squared differences of float32 coordinates overflow to inf beyond about 1.8e19 and lose
+    all digits (subnormal or 0) below about 1e-19, which makes kNN return wrong neighbours.
+    Multiplying by a power of two is exact, so the neighbour order of the scaled points is
+    the order of the exact distances of the originals.
+    """
+    finfo = torch.finfo(points[0].dtype)
+    largest = max((float(p.detach().abs().max()) for p in points if p.numel()), default=0.0)
+    if largest == 0.0:
+        return 1.0
+    high = 2.0 ** (math.frexp(finfo.max)[1] // 2 - 4)  # float32: 2^60
+    low = 2.0 ** (math.frexp(finfo.tiny)[1] // 2 + 4)  # float32: 2^-58
+    if low <= largest <= high:
+        return 1.0
+    return 2.0 ** -math.frexp(largest)[1]  # brings the largest magnitude into [0.5, 1)

@@ -72,6 +72,8 @@ def kmeans(
 
     Returns:
         :class:`KMeansResult` ``(assignment [N], centers [B * k, D], center_batch [B * k])``.
+        The centers carry no gradient, even when ``x`` requires grad: k-means is run on
+        ``x.detach()``. (For a differentiable update, average ``x`` over ``assignment``.)
 
     Example::
 
@@ -81,6 +83,7 @@ def kmeans(
                 [5.1000]])
     """
     check_points(x, "x")
+    x = x.detach()
     batch = check_batch(batch, x.size(0), "batch")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an int >= 1, got {k!r}")

@@ -4,6 +4,12 @@ Every backend returns, per query, its ``k`` nearest points of the same cloud in 
 squared Euclidean distance, ties to the lower index. Distances are those of a plain loop:
 direct differences accumulated coordinate by coordinate in the input dtype.
 
+Coordinates so large or so small that their squared distances would overflow or underflow
+the dtype (float32: largest magnitude above 2^60 ~ 1.2e18 or below 2^-58 ~ 3.5e-18) are
+rescaled by a power of two first, which is exact; the search then ranks the exact
+distances, and ``knn_dense`` returns them scaled back (inf or 0 where the true value lies
+outside the dtype's range).
+
 Backends (``backend=`` or :func:`~pointset.ops.use_backend`):
 
 * ``"native"`` - chunked brute force in PyTorch, any device; direct differences, never the
@@ -45,7 +51,7 @@ import torch
 from torch import Tensor
 
 from ._backend import select
-from ._checks import check_points, check_same_dim
+from ._checks import check_points, check_same_dim, distance_rescale
 from ._native_knn import knn_padded
 from ._native_layout import cloud_counts, to_padded, valid_mask
 
@@ -453,6 +459,11 @@ def _packed(
         x_counts += [0] * (size - len(x_counts))
         y_counts += [0] * (size - len(y_counts))
     _check_k(k, x_counts, y_counts, self_loops=not exclude_self)
+    same = x is y
+    scale = distance_rescale(x, y)
+    # Indices only come out: search detached inputs (no gradient to keep).
+    x = x.detach() * scale if scale != 1.0 else x.detach()
+    y = x if same else (y.detach() * scale if scale != 1.0 else y.detach())
     job = _Job(x, y, _starts(x_counts), x_counts, _starts(y_counts), y_counts, k, exclude_self)
     job.need_dist = False
     _, idx = _run(job, backend)
@@ -562,6 +573,9 @@ def knn_dense(
     Returns:
         ``(dist2 [B, M, k], idx [B, M, k])``: squared distances ascending, indices into the
         second dimension of ``x``, ties to the lower index. Padded query rows hold zeros.
+        When ``x`` or ``y`` requires grad, ``dist2`` carries the gradient of
+        ``|y_i - x_j|^2`` for the neighbours found (the search itself is not
+        differentiable).
 
     Example::
 
@@ -588,6 +602,45 @@ def knn_dense(
     x = _checked_padded(x, x_lengths, "x")
     y = _checked_padded(y, y_lengths, "y")
     _check_k(k, x_counts, y_counts)
+    scale = distance_rescale(x, y)
+    xs, ys = x.detach(), y.detach()
+    if scale != 1.0:
+        xs, ys = xs * scale, ys * scale
+    dist, idx = _dense_search(xs, ys, k, x_counts, y_counts, backend)
+    if scale != 1.0:
+        dist = (dist.double() / scale**2).to(dist.dtype)
+    if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
+        dist = _differentiable_dist2(dist, idx, x, y, y_counts)
+    return dist, idx
+
+
+def _differentiable_dist2(
+    dist: Tensor, idx: Tensor, x: Tensor, y: Tensor, y_counts: list[int]
+) -> Tensor:
+    """``dist [B, M, k]`` with the gradient of ``|y_i - x_idx|^2`` w.r.t. ``x`` and ``y``
+    (the values stay the searched ones; padded query rows get no gradient)."""
+    num_clouds, queries, k = idx.shape
+    gathered = x.gather(1, idx.reshape(num_clouds, -1, 1).expand(-1, -1, x.size(2)))
+    diff = gathered.view(num_clouds, queries, k, -1) - y.unsqueeze(2)
+    exact = diff.pow(2).sum(-1)
+    valid = torch.arange(queries, device=idx.device) < torch.tensor(
+        y_counts, device=idx.device
+    ).unsqueeze(1)
+    exact = exact * valid.unsqueeze(2).to(exact.dtype)
+    return dist.to(exact.dtype) + (exact - exact.detach())
+
+
+def _dense_search(
+    x: Tensor,
+    y: Tensor,
+    k: int,
+    x_counts: list[int],
+    y_counts: list[int],
+    backend: str | None,
+) -> tuple[Tensor, Tensor]:
+    """The search of :func:`knn_dense` on checked, detached input."""
+    num_clouds, size, dim = x.shape
+    queries = y.size(1)
     job = _Job(
         x.reshape(-1, dim),
         y.reshape(-1, dim),

@@ -141,4 +141,4 @@ def nearest(
     _, impl = select(
         "nearest", _IMPLS, x.device, backend, lambda: auto(x.device, layout, x.size(1))
     )
-    return impl(x, y, layout)
+    return impl(x.detach(), y.detach(), layout)  # indices only: no gradient to keep

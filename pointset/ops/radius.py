@@ -222,9 +222,11 @@ def auto(device: torch.device, layout: Layout, dim: int) -> tuple[str, ...]:
 def radius_edges(
     x: Tensor, y: Tensor, layout: Layout, r: float, k: int, backend: str | None, op: str
 ) -> Tensor:
-    """Dispatch the "first k within r" search on validated input: ``[2, E]`` (query, point)."""
+    """Dispatch the "first k within r" search on validated input: ``[2, E]`` (query, point).
+
+    Only indices come out, so inputs that require grad are searched detached."""
     _, impl = select(op, _IMPLS, x.device, backend, lambda: auto(x.device, layout, x.size(1)))
-    return impl(x, y, layout, r, k)
+    return impl(x.detach(), y.detach(), layout, r, k)
 
 
 def radius(

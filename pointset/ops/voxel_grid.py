@@ -96,7 +96,18 @@ def voxel_grid(
             f"pos[{i}]={pos[i].tolist()} lies outside the grid [start, end] = "
             f"[{start_t.tolist()}, {end_t.tolist()}] ({int(outside.sum())} points in all)"
         )
-    counts = ((end_t - start_t) / size_t).long() + 1  # voxels per coordinate
+    # Voxels per coordinate, checked in float64 before the cast: a float beyond int64
+    # would become INT64_MIN and give wrong ids.
+    span = (end_t.double() - start_t.double()) / size_t.double()
+    too_many = ~(span < 2**62)  # also NaN / inf
+    if bool(too_many.any()):
+        d = int(too_many.nonzero()[0, 0])
+        raise ValueError(
+            f"coordinate {d} spans {float(end_t[d]) - float(start_t[d])} = {float(span[d])} "
+            f"voxels of size {float(size_t[d])}, more than int64 ids can number; use a larger "
+            "size or a smaller extent"
+        )
+    counts = span.long() + 1
     batch_lo = 0 if batch is None or start is not None else int(batch[0])
     num_clouds = 1 if batch is None else int(batch[-1]) - batch_lo + 1
     total = math.prod(counts.tolist()) * num_clouds

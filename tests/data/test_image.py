@@ -117,6 +117,9 @@ def test_grid_positions_shape():
         (torch.zeros(1, 3, 4, 4, dtype=torch.int32), "uint8 or floating"),
         (torch.zeros(1, 3, 0, 4), "empty"),
         (np.zeros((3, 4, 4)), "torch.Tensor"),
+        # channels-last images used to become 64 channels on a 64x3 grid
+        (torch.rand(64, 64, 3), r"looks channels-last \[H, W, C\].*img.permute\(2, 0, 1\)"),
+        (torch.zeros(2, 32, 48, 4, dtype=torch.uint8), r"looks channels-last \[B, H, W, C\]"),
     ],
 )
 def test_bad_images_raise_value_error(img, message):
@@ -124,3 +127,10 @@ def test_bad_images_raise_value_error(img, message):
         from_image(img)
     with pytest.raises(ValueError, match=message):
         coc_input(img)
+
+
+def test_check_layout_false_keeps_a_feature_map_with_many_channels():
+    """Oracle: the documented escape for a real [C, H, W] map that looks channels-last."""
+    feat = torch.rand(64, 16, 3)
+    points = from_image(feat, check_layout=False)
+    assert points.x.shape == (48, 64) and points.grid_size.reshape(-1).tolist() == [16, 3]

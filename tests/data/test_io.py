@@ -211,3 +211,68 @@ def test_path_and_content_errors(tmp_path):
     ps.name = "chair"
     with pytest.raises(ValueError, match="attribute 'name'"):
         write(tmp_path / "named.npz", ps)
+
+
+def _ascii_ply(count: int) -> bytes:
+    header = f"ply\nformat ascii 1.0\nelement vertex {count}\n"
+    return (header + "property float x\nproperty float y\nproperty float z\nend_header\n").encode()
+
+
+def _binary_ply(count: int) -> bytes:
+    header = f"ply\nformat binary_little_endian 1.0\nelement vertex {count}\n"
+    header += "property float x\nproperty float y\nproperty float z\nend_header\n"
+    return header.encode() + np.arange(6, dtype="<f4").tobytes()
+
+
+@pytest.mark.parametrize("make", [_ascii_ply, _binary_ply])
+def test_negative_ply_element_count_is_rejected(tmp_path, make):
+    """Oracle: the PLY grammar (counts are non-negative). -2 used to move the read offset
+    into the header and return coordinates of 2.6e20."""
+    path = tmp_path / "bad.ply"
+    path.write_bytes(make(-2) + b"0 0 0\n")
+    with pytest.raises(
+        ValueError, match="bad.ply: bad PLY header line 3.*negative element count -2"
+    ):
+        read(path)
+
+
+@pytest.mark.parametrize("key", ["POINTS", "WIDTH"])
+def test_negative_pcd_point_count_is_rejected(tmp_path, key):
+    """Oracle: the PCD header grammar (counts are non-negative)."""
+    values = {"WIDTH": 2, "POINTS": 2, key: -2}
+    text = (
+        "VERSION .7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\n"
+        f"WIDTH {values['WIDTH']}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\n"
+        f"POINTS {values['POINTS']}\nDATA ascii\n0 0 0\n1 1 1\n"
+    )
+    path = tmp_path / "bad.pcd"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"bad.pcd: bad PCD header: {key} is negative \\(-2\\)"):
+        read(path)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "content", "message"),
+    [
+        (".npz", b"junk, not a zip", r"not an .npz archive .*starts with b'junk'"),
+        (".npz", b"", "not an .npz archive"),
+        (".npy", b"junk bytes here", r"not an .npy array file .*starts with b'junk"),
+    ],
+)
+def test_junk_numpy_files_are_named_as_such(tmp_path, suffix, content, message):
+    """Oracle: the file's first bytes. Junk used to be reported as "pickled (object) data"."""
+    path = tmp_path / f"junk{suffix}"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as info:
+        read(path)
+    assert "pickled" not in str(info.value)
+
+
+def test_folder_given_as_a_file(tmp_path):
+    """Oracle: the file system; a folder is not reported as missing."""
+    folder = tmp_path / "cloud.ply"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match="cloud.ply is a folder, not a file"):
+        read(folder)
+    with pytest.raises(FileNotFoundError, match="absent.ply does not exist"):
+        read(tmp_path / "absent.ply")

@@ -233,6 +233,15 @@ def test_read_pgm_big_endian(tmp_path):
             dict(color=np.zeros((4, 5, 3), np.uint8), depth=np.zeros((4, 5)), depth_trunc=-1.0),
             "depth_trunc",
         ),
+        # float colours in 0-255 used to pass as if they were in [0, 1]
+        (
+            dict(color=np.full((4, 5, 3), 200.0), depth=np.zeros((4, 5))),
+            r"floating color must lie in \[0, 1\], got range \[200.0, 200.0\].*uint8",
+        ),
+        (
+            dict(color=np.full((4, 5, 3), np.nan, np.float32), depth=np.zeros((4, 5))),
+            r"floating color must lie in \[0, 1\]",
+        ),
     ],
 )
 def test_bad_inputs_raise_value_error(kwargs, message):
@@ -248,3 +257,27 @@ def test_convention_errors():
         from_rgbd_convention(np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2), np.float32), "sun")
     with pytest.raises(FileNotFoundError):
         read_rgbd("/nonexistent/c.png", "/nonexistent/d.png")
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "1"])
+def test_read_rgbd_rejects_8_bit_and_palette_depth(tmp_path, mode):
+    """Oracle: the documented input (16-bit depth): an 8-bit, palette or 1-bit PNG cannot
+    hold depth and used to be back-projected as if it did."""
+    from PIL import Image
+
+    color = tmp_path / "c.png"
+    Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(color)
+    depth = tmp_path / "d.png"
+    Image.fromarray(np.full((4, 5), 100, np.uint8)).convert(mode).save(depth)
+    with pytest.raises(ValueError, match=f"d.png: depth must be a 16-bit.*mode '{mode}'"):
+        read_rgbd(color, depth)
+    Image.fromarray(np.full((4, 5), 1000, np.uint16)).save(depth)  # the documented form
+    assert read_rgbd(color, depth).num_points == 20
+
+
+def test_read_rgbd_names_a_folder_given_as_a_file(tmp_path):
+    """Oracle: the file system; a folder is not reported as missing."""
+    with pytest.raises(IsADirectoryError, match="depth image .* is a folder, not a file"):
+        read_rgbd(__file__, tmp_path)
+    with pytest.raises(FileNotFoundError, match="colour image .*c.png does not exist"):
+        read_rgbd(tmp_path / "c.png", tmp_path)

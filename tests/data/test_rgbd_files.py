@@ -40,7 +40,7 @@ def test_damaged_depth_png_names_the_file(tmp_path, color, how):
 def test_depth_folder_names_the_folder(tmp_path, color):
     folder = tmp_path / "depth.png"
     folder.mkdir()
-    with pytest.raises(ValueError, match=f"{folder} is a folder"):
+    with pytest.raises(IsADirectoryError, match=f"{folder} is a folder"):
         read_rgbd(color, folder)
 
 

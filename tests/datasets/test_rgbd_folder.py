@@ -98,6 +98,18 @@ def test_integer_labels_with_class_list(tmp_path):
             lambda d: d.update(classes=["ball", "box"]) or d["frames"][0].update(label=5),
             r"label 5 is not in \[0, 2\)",
         ),
+        # a string is not a list of names (it used to be read as ['a', 'b'])
+        (lambda d: d.update(classes="ab"), "'classes' must be a list of non-empty names, got 'ab'"),
+        (lambda d: d.update(classes=["ball", 3]), "'classes' must be a list of non-empty names"),
+        (
+            lambda d: d.update(classes=["ball", "box", "ball"]),
+            r"'classes' names \['ball'\] more than once",
+        ),
+        # a folder where an image file belongs is not reported as missing
+        (
+            lambda d: d["frames"][1].update(depth="depth"),
+            "depth image .*depth is a folder, not a file",
+        ),
     ],
 )
 def test_malformed_index(tmp_path, edit, match):

@@ -138,3 +138,13 @@ def test_shipped_configs_validate():
     assert files
     for path in files:
         load_config(path)
+
+
+@pytest.mark.parametrize("value", [0, -3])
+def test_num_classes_below_one_is_rejected(value):
+    """Oracle: the documented meaning (``None``/omitted takes the dataset's count). 0 used to
+    fall through ``num_classes or len(classes)`` and silently mean the dataset's count."""
+    raw = {**MINIMAL, "model": {"name": "pointmlp_elite", "num_classes": value}}
+    with pytest.raises(ConfigError, match=f"'model.num_classes' has an invalid value {value}"):
+        config_from_dict(raw)
+    assert config_from_dict(MINIMAL).model.num_classes is None

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from pointset.engine import Trainer
+from pointset.engine.data import load_split
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,3 +43,28 @@ def test_torchrun_two_processes_then_single_process_eval(tmp_path, tiny, restore
     assert n_test == 30  # every test sample once: the two shards were summed
     assert abs(result["oa"] - meta["metrics"]["test_oa"]) <= 1 / n_test
     assert torch.equal(result["confusion"].sum(1), torch.full((15,), 2))
+
+    # The same evaluation under torchrun: the confusion matrix reduced over the two
+    # processes must count every test sample exactly once (OA and mAcc cannot tell a
+    # sample counted twice or dropped).
+    script = tmp_path / "ddp_eval.py"
+    script.write_text(
+        "import json, sys\n"
+        "from pointset.engine import Trainer, load_config\n"
+        "trainer = Trainer(load_config(sys.argv[1], sys.argv[3:]), log=lambda s: None)\n"
+        "result = trainer.evaluate(sys.argv[2])\n"
+        "if trainer.dist.is_main:\n"
+        "    print('REDUCED', json.dumps({'world': trainer.dist.world_size,\n"
+        "        'samples': int(result['confusion'].sum()), 'oa': result['oa']}))\n"
+    )
+    cmd = [
+        torchrun, "--standalone", "--nproc_per_node=2", str(script), str(tiny.path),
+        str(out / "last.safetensors"), *tiny.overrides(tmp_path / "ddp_eval"),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("REDUCED "))
+    reduced = json.loads(line.removeprefix("REDUCED "))
+    assert reduced["world"] == 2
+    assert reduced["samples"] == n_test == len(load_split(cfg.data, "test"))
+    assert reduced["oa"] == result["oa"]

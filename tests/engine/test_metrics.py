@@ -44,3 +44,12 @@ def test_empty():
 def test_label_out_of_range():
     with pytest.raises(ValueError, match=r"lie in \[0, 3\)"):
         confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 3]), 3)
+
+
+def test_prediction_out_of_range():
+    """Oracle: hand count. Pred 3 with 3 classes used to land in the next row's column 0
+    (``flat = t * C + p``), silently counting a wrong sample as class 1 -> class 0."""
+    with pytest.raises(ValueError, match=r"pred labels must lie in \[0, 3\), got range \[0, 3\]"):
+        confusion_matrix(torch.tensor([0, 3]), torch.tensor([0, 0]), 3)
+    with pytest.raises(ValueError, match=r"pred labels must lie in \[0, 3\), got range \[-1, 0\]"):
+        confusion_matrix(torch.tensor([-1, 0]), torch.tensor([1, 0]), 3)

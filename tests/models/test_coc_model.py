@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pointset import PointSet, coc_input, from_image, from_rgbd
-from pointset.models import create_model
+from pointset.models import create_model, model_card
 from pointset.models.coc import ContextClusterNet
 
 SMALL = dict(
@@ -198,3 +198,58 @@ def test_point_input_errors_name_the_problem():
         model.forward_points(from_image(img), plan="kmeans")
     with pytest.raises(ValueError, match="expected images"):
         model(torch.randn(3, 32, 32))
+
+
+def _mixers(model: ContextClusterNet) -> list:
+    return [m for m in model.modules() if type(m).__name__ == "ContextCluster"]
+
+
+def test_denominator_reaches_every_block():
+    """Oracle: the ContextCluster layer's own ``denominator`` (tested against the official
+    aggregation in tests/nn); the model must hand the argument to all 14 blocks and the
+    output must change with it."""
+    count = small(denominator="count")
+    sim = small()
+    assert len(_mixers(count)) == 4 and {m.denominator for m in _mixers(count)} == {"count"}
+    assert {m.denominator for m in _mixers(sim)} == {"sim"}
+    full = create_model("coc_tiny", denominator="count")
+    assert len(_mixers(full)) == 14 and {m.denominator for m in _mixers(full)} == {"count"}
+    img = torch.rand(2, 3, 64, 64)
+    plain = dict(use_layer_scale=False)  # layer scales of 1e-5 would hide the difference
+    with torch.no_grad():
+        diff = small(denominator="count", **plain)(img) - small(**plain)(img)
+    assert float(diff.abs().max()) > 1e-3
+    with pytest.raises(ValueError, match="denominator must be 'sim' or 'count', got 'mean'"):
+        small(denominator="mean")
+
+
+@pytest.mark.parametrize("base", ["coc_tiny", "coc_tiny_plain", "coc_small", "coc_medium"])
+def test_each_checkpoint_generation_has_its_denominator(base):
+    """Oracle: the official history: checkpoints released before 2023-05-31 were trained
+    with the count denominator (``*_v1``), the current ones with the sim-sum one."""
+    current, first = model_card(base), model_card(f"{base}_v1")
+    assert current.config["denominator"] == "sim" and first.config["denominator"] == "count"
+    assert {k: v for k, v in first.config.items() if k != "denominator"} == {
+        k: v for k, v in current.config.items() if k != "denominator"
+    }
+    assert current.default_cfg["url"] != first.default_cfg["url"]
+    assert current.reported[0].metrics["top1"] > first.reported[0].metrics["top1"]
+    torch.manual_seed(0)
+    v1 = create_model(f"{base}_v1", num_classes=5, **SMALL).eval()
+    torch.manual_seed(0)
+    by_argument = create_model(base, num_classes=5, denominator="count", **SMALL).eval()
+    img = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(v1(img), by_argument(img), rtol=0, atol=0)
+
+
+def test_torch_export_reproduces_eager_logits():
+    """Oracle: the eager model. ``torch.export`` captures the CoC image path (fixed-size
+    regions, no data-dependent sizes) as one graph; the exported program must give the same
+    logits, also on another input of the traced size."""
+    model = small()
+    img = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        program = torch.export.export(model, (img,))
+        other = torch.rand(2, 3, 64, 64)
+        torch.testing.assert_close(program.module()(other), model(other), rtol=0, atol=0)

@@ -90,21 +90,6 @@ def test_one_training_step_of_the_published_configuration(name):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-@pytest.mark.xfail(
-    raises=TypeError,
-    strict=False,
-    reason="pointset.ops.knn_dense computes offsets with numpy from sizes that tracing "
-    "turns into tensors; see the PointMLP docstring",
-)
-def test_jit_trace_at_a_fixed_shape():
-    torch.manual_seed(0)
-    model = create_model("pointmlp_elite", num_classes=15, points=256).eval()
-    x = torch.rand(2, 3, 256)
-    with ops.use_backend("native"), torch.no_grad():
-        traced = torch.jit.trace(model, x, check_trace=False)
-        torch.testing.assert_close(traced(x), model(x))
-
-
 def frame(seed: int, hole: bool = False) -> PointSet:
     gen = torch.Generator().manual_seed(seed)
     color = torch.randint(0, 256, (24, 32, 3), dtype=torch.uint8, generator=gen)

@@ -17,15 +17,30 @@ from pointset.models import (
 )
 from pointset.models.registry import register_model
 
-PUBLISHED = [
-    "aff_base",
+#: Official AutoFocusFormer configs (``configs/<name>.yaml``) with a published number.
+AFF_REPORTED = [
+    "aff_base_22kto1k_384",
     "aff_mini",
+    "aff_mini_1_5th",
     "aff_small",
+    "aff_small_1_5th",
     "aff_tiny",
+    "aff_tiny_1_5th",
+]
+AFF_ALL = sorted([*AFF_REPORTED, "aff_base_22k", "aff_base_22kto1k"])
+COC = [
     "coc_medium",
+    "coc_medium_v1",
     "coc_small",
+    "coc_small_v1",
     "coc_tiny",
     "coc_tiny_plain",
+    "coc_tiny_plain_v1",
+    "coc_tiny_v1",
+]
+PUBLISHED = [
+    *AFF_REPORTED,
+    *COC,
     "pointmlp",
     "pointmlp_coc",
     "pointmlp_elite",
@@ -39,9 +54,9 @@ def test_every_published_model_is_registered():
 
 
 def test_list_models_filters_by_pattern_and_family():
-    assert list_models("coc_*") == ["coc_medium", "coc_small", "coc_tiny", "coc_tiny_plain"]
+    assert list_models("coc_*") == COC
     assert list_models("POINTMLP*") == list_models("pointmlp*")
-    assert set(list_models(family="aff")) == {"aff_base", "aff_mini", "aff_small", "aff_tiny"}
+    assert list_models(family="aff") == AFF_ALL
     assert list_models("nothing*") == []
 
 
@@ -61,10 +76,14 @@ def test_cards_carry_config_input_and_reported_numbers(name):
 @pytest.mark.parametrize(
     ("name", "metric", "value"),
     [
-        ("coc_tiny", "top1", "71.8"),
-        ("coc_tiny_plain", "top1", "72.9"),
-        ("coc_small", "top1", "77.5"),
-        ("coc_medium", "top1", "81.0"),
+        ("coc_tiny", "top1", "73.2"),
+        ("coc_tiny_plain", "top1", "73.8"),
+        ("coc_small", "top1", "78.1"),
+        ("coc_medium", "top1", "81.2"),
+        ("coc_tiny_v1", "top1", "71.8"),
+        ("coc_tiny_plain_v1", "top1", "72.9"),
+        ("coc_small_v1", "top1", "77.5"),
+        ("coc_medium_v1", "top1", "81.0"),
         ("pointmlp", "OA", "85.4 ± 0.3"),
         ("pointmlp", "mAcc", "83.9 ± 0.5"),
         ("pointmlp_elite", "OA", "83.8 ± 0.6"),
@@ -74,9 +93,13 @@ def test_cards_carry_config_input_and_reported_numbers(name):
         ("pointmlp_partseg", "instance_mIoU", "86.1"),
         ("pointmlp_partseg", "class_mIoU", "84.6"),
         ("aff_mini", "top1", "78.2"),
+        ("aff_mini_1_5th", "top1", "77.5"),
         ("aff_tiny", "top1", "83.0"),
+        ("aff_tiny_1_5th", "top1", "82.4"),
         ("aff_small", "top1", "83.5"),
-        ("aff_base", "top1", "86.2"),
+        ("aff_small_1_5th", "top1", "83.4"),
+        ("aff_base_22kto1k_384", "top1", "86.2"),
+        ("aff_base_22kto1k_384", "top5", "98.0"),
     ],
 )
 def test_first_reported_result_is_the_headline_number(name, metric, value):
@@ -118,7 +141,7 @@ def test_unknown_name_lists_close_matches():
         create_model("coc_tiyn")
     with pytest.raises(UnknownModelError, match="pointmlp_coc"):
         model_card("pointMLP_CoC_x")
-    with pytest.raises(ValueError, match="available models: .*aff_base"):
+    with pytest.raises(ValueError, match="available models: .*aff_base_22k"):
         create_model("zzzzzz")
     assert not is_model("coc_tiyn") and is_model("coc_tiny")
 
@@ -131,3 +154,17 @@ def test_unknown_override_is_a_value_error_naming_it():
 def test_register_model_rejects_duplicates():
     with pytest.raises(ValueError, match="already registered"):
         register_model(lambda num_classes=1: None, name="coc_tiny")
+
+
+@pytest.mark.parametrize("num_classes", [-3, -1, 2.5, True, "10"])
+def test_bad_num_classes_is_a_value_error_naming_it(num_classes):
+    """Oracle: the documented contract (an int >= 0); -3 used to reach nn.Linear."""
+    with pytest.raises(ValueError, match=r"num_classes must be an int >= 0.*" + str(num_classes)):
+        create_model("pointmlp_elite", num_classes=num_classes)
+
+
+def test_zero_classes_gives_pooled_features():
+    """Oracle: the documented ``num_classes=0`` meaning (no classifier)."""
+    model = create_model("coc_tiny", num_classes=0, layers=[1, 1, 1, 1]).eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 64, 64)).shape == (1, 320)

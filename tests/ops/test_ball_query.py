@@ -128,3 +128,12 @@ def test_bad_input_raises(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         ball_query(**args)
+
+
+@pytest.mark.parametrize("backend", ["native", None])
+def test_inputs_that_require_grad(backend):
+    """Oracle: the same call on detached input (indices carry no gradient)."""
+    x = torch.rand(40, 3, requires_grad=True)
+    idx, mask = ball_query(x, x[:6], 0.4, 5, backend=backend)
+    ref_idx, ref_mask = ball_query(x.detach(), x.detach()[:6], 0.4, 5)
+    assert torch.equal(idx, ref_idx) and torch.equal(mask, ref_mask)

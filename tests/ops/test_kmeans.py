@@ -180,3 +180,15 @@ def test_bad_input_raises(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         kmeans(**args)
+
+
+def test_inputs_that_require_grad_give_centers_without_gradient():
+    """Oracle: the same call on detached input; the documented contract that centers carry
+    no gradient."""
+    torch.manual_seed(0)
+    x = torch.rand(60, 3, requires_grad=True)
+    out = kmeans(x, 3)
+    ref = kmeans(x.detach(), 3)
+    assert torch.equal(out.assignment, ref.assignment)
+    assert torch.equal(out.centers, ref.centers)
+    assert not out.centers.requires_grad

@@ -308,3 +308,46 @@ def test_bad_input_raises_value_error(call, message):
     """Invalid input raises ValueError naming the problem and the offending value."""
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def _brute_knn(x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """Oracle: float64 brute force, ties to the lower index."""
+    d = ((y.double()[:, None] - x.double()[None]) ** 2).sum(-1)
+    return torch.tensor(
+        [sorted(range(x.size(0)), key=lambda j, row=row: (float(row[j]), j))[:k] for row in d]
+    )
+
+
+@pytest.mark.parametrize("backend", ["native", None])
+def test_inputs_that_require_grad(backend):
+    """Oracle: the same call on detached input (indices); the dist2 gradient of knn_dense
+    equals the analytic ``2 (y - x_j)`` summed over the neighbours found."""
+    torch.manual_seed(0)
+    x = torch.rand(40, 3, requires_grad=True)
+    y = torch.rand(7, 3, requires_grad=True)
+    assert torch.equal(knn(x, y, 4, backend=backend), knn(x.detach(), y.detach(), 4))
+    assert torch.equal(knn_graph(x, 4, backend=backend), knn_graph(x.detach(), 4))
+    dist, idx = knn_dense(x[None], y[None], 4, backend=backend)
+    ref_dist, ref_idx = knn_dense(x[None].detach(), y[None].detach(), 4)
+    assert torch.equal(idx, ref_idx) and torch.equal(dist.detach(), ref_dist)
+    dist.sum().backward()
+    diff = y.detach()[:, None] - x.detach()[idx[0]]  # [7, 4, 3]
+    torch.testing.assert_close(y.grad, 2 * diff.sum(1))
+    expected_x = torch.zeros_like(x).index_add_(0, idx[0].reshape(-1), -2 * diff.reshape(-1, 3))
+    torch.testing.assert_close(x.grad, expected_x)
+
+
+@pytest.mark.parametrize("magnitude", [1e20, 1e-30])
+@pytest.mark.parametrize("backend", ["native", None])
+def test_extreme_coordinates_are_rescaled(magnitude, backend):
+    """Oracle: float64 brute force on the same float32 points. Squared float32 distances
+    overflow at 1e20 and vanish at 1e-30; pointset rescales by a power of two (exact)."""
+    torch.manual_seed(1)
+    x = (torch.rand(30, 3, dtype=torch.float64) * magnitude).float()
+    y = (torch.rand(5, 3, dtype=torch.float64) * magnitude).float()
+    expected = _brute_knn(x, y, 3)
+    assert torch.equal(knn(x, y, 3, backend=backend)[1].view(5, 3), expected)
+    dist, idx = knn_dense(x[None], y[None], 3, backend=backend)
+    assert torch.equal(idx[0], expected)
+    exact = ((y.double()[:, None] - x.double()[expected]) ** 2).sum(-1).float()
+    torch.testing.assert_close(dist[0], exact, rtol=1e-5, atol=0)

@@ -149,3 +149,10 @@ def test_bad_input_raises(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         nearest(**args)
+
+
+def test_inputs_that_require_grad():
+    """Oracle: the same call on detached input (indices carry no gradient)."""
+    x = torch.rand(30, 2, requires_grad=True)
+    assert torch.equal(nearest(x, x[:5]), nearest(x.detach(), x[:5].detach()))
+    assert torch.equal(nearest(x, x[:5], backend="native"), nearest(x.detach(), x.detach()[:5]))

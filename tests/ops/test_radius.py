@@ -270,3 +270,12 @@ def test_radius_graph_bad_flow_and_batch():
         radius_graph(torch.rand(5, 3), 0.5, flow="up")
     with pytest.raises(ValueError, match="batch must be sorted"):
         radius_graph(torch.rand(3, 3), 0.5, batch=torch.tensor([1, 0, 1]))
+
+
+@pytest.mark.parametrize("backend", ["native", None])
+def test_inputs_that_require_grad(backend):
+    """Oracle: the same call on detached input (indices carry no gradient)."""
+    x = torch.rand(40, 3, requires_grad=True)
+    y = x[:6]
+    assert torch.equal(radius(x, y, 0.4, backend=backend), radius(x.detach(), y.detach(), 0.4))
+    assert torch.equal(radius_graph(x, 0.4, backend=backend), radius_graph(x.detach(), 0.4))

@@ -159,3 +159,18 @@ def test_downsample_bad_features():
         voxel_downsample(pos, 0.5, x=torch.rand(3, 2))
     with pytest.raises(ValueError, match="x must be a floating tensor"):
         voxel_downsample(pos, 0.5, x=torch.ones(4, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    ("pos", "size"),
+    [
+        (torch.tensor([[0.0, 0.0], [1e20, 1.0]]), 1.0),  # 1e20 voxels along x
+        (torch.tensor([[0.0, 0.0], [1.0, 1.0]]), 1e-30),  # 1e30 voxels per axis
+        (torch.tensor([[-3e38, 0.0], [3e38, 1.0]]), 1.0),  # the extent is inf in float32
+    ],
+)
+def test_axis_overflow_is_rejected(pos, size):
+    """Oracle: int64 arithmetic. One axis with more voxels than int64 holds used to be cast
+    to INT64_MIN and return negative ids; it must raise naming the axis."""
+    with pytest.raises(ValueError, match="coordinate 0 spans .* more than int64 ids"):
+        voxel_grid(pos, size)
