@@ -24,6 +24,8 @@ Backends (``backend=`` or :func:`~pointset.ops.use_backend`):
   the samples in index order; the indices travel in the normals channel and the selection
   order is restored by running exact FPS on the samples alone.
 * ``"pytorch3d"`` - ``sample_farthest_points`` when importable.
+* ``"triton"`` - CUDA (CPU only under ``TRITON_INTERPRET=1``): the plain loop, one program
+  per cloud, bit for bit the native sequence (``pointset.ops._triton_kernels``).
 
 Automatic choice (:func:`auto`), measured with ``benchmarks/ops.py`` on a 2-core AMD EPYC
 CPU with torch 2.13 (table in the README):
@@ -38,8 +40,10 @@ CPU with torch 2.13 (table in the README):
   (numba) or as NumPy array passes (native), for clouds under ``BUCKETED_MIN_POINTS``
   points, and the exact bucket-pruned loop for larger ones. Libraries that honour a fixed
   start run the plain O(N x samples) loop: on 200,000 -> 4,096 they are 3-400x slower.
-* Other devices: ``torch_cluster``, ``pytorch3d`` (dedicated kernels; not measured here,
-  the machine has no GPU), then ``native``.
+* Other devices: ``triton`` (exact, one program per cloud), ``pytorch3d`` (not measured
+  here, the machine has no GPU), then ``native``. ``torch_cluster`` is not chosen
+  automatically there: its CUDA kernel starts distances at 5e4 (wrong samples once a
+  cloud's squared extent exceeds it) and breaks ties in thread order.
 """
 
 from __future__ import annotations
@@ -297,8 +301,27 @@ def _fps_pytorch3d(
     return idx
 
 
+def _fps_triton(
+    pad: Tensor, counts: list[int], samples: list[int], starts: list[int] | None
+) -> Tensor:
+    from ._triton_launch import fps_search
+
+    num_clouds, size, dim = pad.shape
+    device = pad.device
+    first = starts if starts is not None else [0] * num_clouds
+    return fps_search(
+        pad.reshape(num_clouds * size, dim),
+        torch.arange(num_clouds, device=device) * size,
+        torch.tensor(counts, device=device),
+        torch.tensor(samples, device=device),
+        torch.tensor(first, device=device),
+        max(samples),
+    )
+
+
 _IMPLS = {
     "native": _fps_native,
+    "triton": _fps_triton,
     "numba": _fps_numba,
     "fpsample": _fps_fpsample,
     "torch_cluster": _fps_torch_cluster,
@@ -310,7 +333,7 @@ _IMPLS = {
 def auto(device: torch.device, dtype: torch.dtype, random_start: bool) -> tuple[str, ...]:
     """Backends to try for FPS, fastest first (the rule is in the module docstring)."""
     if device.type != "cpu":
-        return ("torch_cluster", "pytorch3d", "native")
+        return ("triton", "pytorch3d", "native")
     if random_start and dtype == torch.float32:
         return ("fpsample", "numba", "native")
     return ("numba", "native")

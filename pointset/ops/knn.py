@@ -15,6 +15,8 @@ Backends (``backend=`` or :func:`~pointset.ops.use_backend`):
 * ``"open3d"`` - ``open3d.core.nns.NearestNeighborSearch.knn_search`` per cloud (CPU).
 * ``"torch_cluster"`` - ``torch_cluster.knn`` (CPU kd-tree, CUDA kernel).
 * ``"pytorch3d"`` - ``pytorch3d.ops.knn_points`` when importable.
+* ``"triton"`` - CUDA (CPU only under ``TRITON_INTERPRET=1``): exact selection kernels,
+  the native formula bit for bit (``pointset.ops._triton_kernels``).
 
 The libraries find the candidates (in float64, or breaking ties their own way); pointset
 then puts them in (distance, index) order under the formula above. ``knn_dense`` recomputes
@@ -31,7 +33,10 @@ CPU with torch 2.13 (table in the README):
   exact (distance, index) selection, parallel over queries), then ``open3d``, ``scipy``,
   ``native``. It was the fastest measured from many small clouds to one cloud of 200,000.
 * CPU, other dimensions (where grids degrade): ``open3d``, ``scipy``, then ``native``.
-* Other devices: ``torch_cluster``, ``pytorch3d`` (dedicated kernels), then ``native``.
+* Other devices: ``triton`` (exact kernels, any ``k``), ``pytorch3d``, then ``native``.
+  ``torch_cluster`` is not chosen automatically there: its CUDA kernel asserts ``k <= 100``
+  and returns ``-1`` for neighbours more than 1e5 away; ``backend="torch_cluster"`` still
+  reaches it (its glue then checks the answer, see :func:`_knn_torch_cluster`).
 """
 
 from __future__ import annotations
@@ -399,8 +404,23 @@ def _knn_pytorch3d(job: _Job):
     return _finish_torch(job.x, job.y[rows], idx, job.k, rows if job.exclude_self else None)
 
 
+def _knn_triton(job: _Job):
+    from ._triton_launch import knn_search
+
+    device = job.x.device
+    rows = torch.from_numpy(job.query_index()).to(device)
+    per_query = torch.tensor(job.y_count, device=device)
+    start = torch.repeat_interleave(torch.tensor(job.x_start, device=device), per_query)
+    count = torch.repeat_interleave(torch.tensor(job.x_count, device=device), per_query)
+    # Without self loops x is y (same clouds), so a query's own point is row `rows` of x.
+    own = rows - start if job.exclude_self else None
+    dist, idx = knn_search(job.x, job.y[rows], start, count, job.k, own=own)
+    return dist.to(job.x.dtype), idx + start.unsqueeze(1)
+
+
 _IMPLS = {
     "native": _knn_native,
+    "triton": _knn_triton,
     "numba": _knn_numba,
     "scipy": _knn_scipy,
     "torch_cluster": _knn_torch_cluster,
@@ -414,7 +434,7 @@ def auto(
 ) -> tuple[str, ...]:
     """Backends to try for kNN, fastest first (the rule is in the module docstring)."""
     if device.type != "cpu":
-        return ("torch_cluster", "pytorch3d", "native")
+        return ("triton", "pytorch3d", "native")
     if dim in (2, 3):
         return ("numba", "open3d", "scipy", "native")
     return ("open3d", "scipy", "native")
