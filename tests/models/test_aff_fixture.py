@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pointset.models.aff import AutoFocusFormer, aff_base, aff_small, aff_tiny
-from pointset.nn._aff_geometry import cluster_neighbourhood, knn_lowest_index
+from pointset.ops.cluster_neighbourhood import cluster_neighbourhood, knn_lowest_index
 from pointset.ops.balanced_cluster import balanced_cluster_dense
 
 #: The fixture's constructor call (official arguments; ``img_size`` only sized its table).

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from pointset.nn._aff_geometry import cluster_neighbourhood, nearest_other_distance
+from pointset.ops.cluster_neighbourhood import cluster_neighbourhood, nearest_other_distance
 from pointset.nn.adaptive_downsample import AdaptiveDownsample
 
 

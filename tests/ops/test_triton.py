@@ -223,3 +223,49 @@ def test_cpu_needs_the_interpreter(monkeypatch):
     assert radius_module.auto(cuda, None, 3)[0] == "triton"
     name, _ = _backend.select("knn", knn_module._IMPLS, cpu, None, lambda: ("triton", "native"))
     assert name == "native"
+
+
+def lowest_index_oracle(query, points, k, valid=None):
+    """Brute force: float32 sqrt((q - p)^2 summed) per pair, (distance, index) order."""
+    q32, p32 = query.float(), points.float()
+    out = []
+    for b in range(query.size(0)):
+        rows = []
+        for i in range(query.size(1)):
+            d = (p32[b, :, 0] - q32[b, i, 0]).square()
+            for c in range(1, query.size(2)):
+                d = d + (p32[b, :, c] - q32[b, i, c]).square()
+            d = d.sqrt()
+            if valid is not None:
+                d = d.masked_fill(~valid[b], float("inf"))
+            rows.append([j for _, j in sorted((float(v), j) for j, v in enumerate(d))][:k])
+        out.append(rows)
+    return out
+
+
+@pytest.mark.parametrize("step", [None, 4])
+def test_knn_lowest_index_equals_oracle_and_native(step):
+    """The AFF nearest-cluster search: float32 square-root ranking, ties to the lowest
+    index, invalid points last (brute-force oracle and native)."""
+    pos, _ = lattice([2 * 40], 2, torch.float32, 15, scale=1e4 if step is None else 1.0, step=step)
+    points = pos.view(2, 40, 2)
+    query = lattice([2 * 9], 2, torch.float32, 16, step=step)[0].view(2, 9, 2)
+    valid = torch.rand(2, 40, generator=torch.Generator().manual_seed(3)) > 0.3
+    for v in (None, valid):
+        got = ops.knn_lowest_index(query, points, 12, v, backend="triton")
+        assert got.tolist() == lowest_index_oracle(query, points, 12, v)
+        assert torch.equal(got, ops.knn_lowest_index(query, points, 12, v, backend="native"))
+
+
+def test_cluster_neighbourhood_equals_native():
+    """cluster_neighbourhood with the triton search equals the native one field by field
+    (unequal clouds, integer lattice positions as CoC/AFF image tokens)."""
+    ys, xs = torch.meshgrid(torch.arange(12.0), torch.arange(10.0), indexing="ij")
+    grid = torch.stack([xs, ys], -1).view(1, 120, 2)
+    pos = torch.cat([grid, grid.flip(1)])
+    for per_cloud in (False, True):
+        kwargs = dict(lengths=[120, 90], extent=(10, 12), per_cloud=per_cloud)
+        got = ops.cluster_neighbourhood(pos, 8, 24, backend="triton", **kwargs)
+        want = ops.cluster_neighbourhood(pos, 8, 24, backend="native", **kwargs)
+        for a, b in zip(got, want):
+            assert (a is None and b is None) or torch.equal(a, b)
