@@ -12,10 +12,17 @@ the query's own cloud (blocked 2-D loads, masked outside the cloud), reduced wit
 straddle clouds: every row carries its own cloud start and length, so unequal and empty
 clouds need no padding.
 
-* :func:`knn_kernel` - the ``K`` nearest points in (distance, index) order, found in ``K``
-  selection rounds: round ``t`` takes the lexicographically smallest (distance, index) pair
-  after the one taken in round ``t - 1``. Exact for any ``K`` and any coordinate scale,
-  with no per-thread heap; ``O(K * n)`` distance evaluations per query.
+* :func:`knn_sorted_kernel` - float32 distances, ``K <= 32``: each (distance, index) pair
+  is packed into one int64 key (the bits of a non-negative float32 order like the float),
+  and every query row keeps its ``KP = next_pow2(K)`` smallest keys; a tile of ``KP``
+  points is merged in by one bitonic ``tl.sort`` of the ``2 KP`` keys, skipped when no key
+  of the tile beats the tile of bests. One pass over the cloud.
+* :func:`knn_kernel` - any dtype and any ``K`` (float64, or ``K > 32``): the ``K``
+  nearest points found in ``K`` selection rounds; round ``t`` takes the lexicographically
+  smallest (distance, index) pair after the one taken in round ``t - 1``. No per-thread
+  heap; ``O(K * n)`` distance evaluations per query.
+
+Both give the same answer: ascending (distance, index), exact for any coordinate scale.
 * :func:`radius_kernel` - the points with ``d^2 < r^2`` in index order; a counting pass
   (``WRITE=False``) gives each query's number of kept points (at most ``K``), a second pass
   writes them at the offsets of a prefix sum, so memory follows the edges found.
@@ -115,6 +122,65 @@ def knn_kernel(
         tl.store(idx_ptr + rows * k + t, tl.where(found, best_j, -1), mask=live)
         prev_d = best_d
         prev_j = best_j
+
+
+@triton.jit
+def knn_sorted_kernel(
+    x_ptr,
+    q_ptr,
+    start_ptr,
+    count_ptr,
+    own_ptr,
+    valid_ptr,
+    dist_ptr,
+    idx_ptr,
+    num_queries,
+    k,
+    D: tl.constexpr,
+    SQRT: tl.constexpr,
+    HAS_OWN: tl.constexpr,
+    HAS_VALID: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    KP: tl.constexpr,
+):
+    """:func:`knn_kernel` for float32 points and ``k <= KP`` (a power of two): the same
+    arguments and output, one pass with packed (distance bits, index) keys."""
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    live = rows < num_queries
+    start = tl.load(start_ptr + rows, mask=live, other=0)
+    count = tl.load(count_ptr + rows, mask=live, other=0)
+    if HAS_OWN:
+        own = tl.load(own_ptr + rows, mask=live, other=-1)
+    longest = tl.max(count, axis=0)
+    none = 0x7FFFFFFFFFFFFFFF
+    best = tl.full([BLOCK_Q, KP], none, tl.int64)
+    for j0 in range(0, longest, KP):
+        j = (j0 + tl.arange(0, KP)).to(tl.int64)
+        inside = (j[None, :] < count[:, None]) & live[:, None]
+        pts = start[:, None] + j[None, :]
+        d = _sq_dist(q_ptr, x_ptr, rows, pts, live, inside, D)
+        if SQRT:
+            d = tl.sqrt_rn(d)
+        if HAS_VALID:
+            ok = tl.load(valid_ptr + pts, mask=inside, other=0)
+            d = tl.where(ok != 0, d, float("inf"))
+        cand = inside
+        if HAS_OWN:
+            cand = cand & (j[None, :] != own[:, None])
+        key = (d.to(tl.int32, bitcast=True).to(tl.int64) << 32) | j[None, :]
+        key = tl.where(cand, key, none)
+        if tl.min(tl.min(key, axis=1), axis=0) < tl.max(tl.max(best, axis=1), axis=0):
+            both = tl.sort(tl.reshape(tl.join(best, key), [BLOCK_Q, 2 * KP]), dim=1)
+            best, _ = tl.split(tl.permute(tl.reshape(both, [BLOCK_Q, 2, KP]), [0, 2, 1]))
+    col = tl.arange(0, KP)
+    out = live[:, None] & (col[None, :] < k)
+    found = best != none
+    dist = (best >> 32).to(tl.int32).to(tl.float32, bitcast=True)
+    dist = tl.where(found, dist, float("inf"))
+    at = tl.where(found, best & 0xFFFFFFFF, -1)
+    tl.store(dist_ptr + rows[:, None] * k + col[None, :], dist, mask=out)
+    tl.store(idx_ptr + rows[:, None] * k + col[None, :], at, mask=out)
 
 
 @triton.jit

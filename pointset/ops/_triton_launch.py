@@ -22,6 +22,12 @@ BLOCK_Q = 32
 BLOCK_N = 128
 #: Points per tile of the FPS kernel (one program per cloud).
 FPS_BLOCK = 1024
+#: Largest ``k`` of the one-pass sorted kNN kernel (float32; its bitonic merge grows as
+#: ``k log^2 k`` per tile and its keys live in registers); larger ``k`` and float64 use the
+#: selection kernel.
+SORTED_MAX_K = 32
+#: Query rows per tile of the sorted kNN kernel.
+SORTED_BLOCK_Q = 16
 
 
 def interpreting() -> bool:
@@ -97,26 +103,21 @@ def knn_search(
     count = count.to(torch.long).contiguous()
     own_t = start if own is None else own.to(torch.long).contiguous()
     valid_t = start if valid is None else valid.to(torch.int8).contiguous()
-    grid = (triton_cdiv(num, BLOCK_Q),)
-    kernels.knn_kernel[grid](
-        xs,
-        qs,
-        start,
-        count,
-        own_t,
-        valid_t,
-        dist,
-        idx,
-        num,
-        k,
+    args = (xs, qs, start, count, own_t, valid_t, dist, idx, num, k)
+    flags = dict(
         D=xs.size(1),
         SQRT=sqrt,
         HAS_OWN=own is not None,
         HAS_VALID=valid is not None,
-        BLOCK_Q=BLOCK_Q,
-        BLOCK_N=BLOCK_N,
         **_launch_options(x.device),
     )
+    if xs.dtype == torch.float32 and k <= SORTED_MAX_K:
+        grid = (triton_cdiv(num, SORTED_BLOCK_Q),)
+        width = max(16, 1 << (k - 1).bit_length())
+        kernels.knn_sorted_kernel[grid](*args, BLOCK_Q=SORTED_BLOCK_Q, KP=width, **flags)
+    else:
+        grid = (triton_cdiv(num, BLOCK_Q),)
+        kernels.knn_kernel[grid](*args, BLOCK_Q=BLOCK_Q, BLOCK_N=BLOCK_N, **flags)
     return dist, idx
 
 

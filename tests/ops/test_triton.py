@@ -30,6 +30,7 @@ from test_radius import radius_oracle  # noqa: E402
 
 from pointset import ops  # noqa: E402
 from pointset.ops import _backend, fps, knn, knn_dense, knn_graph, nearest  # noqa: E402
+from pointset.ops import _triton_launch  # noqa: E402
 from pointset.ops._backend import BackendUnavailableError  # noqa: E402
 
 fps_module = importlib.import_module("pointset.ops.fps")
@@ -37,6 +38,16 @@ knn_module = importlib.import_module("pointset.ops.knn")
 radius_module = importlib.import_module("pointset.ops.radius")
 
 DTYPES = [torch.float32, torch.float64]
+
+
+@pytest.fixture(autouse=True)
+def selection_knn_kernel(request, monkeypatch):
+    """Float32 kNN with k <= 128 normally runs the one-pass sorted kernel, whose bitonic
+    ``tl.sort`` takes seconds per tile in the interpreter. Tests run the selection kernel
+    (same contract) unless their name starts with ``test_sorted_``; those few cover the
+    sorted kernel against the same oracles."""
+    if not request.node.name.startswith("test_sorted_"):
+        monkeypatch.setattr(_triton_launch, "SORTED_MAX_K", 0)
 
 
 def lattice(sizes, dim, dtype, seed, scale=1.0, step=None):
@@ -269,3 +280,34 @@ def test_cluster_neighbourhood_equals_native():
         want = ops.cluster_neighbourhood(pos, 8, 24, backend="native", **kwargs)
         for a, b in zip(got, want):
             assert (a is None and b is None) or torch.equal(a, b)
+
+
+def test_sorted_kernel_knn_graph_lattice_empty_middle_cloud():
+    """The sorted float32 kernel: kNN graph on an integer lattice (exact ties) with an
+    empty middle cloud, oracle and native."""
+    x, batch = lattice([20, 0, 12], 3, torch.float32, 17, scale=1e4, step=3)
+    edge = knn_graph(x, 5, batch, backend="triton")
+    check_pairs(edge.flip(0), x, x, 5, batch, batch, True, skip_self=True)
+    assert torch.equal(edge, knn_graph(x, 5, batch, backend="native"))
+
+
+def test_sorted_kernel_widest_tile():
+    """The sorted float32 kernel at its widest tile (k = 32 = SORTED_MAX_K) on
+    coordinates up to 1e4: oracle and native."""
+    assert _triton_launch.SORTED_MAX_K == 32
+    x, bx = lattice([32, 30], 3, torch.float32, 4, scale=1e4)
+    y, by = lattice([3, 2], 3, torch.float32, 5, scale=1e4)
+    edge = knn(x, y, 30, bx, by, backend="triton")
+    check_pairs(edge, x, y, 30, bx, by, exact=True)
+    assert torch.equal(edge, knn(x, y, 30, bx, by, backend="native"))
+
+
+def test_sorted_kernel_knn_lowest_index():
+    """The sorted kernel with square-root ranking and invalid points (the AFF search):
+    brute-force oracle and native, on a lattice with ties."""
+    points = lattice([24], 2, torch.float32, 18, step=4)[0].view(1, 24, 2)
+    query = lattice([10], 2, torch.float32, 19, step=4)[0].view(1, 10, 2)
+    valid = torch.arange(24).view(1, 24) % 5 != 2
+    got = ops.knn_lowest_index(query, points, 7, valid, backend="triton")
+    assert got.tolist() == lowest_index_oracle(query, points, 7, valid)
+    assert torch.equal(got, ops.knn_lowest_index(query, points, 7, valid, backend="native"))
