@@ -170,5 +170,3 @@ def neighbour_sum(w: Tensor, v: Tensor, index: Tensor) -> Tensor:
     :func:`neighbour_dot`.
     """
     return _NeighbourSum.apply(w.contiguous(), v.contiguous(), index.contiguous())
-
-

@@ -16,13 +16,13 @@ from pointset.nn._aff_geometry import (
     neighbour_sum,
     rel_pos_features,
 )
+from pointset.ops._checks import batch_counts, check_batch, check_points
+from pointset.ops._native_layout import to_padded, valid_mask
 from pointset.ops.cluster_neighbourhood import (
     Neighbourhood,
     check_neighbourhood_sizes,
     cluster_neighbourhood,
 )
-from pointset.ops._checks import batch_counts, check_batch, check_points
-from pointset.ops._native_layout import to_padded, valid_mask
 
 __all__ = ["ClusterAttention", "Neighbourhood", "cluster_neighbourhood"]
 

@@ -106,7 +106,9 @@ def knn_kernel(
             if HAS_VALID:
                 ok = tl.load(valid_ptr + pts, mask=inside, other=0)
                 d = tl.where(ok != 0, d, float("inf"))
-            after = (d > prev_d[:, None]) | ((d == prev_d[:, None]) & (j[None, :] > prev_j[:, None]))
+            after = (d > prev_d[:, None]) | (
+                (d == prev_d[:, None]) & (j[None, :] > prev_j[:, None])
+            )
             cand = inside & after
             if HAS_OWN:
                 cand = cand & (j[None, :] != own[:, None])

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from pointset.models.aff import AutoFocusFormer, aff_base, aff_small, aff_tiny
-from pointset.ops.cluster_neighbourhood import cluster_neighbourhood, knn_lowest_index
 from pointset.ops.balanced_cluster import balanced_cluster_dense
+from pointset.ops.cluster_neighbourhood import cluster_neighbourhood, knn_lowest_index
 
 #: The fixture's constructor call (official arguments; ``img_size`` only sized its table).
 SMALL = dict(

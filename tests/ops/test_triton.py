@@ -24,13 +24,20 @@ pytest.importorskip("triton")
 
 from test_ball_query import ball_oracle  # noqa: E402
 from test_fps import check_against_oracle, fps_oracle  # noqa: E402
-from test_knn import check_pairs, make_clouds  # noqa: E402
+from test_knn import check_pairs  # noqa: E402
 from test_nearest import nearest_oracle  # noqa: E402
 from test_radius import radius_oracle  # noqa: E402
 
 from pointset import ops  # noqa: E402
-from pointset.ops import _backend, fps, knn, knn_dense, knn_graph, nearest  # noqa: E402
-from pointset.ops import _triton_launch  # noqa: E402
+from pointset.ops import (  # noqa: E402
+    _backend,
+    _triton_launch,
+    fps,
+    knn,
+    knn_dense,
+    knn_graph,
+    nearest,
+)
 from pointset.ops._backend import BackendUnavailableError  # noqa: E402
 
 fps_module = importlib.import_module("pointset.ops.fps")
