@@ -50,12 +50,16 @@ def unusable_reason(device: torch.device) -> str | None:
 
 
 def _kernels():
+    import triton.language as tl
+
     from . import _triton_kernels as kernels
 
-    if interpreting() and type(kernels.knn_kernel).__name__ != "InterpretedFunction":
+    if interpreting() and any(
+        type(fn).__name__ != "InterpretedFunction" for fn in (kernels.knn_kernel, tl.max)
+    ):
         raise RuntimeError(
-            "TRITON_INTERPRET=1 was set after pointset's triton kernels were compiled for the "
-            "GPU; set it before the first triton call in this process"
+            "TRITON_INTERPRET=1 was set after triton was imported in this process, so its "
+            "kernels were prepared for the GPU; set it before triton is first imported"
         )
     return kernels
 
