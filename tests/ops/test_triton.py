@@ -16,6 +16,8 @@ import os
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 if os.environ.get("TRITON_INTERPRET", "1") != "1":
     pytest.skip("TRITON_INTERPRET is set to something other than 1", allow_module_level=True)
@@ -318,3 +320,36 @@ def test_sorted_kernel_knn_lowest_index():
     got = ops.knn_lowest_index(query, points, 7, valid, backend="triton")
     assert got.tolist() == lowest_index_oracle(query, points, 7, valid)
     assert torch.equal(got, ops.knn_lowest_index(query, points, 7, valid, backend="native"))
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 30), min_size=1, max_size=3),
+    dim=st.sampled_from([2, 3]),
+    dtype=st.sampled_from(DTYPES),
+    step=st.sampled_from([None, 3]),
+    scale=st.sampled_from([1.0, 1e4]),
+    seed=st.integers(0, 2**16),
+)
+def test_property_every_op_equals_native(sizes, dim, dtype, step, scale, seed):
+    """Random batches (empty clouds allowed anywhere): knn, radius, nearest and fps of the
+    triton backend equal native's output exactly."""
+    sizes = [n if n == 0 else max(n, 3) for n in sizes]
+    if sum(sizes) == 0:
+        sizes[0] = 3
+    x, batch = lattice(sizes, dim, dtype, seed, scale, step)
+    k = min(n for n in sizes if n > 0)
+    k = min(k, 3)
+    for op in (
+        lambda be: knn(x, x, k, batch, batch, backend=be),
+        lambda be: ops.radius(x, x, 0.4 * scale * (step or 1), batch, batch, 4, backend=be),
+        lambda be: nearest(x, x[::2], batch, batch[::2], backend=be),
+        lambda be: fps(x, batch, ratio=0.5, backend=be),
+    ):
+        try:
+            want = op("native")
+        except ValueError:  # e.g. a cloud with points but no center for nearest
+            with pytest.raises(ValueError):
+                op("triton")
+            continue
+        assert torch.equal(op("triton"), want)
