@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything pointset needs on a fresh Debian/Ubuntu machine, from scratch:
 # the system library Open3D loads, the CPU build of PyTorch, torch-cluster (compiled from
-# source against that torch), and the project with every extra.
+# source against that torch), and the project with every extra (``all`` includes ``gpu``:
+# triton, whose kernels the tests run on CPU through Triton's interpreter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

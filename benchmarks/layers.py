@@ -213,7 +213,8 @@ def measure_coc(variant: str, args: argparse.Namespace) -> dict:
 # ----------------------------------------------------------------------------- AFF cases
 def materialised_attention(layer, x, pos, nbhd):
     """ClusterAttention's math with whole gathered key/value tensors (autograd keeps them)."""
-    from pointset.nn._aff_geometry import gather_tokens, neighbour_offsets, rel_pos_features
+    from pointset.nn._aff_geometry import neighbour_offsets, rel_pos_features
+    from pointset.ops.cluster_neighbourhood import gather_tokens
 
     b, n, c = x.shape
     q, k, v = layer._qkv(x)

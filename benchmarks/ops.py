@@ -7,6 +7,7 @@ faster). Fixed-start FPS rows only list libraries that honour a given start poin
 
     python benchmarks/ops.py            # full run (torch-cluster's CPU FPS on 200k: ~2 min)
     python benchmarks/ops.py --quick    # skip torch-cluster's slowest rows
+    python benchmarks/ops.py --device cuda  # the same rows on a GPU (benchmarks/ops_cuda.py)
 """
 
 from __future__ import annotations
@@ -285,7 +286,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--budget", type=float, default=3.0, help="a call slower than this (s) runs once"
     )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: triton vs torch-cluster vs pytorch3d vs native on a GPU",
+    )
     args = parser.parse_args(argv)
+    if args.device == "cuda":
+        import ops_cuda
+
+        reason = ops_cuda.cuda_unavailable_reason()
+        if reason is not None:
+            parser.error(reason)
+        ops_cuda.run(measure, Recorder(), args.repeats, args.budget)
+        return
 
     recorder = Recorder()
     cases = [

@@ -30,6 +30,8 @@ def format_info() -> str:
     for name in BACKENDS:
         version = backend_version(name)
         where = "cpu" if name in CPU_ONLY else "cpu, cuda"
+        if name == "triton":
+            where = "cuda; cpu under TRITON_INTERPRET=1"
         if version is not None:
             lines.append(f"  {name:<14} usable    {version:<12} ({where})")
         else:

@@ -12,6 +12,11 @@ from pathlib import Path
 
 import pytest
 
+# Triton reads TRITON_INTERPRET when a kernel or its own standard library is decorated,
+# i.e. when triton is first imported; set it before any test module can import triton, so
+# the tests of the "triton" backend run its kernels on CPU through the interpreter.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("POINTSET_SHARED", REPO_ROOT.parent / "shared"))
 

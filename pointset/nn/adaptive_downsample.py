@@ -8,17 +8,19 @@ import torch
 from torch import Tensor, nn
 
 from pointset.nn._aff_geometry import (
+    neighbour_sum,
+    rel_pos_features,
+)
+from pointset.nn.cluster_attention import check_features, check_pos_dim, packed_to_padded
+from pointset.ops._checks import check_points
+from pointset.ops.cluster_neighbourhood import (
     Neighbourhood,
     check_neighbourhood_sizes,
     cluster_neighbourhood,
     expand_global,
     gather_tokens,
     nearest_other_distance,
-    neighbour_sum,
-    rel_pos_features,
 )
-from pointset.nn.cluster_attention import check_features, check_pos_dim, packed_to_padded
-from pointset.ops._checks import check_points
 
 __all__ = ["AdaptiveDownsample", "Downsampled"]
 

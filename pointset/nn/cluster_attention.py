@@ -11,9 +11,6 @@ from torch_geometric.utils import softmax
 
 from pointset.nn._aff_geometry import (
     PAD_LOGIT,
-    Neighbourhood,
-    check_neighbourhood_sizes,
-    cluster_neighbourhood,
     neighbour_dot,
     neighbour_offsets,
     neighbour_sum,
@@ -21,6 +18,11 @@ from pointset.nn._aff_geometry import (
 )
 from pointset.ops._checks import batch_counts, check_batch, check_points
 from pointset.ops._native_layout import to_padded, valid_mask
+from pointset.ops.cluster_neighbourhood import (
+    Neighbourhood,
+    check_neighbourhood_sizes,
+    cluster_neighbourhood,
+)
 
 __all__ = ["ClusterAttention", "Neighbourhood", "cluster_neighbourhood"]
 

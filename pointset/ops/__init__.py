@@ -50,3 +50,12 @@ __all__ += [
     "balanced_cluster",
     "balanced_cluster_dense",
 ]
+
+from .cluster_neighbourhood import (  # noqa: E402
+    Neighbourhood,
+    cluster_neighbourhood,
+    knn_lowest_index,
+    nearest_clusters,
+)
+
+__all__ += ["Neighbourhood", "cluster_neighbourhood", "knn_lowest_index", "nearest_clusters"]

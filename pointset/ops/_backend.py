@@ -12,7 +12,9 @@ problem size. :func:`select` then picks the implementation:
 3. Otherwise the first backend of ``auto(...)`` that is installed, implemented and runs on
    the device. ``"native"`` (pure PyTorch) is always last, so something always runs.
 
-CPU-only backends are never handed CUDA tensors.
+CPU-only backends are never handed CUDA tensors. The ``"triton"`` backend runs on CUDA;
+on CPU it runs only when forced under Triton's interpreter (``TRITON_INTERPRET=1``, for
+tests) and ``auto`` never lists it for CPU tensors.
 """
 
 from __future__ import annotations
@@ -26,7 +28,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import torch
 
 #: Every backend name an operator may accept in ``backend=``.
-BACKENDS = ("native", "numba", "fpsample", "scipy", "torch_cluster", "open3d", "pytorch3d")
+BACKENDS = (
+    "native",
+    "numba",
+    "fpsample",
+    "scipy",
+    "torch_cluster",
+    "open3d",
+    "pytorch3d",
+    "triton",
+)
 
 #: Backends that only accept CPU tensors.
 CPU_ONLY = frozenset({"numba", "fpsample", "scipy", "open3d"})
@@ -39,6 +50,7 @@ _MODULES = {
     "torch_cluster": "torch_cluster",
     "open3d": "open3d",
     "pytorch3d": "pytorch3d.ops",
+    "triton": "triton",
 }
 
 _INSTALL_HINT = {
@@ -48,6 +60,7 @@ _INSTALL_HINT = {
     "torch_cluster": "pip install --no-build-isolation torch-cluster",
     "open3d": "pip install 'pointset[open3d]' (Debian/Ubuntu also need: apt-get install libusb-1.0-0)",
     "pytorch3d": "see https://github.com/facebookresearch/pytorch3d/blob/main/INSTALL.md",
+    "triton": "pip install 'pointset[gpu]'",
 }
 
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -150,8 +163,14 @@ def _check_usable(op: str, name: str, impls: Mapping[str, Callable], device: tor
     if name in CPU_ONLY and device.type != "cpu":
         raise ValueError(
             f"backend {name!r} runs on CPU only, but {op} got tensors on {device}; "
-            f"use backend='native' or 'torch_cluster' for {device.type} tensors"
+            f"use backend='native' or 'triton' for {device.type} tensors"
         )
+    if name == "triton":
+        from ._triton_launch import unusable_reason as triton_reason
+
+        why = triton_reason(device)
+        if why is not None:
+            raise BackendUnavailableError(f"backend 'triton' cannot run {op} on {device}: {why}")
 
 
 def select(
@@ -176,6 +195,8 @@ def select(
         if name not in impls or not is_available(name):
             continue
         if name in CPU_ONLY and device.type != "cpu":
+            continue
+        if name == "triton" and device.type != "cuda":
             continue
         return name, impls[name]
     return "native", impls["native"]

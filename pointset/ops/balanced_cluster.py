@@ -258,12 +258,14 @@ def balanced_cluster_dense(
     cluster_size: int,
     lengths: Tensor | None = None,
     extent: Sequence[float] | None = None,
+    per_cloud: bool = False,
 ) -> DenseBalancedClusters:
     r"""Balanced space-filling clustering of padded clouds (the layout of the AFF model).
 
     See the module docstring for the algorithm. As in the reference, the ratio normaliser
     ``max(ratio)`` is taken over all valid points of the whole batch, so clouds of one batch
-    share it; :func:`balanced_cluster` instead clusters every cloud on its own.
+    share it (``per_cloud=True`` gives every cloud its own, as :func:`balanced_cluster`
+    does).
 
     Args:
         pos: ``[B, N, D]`` positions; cloud ``b`` is valid in its first ``lengths[b]`` rows.
@@ -272,6 +274,8 @@ def balanced_cluster_dense(
         extent: lattice size per coordinate in the order of ``pos`` (``(W, H)`` for image
             tokens at ``(col, row)``); positions must lie in ``[0, extent)``. ``None`` tiles
             each cloud's bounding box.
+        per_cloud: normalise the ratio per cloud instead of over the batch, so a cloud
+            gets the same clusters alone as inside any batch.
 
     Returns:
         :class:`DenseBalancedClusters` with ``K = max_b ceil(n_b / m)``.
@@ -303,7 +307,7 @@ def balanced_cluster_dense(
         raise ValueError("pos holds no cloud (B = 0)")
     if box is not None:
         _check_inside(pos, counts, box)
-    return _cluster_padded(pos, counts, cluster_size, box, per_cloud_max=False)
+    return _cluster_padded(pos, counts, cluster_size, box, per_cloud_max=bool(per_cloud))
 
 
 def _check_inside(pos: Tensor, counts: list[int], extent: tuple[float, ...]) -> None:

@@ -19,11 +19,14 @@ Backends (``backend=`` or :func:`~pointset.ops.use_backend`):
   start is still drawn from torch's generator, so results are reproducible. fpsample
   computes in float32 and, with QuickFPS, breaks exact distance ties in tree order.
 * ``"torch_cluster"`` - CPU and CUDA; its ``ratio`` is set per cloud to give the exact count,
-  and a random start is moved to the front of its cloud.
+  a random start is moved to the front of its cloud, coordinates are scaled by a power of
+  two below its CUDA start distance (exact) and empty clouds are left out of its batch.
 * ``"open3d"`` - CPU, 3-D only. ``farthest_point_down_sample`` honours the start but returns
   the samples in index order; the indices travel in the normals channel and the selection
   order is restored by running exact FPS on the samples alone.
 * ``"pytorch3d"`` - ``sample_farthest_points`` when importable.
+* ``"triton"`` - CUDA (CPU only under ``TRITON_INTERPRET=1``): the plain loop, one program
+  per cloud, bit for bit the native sequence (``pointset.ops._triton_kernels``).
 
 Automatic choice (:func:`auto`), measured with ``benchmarks/ops.py`` on a 2-core AMD EPYC
 CPU with torch 2.13 (table in the README):
@@ -38,8 +41,10 @@ CPU with torch 2.13 (table in the README):
   (numba) or as NumPy array passes (native), for clouds under ``BUCKETED_MIN_POINTS``
   points, and the exact bucket-pruned loop for larger ones. Libraries that honour a fixed
   start run the plain O(N x samples) loop: on 200,000 -> 4,096 they are 3-400x slower.
-* Other devices: ``torch_cluster``, ``pytorch3d`` (dedicated kernels; not measured here,
-  the machine has no GPU), then ``native``.
+* Other devices: ``triton`` (exact, one program per cloud), ``pytorch3d`` (not measured
+  here, the machine has no GPU), then ``native``. ``torch_cluster`` is not chosen
+  automatically there: its CUDA kernel starts distances at 5e4 (wrong samples once a
+  cloud's squared extent exceeds it) and breaks ties in thread order.
 """
 
 from __future__ import annotations
@@ -196,11 +201,53 @@ def _fps_fpsample(
     return out
 
 
+#: torch-cluster's CUDA FPS starts every distance at this value instead of infinity.
+TORCH_CLUSTER_DIST_START = 5e4
+
+
+def scale_below(pad: Tensor, counts: list[int], limit: float = TORCH_CLUSTER_DIST_START) -> Tensor:
+    """``pad: [B, N, D]`` times a power of two chosen so that every cloud's squared extent
+    (squared diagonal of its bounding box) is below ``limit / 2``.
+
+    Scaling by a power of two is exact in floating point (short of underflow), so every
+    squared distance scales by the same power of four and FPS picks the same points; the
+    scaled squared distances stay below a kernel's ``limit`` start value.
+    """
+    if pad.numel() == 0:
+        return pad
+    valid = valid_mask(torch.tensor(counts, device=pad.device), pad.size(1)).unsqueeze(2)
+    hi = pad.masked_fill(~valid, float("-inf")).amax(1)
+    lo = pad.masked_fill(~valid, float("inf")).amin(1)
+    span = (hi - lo).nan_to_num(0.0, 0.0, 0.0).double()
+    extent2 = float(span.square().sum(1).max())
+    if extent2 < limit / 2:
+        return pad
+    shift = math.ceil(math.log2(extent2 / (limit / 2)) / 2) + 1
+    return pad * (2.0**-shift)
+
+
 def _fps_torch_cluster(
     pad: Tensor, counts: list[int], samples: list[int], starts: list[int] | None
 ) -> Tensor:
+    """torch-cluster's FPS. Coordinates are scaled by a power of two (:func:`scale_below`)
+    so that its CUDA kernel's start distance of 5e4 exceeds every squared distance, and
+    empty clouds are left out of its batch. Exact ties still go to its CUDA kernel's thread
+    order (its CPU kernel takes the lowest index), which is why ``auto`` does not pick it
+    on CUDA."""
     import torch_cluster
 
+    pad = scale_below(pad, counts)
+    used = [b for b, n in enumerate(counts) if n > 0]
+    if len(used) < len(counts):
+        sub = _fps_torch_cluster(
+            pad[used],
+            [counts[b] for b in used],
+            [samples[b] for b in used],
+            None if starts is None else [starts[b] for b in used],
+        )
+        out = torch.zeros(len(counts), sub.size(1), dtype=torch.long, device=pad.device)
+        out[used] = sub
+        return out
     num_clouds, size, dim = pad.shape
     device = pad.device
     if starts is not None and any(s != 0 for s in starts):
@@ -297,8 +344,27 @@ def _fps_pytorch3d(
     return idx
 
 
+def _fps_triton(
+    pad: Tensor, counts: list[int], samples: list[int], starts: list[int] | None
+) -> Tensor:
+    from ._triton_launch import fps_search
+
+    num_clouds, size, dim = pad.shape
+    device = pad.device
+    first = starts if starts is not None else [0] * num_clouds
+    return fps_search(
+        pad.reshape(num_clouds * size, dim),
+        torch.arange(num_clouds, device=device) * size,
+        torch.tensor(counts, device=device),
+        torch.tensor(samples, device=device),
+        torch.tensor(first, device=device),
+        max(samples),
+    )
+
+
 _IMPLS = {
     "native": _fps_native,
+    "triton": _fps_triton,
     "numba": _fps_numba,
     "fpsample": _fps_fpsample,
     "torch_cluster": _fps_torch_cluster,
@@ -310,7 +376,7 @@ _IMPLS = {
 def auto(device: torch.device, dtype: torch.dtype, random_start: bool) -> tuple[str, ...]:
     """Backends to try for FPS, fastest first (the rule is in the module docstring)."""
     if device.type != "cpu":
-        return ("torch_cluster", "pytorch3d", "native")
+        return ("triton", "pytorch3d", "native")
     if random_start and dtype == torch.float32:
         return ("fpsample", "numba", "native")
     return ("numba", "native")

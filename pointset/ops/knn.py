@@ -19,8 +19,11 @@ Backends (``backend=`` or :func:`~pointset.ops.use_backend`):
 * ``"scipy"`` - ``cKDTree`` per cloud (CPU); several clouds are searched side by side on a
   thread pool (the queries release the GIL), a lone large cloud with ``workers=-1``.
 * ``"open3d"`` - ``open3d.core.nns.NearestNeighborSearch.knn_search`` per cloud (CPU).
-* ``"torch_cluster"`` - ``torch_cluster.knn`` (CPU kd-tree, CUDA kernel).
+* ``"torch_cluster"`` - ``torch_cluster.knn`` (CPU kd-tree, CUDA kernel). The glue drops
+  empty clouds from the batch, refuses ``k > 100`` on CUDA and raises on a ``-1`` answer.
 * ``"pytorch3d"`` - ``pytorch3d.ops.knn_points`` when importable.
+* ``"triton"`` - CUDA (CPU only under ``TRITON_INTERPRET=1``): exact selection kernels,
+  the native formula bit for bit (``pointset.ops._triton_kernels``).
 
 The libraries find the candidates (in float64, or breaking ties their own way); pointset
 then puts them in (distance, index) order under the formula above. ``knn_dense`` recomputes
@@ -37,7 +40,10 @@ CPU with torch 2.13 (table in the README):
   exact (distance, index) selection, parallel over queries), then ``open3d``, ``scipy``,
   ``native``. It was the fastest measured from many small clouds to one cloud of 200,000.
 * CPU, other dimensions (where grids degrade): ``open3d``, ``scipy``, then ``native``.
-* Other devices: ``torch_cluster``, ``pytorch3d`` (dedicated kernels), then ``native``.
+* Other devices: ``triton`` (exact kernels, any ``k``), ``pytorch3d``, then ``native``.
+  ``torch_cluster`` is not chosen automatically there: its CUDA kernel asserts ``k <= 100``
+  and returns ``-1`` for neighbours more than 1e5 away; ``backend="torch_cluster"`` still
+  reaches it (its glue then checks the answer, see :func:`_knn_torch_cluster`).
 """
 
 from __future__ import annotations
@@ -358,21 +364,49 @@ def _knn_numba(job: _Job):
     return knn_grid(xa, job.x_start, job.x_count, queries, cloud, own, job.k)
 
 
+#: Largest ``k`` torch-cluster's CUDA kNN kernel accepts (it asserts ``k <= 100``).
+TORCH_CLUSTER_CUDA_MAX_K = 100
+
+
+def check_torch_cluster_k(device: torch.device, wanted: int) -> None:
+    """Refuse what torch-cluster's CUDA kNN cannot do: more than 100 neighbours."""
+    if device.type == "cuda" and wanted > TORCH_CLUSTER_CUDA_MAX_K:
+        raise ValueError(
+            f"backend 'torch_cluster' finds at most {TORCH_CLUSTER_CUDA_MAX_K} neighbours on "
+            f"CUDA, got k={wanted} (with the self point); use backend='triton' or 'native'"
+        )
+
+
 def _knn_torch_cluster(job: _Job):
+    """torch-cluster's kNN with exact glue: empty clouds are dropped from the batch before
+    the call (its CUDA kernel fails on an empty cloud in the middle of a batch), ``k`` is
+    checked against the CUDA limit, and a ``-1`` neighbour (its CUDA kernel's answer for a
+    neighbour more than 1e5 away) raises instead of becoming an index of another cloud.
+    The candidates are then put in (distance, index) order by pointset's formula."""
     import torch_cluster
 
     device = job.x.device
-    clouds = torch.arange(len(job.x_count), device=device)
-    xc = torch.tensor(job.x_count, device=device)
-    yc = torch.tensor(job.y_count, device=device)
+    check_torch_cluster_k(device, job.wanted)
+    used = [b for b, n in enumerate(job.x_count) if n > 0]
+    x_count = [job.x_count[b] for b in used]
+    y_count = [job.y_count[b] for b in used]
+    clouds = torch.arange(len(used), device=device)
+    xc = torch.tensor(x_count, device=device)
+    yc = torch.tensor(y_count, device=device)
     rows = torch.from_numpy(job.query_index()).to(device)
-    xs = job.x[_real_rows(job.x_start, job.x_count, device)]
+    x_start = [job.x_start[b] for b in used]
+    xs = job.x[_real_rows(x_start, x_count, device)]
     ys = job.y[rows]
     bx = torch.repeat_interleave(clouds, xc)
     by = torch.repeat_interleave(clouds, yc)
-    row, col = torch_cluster.knn(xs, ys, job.wanted, bx, by, batch_size=len(job.x_count))
+    row, col = torch_cluster.knn(xs, ys, job.wanted, bx, by, batch_size=len(used))
+    if row.numel() != ys.size(0) * job.wanted or bool((col < 0).any()):
+        raise RuntimeError(
+            "torch_cluster.knn returned missing neighbours (col = -1): its CUDA kernel "
+            "cannot see points more than 1e5 away; use backend='triton' or 'native'"
+        )
     # Every query has exactly `wanted` candidates (k was checked), grouped by query.
-    col = col + torch.tensor(job.x_start, device=device)[bx[col]] - _packed_starts(xc)[bx[col]]
+    col = col + torch.tensor(x_start, device=device)[bx[col]] - _packed_starts(xc)[bx[col]]
     idx = col.view(-1, job.wanted)
     if device.type == "cpu":
         return _finish_job_numpy(job, idx.numpy())
@@ -405,8 +439,23 @@ def _knn_pytorch3d(job: _Job):
     return _finish_torch(job.x, job.y[rows], idx, job.k, rows if job.exclude_self else None)
 
 
+def _knn_triton(job: _Job):
+    from ._triton_launch import knn_search
+
+    device = job.x.device
+    rows = torch.from_numpy(job.query_index()).to(device)
+    per_query = torch.tensor(job.y_count, device=device)
+    start = torch.repeat_interleave(torch.tensor(job.x_start, device=device), per_query)
+    count = torch.repeat_interleave(torch.tensor(job.x_count, device=device), per_query)
+    # Without self loops x is y (same clouds), so a query's own point is row `rows` of x.
+    own = rows - start if job.exclude_self else None
+    dist, idx = knn_search(job.x, job.y[rows], start, count, job.k, own=own)
+    return dist.to(job.x.dtype), idx + start.unsqueeze(1)
+
+
 _IMPLS = {
     "native": _knn_native,
+    "triton": _knn_triton,
     "numba": _knn_numba,
     "scipy": _knn_scipy,
     "torch_cluster": _knn_torch_cluster,
@@ -420,7 +469,7 @@ def auto(
 ) -> tuple[str, ...]:
     """Backends to try for kNN, fastest first (the rule is in the module docstring)."""
     if device.type != "cpu":
-        return ("torch_cluster", "pytorch3d", "native")
+        return ("triton", "pytorch3d", "native")
     if dim in (2, 3):
         return ("numba", "open3d", "scipy", "native")
     return ("open3d", "scipy", "native")

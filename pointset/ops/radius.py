@@ -29,6 +29,9 @@ Backends (see :mod:`pointset.ops._backend` for how one is chosen):
     ``open3d.core.nns`` fixed-radius search (CPU).
 ``pytorch3d``
     ``pytorch3d.ops.ball_query`` on padded clouds.
+``triton``
+    CUDA (CPU only under ``TRITON_INTERPRET=1``): brute force over each query's cloud in
+    tiles, a counting pass and a writing pass, exact (``pointset.ops._triton_kernels``).
 
 Libraries that measure distances differently (in float64, or with fused multiply-adds) are
 asked for a radius larger by a few ulps, and their candidates are settled with pointset's own
@@ -54,6 +57,7 @@ from ._grouping import (
     padded,
     search_slack,
     settle_first_k,
+    sq_radius,
     truncate,
 )
 
@@ -190,8 +194,19 @@ def _radius_pytorch3d(x: Tensor, y: Tensor, layout: Layout, r: float, k: int) ->
     return settle_first_k(x, y, layout, row, col, r, k)
 
 
+def _radius_triton(x: Tensor, y: Tensor, layout: Layout, r: float, k: int) -> Tensor:
+    from ._triton_launch import radius_search, work_dtype
+
+    ptr = torch.tensor(layout.ptr_p, device=x.device)
+    start = ptr[layout.batch_q]
+    count = (ptr[1:] - ptr[:-1])[layout.batch_q]
+    r2 = float(sq_radius(r, torch.empty(0, dtype=work_dtype(x.dtype))))
+    return torch.stack(radius_search(x, y, start, count, r2, k))
+
+
 _IMPLS = {
     "native": _radius_native,
+    "triton": _radius_triton,
     "numba": _radius_numba,
     "scipy": _radius_scipy,
     "torch_cluster": _radius_torch_cluster,
@@ -203,7 +218,8 @@ _IMPLS = {
 def auto(device: torch.device, layout: Layout, dim: int) -> tuple[str, ...]:
     """Backends to try for radius search, fastest first.
 
-    CUDA: torch-cluster's kernel, then pytorch3d, then native. CPU with 2-D/3-D points:
+    CUDA: the triton kernels, then pytorch3d, then native (torch-cluster's CUDA kernel is
+    not chosen automatically: an empty cloud in the middle of a batch makes it fail). CPU with 2-D/3-D points:
     the numba cell grid (the fastest measured by ``benchmarks/ops.py`` on both the batched
     and the 200,000-point rows), then native. Other dimensions: the native brute force for
     small problems and batches of small clouds
@@ -211,7 +227,7 @@ def auto(device: torch.device, layout: Layout, dim: int) -> tuple[str, ...]:
     else scipy's kd-tree, then torch-cluster's.
     """
     if device.type == "cuda":
-        return ("torch_cluster", "pytorch3d", "native")
+        return ("triton", "pytorch3d", "native")
     if dim in (2, 3):
         return ("numba", "native")
     if dim > 8 or native_is_faster_on_cpu(layout):

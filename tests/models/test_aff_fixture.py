@@ -8,8 +8,8 @@ import torch
 import pointset.nn._aff_geometry as aff_geometry
 from pointset.models.aff import AutoFocusFormer
 from pointset.nn import adaptive_downsample, cluster_attention
-from pointset.nn._aff_geometry import cluster_neighbourhood, knn_lowest_index
 from pointset.ops.balanced_cluster import balanced_cluster_dense
+from pointset.ops.cluster_neighbourhood import cluster_neighbourhood, knn_lowest_index
 
 #: The fixture's constructor call (official arguments; ``img_size`` only sized its table).
 SMALL = dict(

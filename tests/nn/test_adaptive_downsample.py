@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from pointset.nn._aff_geometry import cluster_neighbourhood, nearest_other_distance
 from pointset.nn.adaptive_downsample import AdaptiveDownsample
+from pointset.ops.cluster_neighbourhood import cluster_neighbourhood, nearest_other_distance
 
 
 def lattice(h: int, w: int, dim: int = 2) -> torch.Tensor:

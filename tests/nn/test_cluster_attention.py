@@ -9,13 +9,10 @@ import torch
 from torch.func import functional_call
 
 import pointset.nn._aff_geometry as geometry
-from pointset.nn._aff_geometry import (
-    knn_lowest_index,
-    nearest_other_distance,
-    rel_pos_features,
-)
+from pointset.nn._aff_geometry import rel_pos_features
 from pointset.nn.cluster_attention import ClusterAttention, cluster_neighbourhood
 from pointset.ops.balanced_cluster import balanced_cluster
+from pointset.ops.cluster_neighbourhood import knn_lowest_index, nearest_other_distance
 
 
 def plain_neighbourhood(pos: torch.Tensor, m: int, nbhd: int):

@@ -146,6 +146,24 @@ def test_dense_lengths_equal_trimmed_clouds_with_batch_wide_normaliser():
     assert torch.equal(a.centers, b.centers)
 
 
+def test_dense_per_cloud_equals_each_cloud_alone():
+    """Oracle: each cloud clustered alone by a single-cloud dense call. per_cloud=True
+    gives every cloud its own ratio normaliser, so the batched result equals the lone
+    ones. Control: an image lattice (points on anchor centres give huge ratios) batched
+    with random points, where the default batch-wide normaliser changes the order."""
+    g = torch.Generator().manual_seed(0)
+    clouds = [lattice(8, 8), torch.rand(1, 64, 2, generator=g) * 8]
+    pos = torch.cat(clouds)
+    out = balanced_cluster_dense(pos, 4, extent=(8, 8), per_cloud=True)
+    for b, cloud in enumerate(clouds):
+        alone = balanced_cluster_dense(cloud, 4, extent=(8, 8))
+        assert torch.equal(out.order[b], alone.order[0])
+        assert torch.equal(out.member[b], alone.member[0])
+        assert torch.equal(out.centers[b], alone.centers[0])
+    shared = balanced_cluster_dense(pos, 4, extent=(8, 8))
+    assert not torch.equal(shared.order, out.order)
+
+
 def test_float64_input_makes_the_float32_decisions():
     """Oracle: the float32 call; keys are always computed in float32."""
     pos = torch.rand(1, 100, 3, dtype=torch.float64)
