@@ -1,15 +1,18 @@
-"""Config-driven training and evaluation of classifiers.
+"""Config-driven training and evaluation of classifiers and segmenters.
 
 One :class:`Trainer` runs a :class:`~pointset.engine.config.Config`: it builds the data
 splits and the model, trains for ``train.epochs`` epochs with the configured optimizer,
-schedule and loss, evaluates overall accuracy (OA) and mean class accuracy (mAcc), and writes
-into ``output_dir``:
+schedule and loss, evaluates, and writes into ``output_dir``:
 
-- ``last.*`` after every epoch and ``best.*`` when the test OA improves
+- ``last.*`` after every epoch and ``best.*`` when the test metric improves
   (see :mod:`pointset.engine.checkpoint`);
 - ``metrics.jsonl``: one JSON record per epoch;
 - ``curves.png`` (loss and accuracy per epoch) and ``confusion_matrix.png``;
 - ``config.yaml``: the resolved config.
+
+What depends on the task (``task: classification``: OA and mAcc, best by OA;
+``task: segmentation``: per-point labels, mIoU, per-class IoU and ``predictions.png``,
+best by mIoU) lives in a task object (:mod:`pointset.engine.tasks`).
 
 Reproducibility: the data order and augmentation of epoch ``e`` come from generators seeded
 with ``(seed, e)`` and the global generators are re-seeded at every epoch start, so a run
@@ -35,7 +38,7 @@ import yaml
 from torch import nn
 
 from . import distributed as D
-from .build import create, input_kind
+from .build import create
 from .checkpoint import (
     CheckpointPaths,
     load_metadata,
@@ -44,12 +47,12 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import Config
-from .data import ArraySplit, augment, check_augment, epoch_batches, load_split, model_input
-from .loss import smoothed_cross_entropy
-from .metrics import confusion_matrix, mean_class_accuracy, overall_accuracy
+from .data import ArraySplit, epoch_batches
 from .plots import save_confusion_matrix, save_curves
 from .schedule import WarmupCosineSchedule
 from .seeding import generator, get_rng_state, seed_everything, set_rng_state
+from .tasks import fmt_pct as _fmt_pct
+from .tasks import make_task
 
 #: Called after every optimisation step with ``(epoch, step)`` (both 0-based).
 StepHook = Callable[[int, int], None]
@@ -65,10 +68,6 @@ def _progress(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
-
-
-def _fmt_pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.2f}%"
 
 
 class Trainer:
@@ -101,6 +100,7 @@ class Trainer:
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.out = cfg.output_dir
+        self.task = make_task(cfg)
         self.bars = cfg.train.progress and self.dist.is_main and sys.stderr.isatty()
 
     # -- helpers ---------------------------------------------------------------------
@@ -119,20 +119,21 @@ class Trainer:
         error: BaseException | None = None
         if self.dist.is_main:
             try:
-                out = {split: load_split(self.cfg.data, split) for split in splits}
+                out = {split: self.task.load_split(self.cfg.data, split) for split in splits}
             except Exception as exc:  # re-raised below, once every process got here
                 error = exc
         D.barrier()
         if error is not None:
             raise error
         if not self.dist.is_main:
-            out = {split: load_split(self.cfg.data, split) for split in splits}
+            out = {split: self.task.load_split(self.cfg.data, split) for split in splits}
         return out
 
-    def _build_model(self, num_classes: int) -> nn.Module:
+    def _build_model(self, num_classes: int, split: ArraySplit) -> nn.Module:
         m = self.cfg.model
         seed_everything(self.cfg.seed, "model")
-        model = create(m.name, num_classes, m.checkpoint, **m.options)
+        self.model_options = {**self.task.model_options(split), **m.options}
+        model = create(m.name, num_classes, m.checkpoint, **self.model_options)
         return model.to(self.dist.device)
 
     def _num_classes(self, split: ArraySplit) -> int:
@@ -155,7 +156,8 @@ class Trainer:
         return {
             "format": "pointset-checkpoint/1",
             "model": self.cfg.model.name,
-            "model_options": self.cfg.model.options,
+            "model_options": self.model_options,
+            "task": self.task.name,
             "num_classes": len(class_names),
             "class_names": class_names,
             "input": self.kind,
@@ -168,7 +170,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate_split(self, model: nn.Module, split: ArraySplit, num_classes: int) -> dict:
-        """OA, mAcc, mean loss and the confusion matrix of ``model`` on ``split``.
+        """The task's metrics (OA and mAcc, or mIoU, OA and per-class IoU), the mean loss and
+        the confusion matrix of ``model`` on ``split``.
 
         Under ``torchrun`` each process evaluates every ``world_size``-th sample and the
         confusion matrices and loss sums are added over processes.
@@ -181,21 +184,22 @@ class Trainer:
         cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=self.dist.device)
         loss_sum = torch.zeros(2, dtype=torch.float64, device=self.dist.device)
         chunks = list(idx.split(bs))
+        self.task.begin_eval(split, self.dist.device)
         for chunk in _progress(chunks, len(chunks), "eval", self.bars):
             x, y = split.batch(chunk, self.dist.device)
-            logits = model(model_input(x, split.kind))
-            loss = smoothed_cross_entropy(logits, y, self.cfg.train.label_smoothing)
+            loss, batch_cm = self.task.eval_batch(model, split, x, y, num_classes)
             loss_sum += torch.stack(
                 [loss.double() * len(chunk), loss.new_tensor(len(chunk)).double()]
             )
-            cm += confusion_matrix(logits.argmax(1), y, num_classes)
+            cm += batch_cm
         D.all_reduce_sum(cm)
         D.all_reduce_sum(loss_sum)
+        extra = self.task.end_eval()
         model.train(was_training)
         cm = cm.cpu()
         return {
-            "oa": overall_accuracy(cm),
-            "macc": mean_class_accuracy(cm),
+            **self.task.metrics(cm),
+            **extra,
             "loss": float(loss_sum[0] / loss_sum[1]) if loss_sum[1] > 0 else float("nan"),
             "confusion": cm,
         }
@@ -205,8 +209,9 @@ class Trainer:
         weights = load_weights(checkpoint)
         data = self._load_data((split,))[split]
         self.kind = data.kind
+        self.task.check(self.cfg.model.name, data)
         num_classes = self._num_classes(data)
-        model = self._build_model(num_classes)
+        model = self._build_model(num_classes, data)
         try:
             model.load_state_dict(weights, strict=True)
         except RuntimeError as exc:
@@ -216,10 +221,10 @@ class Trainer:
                 f"{' '.join(s.strip() for s in first[:2])}"
             ) from None
         result = self.evaluate_split(model, data, num_classes)
-        self.log(
-            f"{split}: OA {_fmt_pct(result['oa'])}  mAcc {_fmt_pct(result['macc'])}  "
-            f"loss {result['loss']:.4f}  ({len(data)} samples)"
-        )
+        lines = self.task.summary(result, list(data.class_names)).split("\n")
+        self.log(f"{split}: {lines[0]}  loss {result['loss']:.4f}  ({len(data)} samples)")
+        for line in lines[1:]:
+            self.log(line)
         if out_png and self.dist.is_main:
             save_confusion_matrix(
                 result["confusion"], out_png, data.class_names,
@@ -251,19 +256,15 @@ class Trainer:
         for step, global_idx in enumerate(bar):
             lr = schedule.set(epoch, step)
             x, y = data.batch(D.shard_batch(global_idx, rank, world), self.dist.device)
-            x = augment(x, data.kind, cfg.data.augment, aug)
-            logits = model(model_input(x, data.kind))
-            loss = smoothed_cross_entropy(logits, y, cfg.train.label_smoothing)
+            loss, correct, count = self.task.train_step(model, data, x, y, aug)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.train.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             optimizer.step()
             with torch.no_grad():
-                correct = (logits.argmax(1) == y).sum()
-                totals += torch.stack(
-                    [loss.detach().double() * len(y), correct.double(), totals.new_tensor(len(y))]
-                )
+                n = totals.new_tensor(float(count))
+                totals += torch.stack([loss.detach().double() * n, correct.double(), n])
             if self.bars:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
             if self.on_step is not None:
@@ -299,13 +300,8 @@ class Trainer:
         D.barrier()
         data = self._load_data(("train", "test"))
         train, test = data["train"], data["test"]
-        if train.kind != (kind := input_kind(cfg.model.name)):
-            raise ValueError(
-                f"model {cfg.model.name!r} takes {kind} input but dataset {cfg.data.name!r} "
-                f"gives {train.kind}"
-            )
+        self.task.check(cfg.model.name, train)
         self.kind = train.kind
-        check_augment(train.kind, cfg.data.augment)
         if cfg.data.batch_size % self.dist.world_size:
             raise ValueError(
                 f"data.batch_size ({cfg.data.batch_size}) must be a multiple of the number of "
@@ -314,7 +310,7 @@ class Trainer:
         num_classes = self._num_classes(train)
         class_names = list(train.class_names)[:num_classes]
         class_names += [str(i) for i in range(len(class_names), num_classes)]
-        model = self._build_model(num_classes)
+        model = self._build_model(num_classes, train)
         optimizer = self._optimizer(model)
         steps = len(
             epoch_batches(
@@ -336,7 +332,8 @@ class Trainer:
             kind=cfg.train.schedule,
         )
         history: list[dict[str, Any]] = []
-        best: dict[str, Any] = {"test_oa": -1.0, "epoch": -1}
+        best_key = self.task.best_key
+        best: dict[str, Any] = {best_key: -1.0, "epoch": -1}
         first_epoch = 0
         last = CheckpointPaths.of(self._path("last"))
         if self.resume and os.path.exists(last.meta):
@@ -381,18 +378,14 @@ class Trainer:
             D.broadcast_buffers(model)  # every process evaluates rank 0's model
             if is_last or (epoch + 1) % cfg.train.eval_every == 0:
                 result = self.evaluate_split(model, test, num_classes)
-                record.update(
-                    test_oa=result["oa"], test_macc=result["macc"], test_loss=result["loss"]
-                )
+                record.update(self.task.test_record(result))
+                if self.dist.is_main:
+                    self.task.save_pictures(model, test, self.out, f"epoch {epoch + 1}")
             record["time"] = round(time.perf_counter() - t0, 3)
             history.append(record)
-            improved = record.get("test_oa", -1.0) > best["test_oa"]
+            improved = record.get(best_key, -1.0) > best[best_key]
             if improved:
-                best = {
-                    "epoch": epoch + 1,
-                    "test_oa": record["test_oa"],
-                    "test_macc": record["test_macc"],
-                }
+                best = {"epoch": epoch + 1, **{k: record[k] for k in self.task.best_keys}}
             if self.dist.is_main:
                 self._save(
                     model, optimizer, schedule, epoch, record, history, best, class_names, improved
@@ -400,9 +393,8 @@ class Trainer:
             D.barrier()
             self.log(
                 f"epoch {epoch + 1}/{cfg.train.epochs}  lr {lr:.2e}  "
-                f"loss {record['train_loss']:.4f}  train acc {_fmt_pct(record['train_acc'])}  "
-                f"test OA {_fmt_pct(record.get('test_oa'))}  "
-                f"mAcc {_fmt_pct(record.get('test_macc'))}  ({record['time']:.1f}s)"
+                f"loss {record['train_loss']:.4f}  {self.task.epoch_summary(record)}  "
+                f"({record['time']:.1f}s)"
             )
 
         if result is None:  # resumed a finished run: evaluate the final weights once more
@@ -413,17 +405,18 @@ class Trainer:
                 title=f"{cfg.model.name} on {cfg.data.name} test (epoch {cfg.train.epochs})",
             )  # fmt: skip
         final = {
-            "test_oa": result["oa"],
-            "test_macc": result["macc"],
-            "test_loss": result["loss"],
+            **self.task.test_record(result),
             "best": best,
             "wall_time": round(time.perf_counter() - start, 1),
         }
+        lines = self.task.summary(result, class_names).split("\n")
+        best_value = best[best_key] if best["epoch"] > 0 else None
         self.log(
-            f"final: test OA {_fmt_pct(final['test_oa'])}  mAcc {_fmt_pct(final['test_macc'])}"
-            f"  (best OA {_fmt_pct(best['test_oa'] if best['epoch'] > 0 else None)} at epoch "
-            f"{best['epoch']})  wall time {final['wall_time']:.0f}s"
+            f"final: test {lines[0]}  (best {self.task.best_label} {_fmt_pct(best_value)} at "
+            f"epoch {best['epoch']})  wall time {final['wall_time']:.0f}s"
         )
+        for line in lines[1:]:
+            self.log(line)
         self.log(
             f"wrote {self._path('best.safetensors')}, {self._path('last.safetensors')}, "
             f"{self._path('curves.png')}, {self._path('confusion_matrix.png')}, "
