@@ -1,7 +1,7 @@
 """Model zoo benchmark: parameters, inference throughput and one training step of every
 registered model, beside the accuracy its paper reports.
 
-For each model of ``pointset.models.list_models()``:
+For each classifier of ``pointset.models.list_models()`` (segmentation models are left out):
 
 - **params**: ``sum(p.numel())`` at the class count of the reported accuracy (1000 for the
   ImageNet backbones, 15 for the ScanObjectNN point-cloud models).
@@ -211,7 +211,10 @@ def main(argv: list[str] | None = None) -> str:
 
     from pointset.models import list_models, model_card
 
-    names = args.only or list_models()
+    # classifiers only: segmentation models (task "segmentation") take other inputs and labels
+    names = args.only or [
+        n for n in list_models() if model_card(n).default_cfg.get("task") != "segmentation"
+    ]
     load_start = os.getloadavg()[0]
     rows = []
     for name in names:

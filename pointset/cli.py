@@ -454,7 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
         "unpack it atomically under --root.",
     )
     dl.add_argument(
-        "dataset", help="scanobjectnn (PB_T50_RS), scanobjectnn_full (all variants) or modelnet40"
+        "dataset",
+        help="scanobjectnn (PB_T50_RS), scanobjectnn_full (all variants), modelnet40, "
+        "shapenetpart (normals release) or shapenetpart_h5 (PointNet's hdf5 release)",
     )
     dl.add_argument("--root", required=True, help="data root, e.g. data/scanobjectnn")
     dl.add_argument("--url", help="a mirror of the same archive")

@@ -1,6 +1,7 @@
 """Datasets: ScanObjectNN, ModelNet40, the built-in synthetic shapes, digits as points and
-RGBD folders (classification); the built-in synthetic scenes and RGBD folders with label
-images (segmentation). Each item is a :class:`~pointset.PointSet`; missing or malformed files raise
+RGBD folders (classification); ShapeNetPart, the built-in synthetic scenes and RGBD folders
+with label images (segmentation). Each item is a :class:`~pointset.PointSet`; missing or
+malformed files raise
 :class:`DatasetError` with a one-line message that says how to get them.
 """
 
@@ -15,6 +16,8 @@ from .rgbd_seg_folder import RGBDSegFolder
 from .scanobjectnn import CLASS_NAMES as SCANOBJECTNN_CLASSES
 from .scanobjectnn import VARIANTS as SCANOBJECTNN_VARIANTS
 from .scanobjectnn import ScanObjectNN, scanobjectnn_files
+from .shapenetpart import CATEGORIES as SHAPENETPART_CATEGORIES
+from .shapenetpart import ShapeNetPart
 from .synthetic_scenes import CLASS_NAMES as SYNTHETIC_SCENE_CLASSES
 from .synthetic_scenes import SyntheticScenes, make_synthetic_scenes
 from .synthetic_shapes import CLASS_NAMES as SYNTHETIC_CLASSES
@@ -23,6 +26,7 @@ from .synthetic_shapes import SyntheticShapes, make_synthetic_scanobjectnn
 __all__ = [
     "SCANOBJECTNN_CLASSES",
     "SCANOBJECTNN_VARIANTS",
+    "SHAPENETPART_CATEGORIES",
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_SCENE_CLASSES",
     "DatasetError",
@@ -33,6 +37,7 @@ __all__ = [
     "RGBDFrame",
     "RGBDSegFolder",
     "ScanObjectNN",
+    "ShapeNetPart",
     "SyntheticScenes",
     "SyntheticShapes",
     "download",

@@ -1,4 +1,4 @@
-"""Download, verify and install the public ScanObjectNN and ModelNet40 h5 releases.
+"""Download, verify and install the public ScanObjectNN, ModelNet40 and ShapeNetPart releases.
 
 :func:`download` fetches a release archive with the standard library (``urllib``), shows a
 progress bar, resumes a partial transfer with an HTTP ``Range`` request, checks the
@@ -13,6 +13,9 @@ name                installs                       archive
 scanobjectnn        ``<root>/h5_files`` (PB_T50_RS) PointMLP's release of the hardest variant
 scanobjectnn_full   ``<root>/h5_files`` (all)       the official ScanObjectNN archive
 modelnet40          ``<root>/modelnet40_ply_hdf5_2048`` PointNet's h5 release
+shapenetpart        ``<root>/shapenetcore_partanno_segmentation_benchmark_v0_normal``
+                                                   the normals release (official PointMLP)
+shapenetpart_h5     ``<root>/hdf5_data``            PointNet's hdf5 part-segmentation release
 =================== ============================== =========================================
 """
 
@@ -25,7 +28,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +38,10 @@ from .modelnet40 import CLASS_NAMES as MODELNET40_CLASSES
 from .modelnet40 import FOLDER as MODELNET40_FOLDER
 from .scanobjectnn import CLASS_NAMES as SCANOBJECTNN_CLASSES
 from .scanobjectnn import VARIANTS, scanobjectnn_files
+from .shapenetpart import H5_FOLDER as SHAPENETPART_H5_FOLDER
+from .shapenetpart import NORMALS_FOLDER as SHAPENETPART_FOLDER
+from .shapenetpart import NUM_PARTS as SHAPENETPART_PARTS
+from .shapenetpart import verify_release as verify_shapenetpart
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,8 @@ class Release:
     required: tuple[str, ...]  #: files (relative to the folder) that must exist
     h5_glob: str  #: the h5 files to check, relative to the folder
     num_classes: int
+    #: replaces the h5 check: ``check(folder) -> files checked``, raising DatasetError
+    check: Callable[[Path], list[Path]] | None = None
 
 
 def _scanobjectnn_required(variants: Iterable[str]) -> tuple[str, ...]:
@@ -73,6 +82,28 @@ RELEASES = {
         required=("ply_data_train0.h5", "ply_data_test0.h5", "shape_names.txt"),
         h5_glob="ply_data_*.h5",
         num_classes=len(MODELNET40_CLASSES),
+    ),
+    "shapenetpart": Release(
+        url="https://shapenet.cs.stanford.edu/media/"
+        "shapenetcore_partanno_segmentation_benchmark_v0_normal.zip",
+        folder=SHAPENETPART_FOLDER,
+        required=(
+            "synsetoffset2category.txt",
+            "train_test_split/shuffled_train_file_list.json",
+            "train_test_split/shuffled_val_file_list.json",
+            "train_test_split/shuffled_test_file_list.json",
+        ),
+        h5_glob="",
+        num_classes=SHAPENETPART_PARTS,
+        check=lambda folder: verify_shapenetpart(folder, "normals"),
+    ),
+    "shapenetpart_h5": Release(
+        url="https://shapenet.cs.stanford.edu/media/shapenet_part_seg_hdf5_data.zip",
+        folder=SHAPENETPART_H5_FOLDER,
+        required=("train_hdf5_file_list.txt", "val_hdf5_file_list.txt", "test_hdf5_file_list.txt"),
+        h5_glob="",
+        num_classes=SHAPENETPART_PARTS,
+        check=lambda folder: verify_shapenetpart(folder, "h5"),
     ),
 }
 
@@ -202,7 +233,9 @@ def _find_top(tree: Path, marker: str) -> Path | None:
 
 def verify(name: str, folder: str | os.PathLike) -> list[Path]:
     """Check an unpacked release: expected files present, every h5 readable with ``data``
-    ``[N, P, 3]`` and ``label`` in range (and ModelNet40's ``shape_names.txt``).
+    ``[N, P, 3]`` and ``label`` in range (and ModelNet40's ``shape_names.txt``); the
+    ShapeNetPart releases are checked by
+    :func:`pointset.datasets.shapenetpart.verify_release`.
 
     Returns:
         The h5 files checked.
@@ -217,6 +250,8 @@ def verify(name: str, folder: str | os.PathLike) -> list[Path]:
             f"{name} in {folder} is incomplete: {missing[0]} is missing "
             f"({len(missing)} of the {len(release.required)} expected files)"
         )
+    if release.check is not None:
+        return release.check(folder)
     if release.folder == MODELNET40_FOLDER:
         names = (folder / "shape_names.txt").read_text().split()
         if len(names) != release.num_classes:
@@ -270,9 +305,10 @@ def download(
     """Fetch, verify and install dataset ``name`` under ``root``.
 
     Args:
-        name: ``"scanobjectnn"``, ``"scanobjectnn_full"`` or ``"modelnet40"``.
-        root: data root; the dataset goes to ``root/h5_files`` or
-            ``root/modelnet40_ply_hdf5_2048`` (pass ``root`` to the dataset class).
+        name: a key of :data:`RELEASES` (``"scanobjectnn"``, ``"scanobjectnn_full"``,
+            ``"modelnet40"``, ``"shapenetpart"``, ``"shapenetpart_h5"``).
+        root: data root; the dataset goes to ``root/<release folder>`` (pass ``root`` to
+            the dataset class).
         url: another location of the same archive (a mirror).
         progress: show a progress bar on stderr.
         force: download again even when a verified copy is installed.

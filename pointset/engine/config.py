@@ -58,8 +58,8 @@ class DataConfig:
 
     Attributes:
         name: ``synthetic_shapes``, ``scanobjectnn``, ``modelnet40``, ``digits`` or
-            ``rgbd_folder`` (classification); ``synthetic_scenes`` or ``rgbd_seg_folder``
-            (segmentation).
+            ``rgbd_folder`` (classification); ``synthetic_scenes``, ``rgbd_seg_folder`` or
+            ``shapenetpart`` (segmentation).
         root: folder holding (or receiving, for ``synthetic_shapes``) the dataset files.
         num_points: points per sample for point datasets.
         image_size: side of the square images fed to image models (``digits``).
@@ -79,6 +79,7 @@ class DataConfig:
         "rgbd_folder",
         "synthetic_scenes",
         "rgbd_seg_folder",
+        "shapenetpart",
     ]
     root: str = "data"
     num_points: int = 1024
@@ -98,8 +99,11 @@ class TrainConfig:
         epochs: training epochs.
         optimizer: ``sgd`` (with ``momentum``) or ``adamw`` (with ``betas``).
         lr, momentum, weight_decay, betas: optimizer settings.
-        schedule: ``cosine`` (to ``lr * min_lr_ratio``) or ``constant``.
-        min_lr_ratio: final learning rate of the cosine as a fraction of ``lr``.
+        schedule: ``cosine`` (to ``lr * min_lr_ratio``), ``step`` (times ``gamma`` every
+            ``step_size`` epochs, floored at ``lr * min_lr_ratio``) or ``constant``.
+        min_lr_ratio: final learning rate of the cosine (floor of the step decay) as a
+            fraction of ``lr``.
+        step_size, gamma: epochs between decays and decay factor of ``schedule: step``.
         warmup_epochs: linear warm-up length (may be fractional); 0 disables it.
         schedule_unit: ``epoch`` changes the rate once per epoch (PointMLP's recipe),
             ``step`` after every batch.
@@ -118,8 +122,10 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
     min_lr_ratio: float = 0.01
+    step_size: int = 30
+    gamma: float = 0.1
     warmup_epochs: float = 0.0
     schedule_unit: Literal["epoch", "step"] = "epoch"
     label_smoothing: float = 0.2
@@ -155,6 +161,8 @@ _CHECKS = {
     ("train", "epochs"): lambda v: v >= 1,
     ("train", "lr"): lambda v: v > 0,
     ("train", "min_lr_ratio"): lambda v: 0 <= v <= 1,
+    ("train", "step_size"): lambda v: v >= 1,
+    ("train", "gamma"): lambda v: 0 < v <= 1,
     ("train", "warmup_epochs"): lambda v: v >= 0,
     ("train", "label_smoothing"): lambda v: 0 <= v < 1,
     ("train", "eval_every"): lambda v: v >= 1,

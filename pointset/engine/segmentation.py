@@ -125,10 +125,33 @@ def _rgbd_seg_folder(cfg: DataConfig, split: str) -> SegSplit:
     return SegSplit(ds.points, ds.labels, ds.class_names)
 
 
+def _shapenetpart(cfg: DataConfig, split: str) -> SegSplit:
+    """ShapeNetPart: the trainer's ``train`` split is the official ``trainval``. Each
+    shape's points are drawn once (epoch 0 of the dataset's seeded draw) and held."""
+    from pointset.datasets.shapenetpart import PART_OFFSETS, PARTS_PER_CATEGORY, ShapeNetPart
+
+    from .metrics import shapenet_part_ious
+
+    name = "trainval" if split == "train" else split
+    ds = ShapeNetPart(cfg.root, name, num_points=cfg.num_points, **cfg.options)
+    items = [ds[i] for i in range(len(ds))]
+    points = torch.stack([it["points"].transpose(0, 1) for it in items]).contiguous()
+    parts = [range(o, o + n) for o, n in zip(PART_OFFSETS, PARTS_PER_CATEGORY)]
+    return SegSplit(
+        points,
+        torch.stack([it["labels"] for it in items]),
+        ds.class_names,
+        category=torch.stack([it["category"] for it in items]).long(),
+        category_parts=[list(p) for p in parts],
+        shape_iou=shapenet_part_ious,
+    )
+
+
 #: ``data.name`` -> loader of one split of a segmentation dataset.
 SEG_DATASETS: dict[str, Callable[[DataConfig, str], SegSplit]] = {
     "synthetic_scenes": _synthetic_scenes,
     "rgbd_seg_folder": _rgbd_seg_folder,
+    "shapenetpart": _shapenetpart,
 }
 
 

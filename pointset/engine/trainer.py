@@ -330,6 +330,8 @@ class Trainer:
             warmup_epochs=cfg.train.warmup_epochs,
             unit=cfg.train.schedule_unit,
             kind=cfg.train.schedule,
+            step_size=cfg.train.step_size,
+            gamma=cfg.train.gamma,
         )
         history: list[dict[str, Any]] = []
         best_key = self.task.best_key

@@ -7,11 +7,12 @@ official checkpoints safely; ``rgbd_input`` prepares RGBD point sets for the
 ``rgbd_pointmlp_coc`` classifier.
 """
 
-from . import aff, coc, pointmlp, rgbd  # noqa: F401  (importing registers the models)
+from . import aff, coc, pointmlp, pointmlp_seg, rgbd  # noqa: F401  (importing registers the models)
 from .aff import AutoFocusFormer
 from .checkpoint import CheckpointError, load_checkpoint
 from .coc import ContextClusterNet
 from .pointmlp import PointMLP
+from .pointmlp_seg import PointMLPPartSeg, PointMLPSeg, PointMLPSegBackbone, SegFeatures
 from .registry import (
     ModelCard,
     Reported,
@@ -30,7 +31,11 @@ __all__ = [
     "ContextClusterNet",
     "ModelCard",
     "PointMLP",
+    "PointMLPPartSeg",
+    "PointMLPSeg",
+    "PointMLPSegBackbone",
     "Reported",
+    "SegFeatures",
     "UnknownModelError",
     "create_model",
     "is_model",

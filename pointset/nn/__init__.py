@@ -3,6 +3,7 @@
 from .adaptive_downsample import AdaptiveDownsample, Downsampled
 from .cluster_attention import ClusterAttention
 from .context_cluster import ContextCluster
+from .feature_propagation import FeaturePropagation, interpolate_dense, interpolate_packed
 from .group_context_cluster import GroupContextCluster
 from .local_grouper import LocalGrouper, PackedGroups
 from .point_mlp_blocks import ConvBNReLU1D, ConvBNReLURes1D, PosExtraction, PreExtraction
@@ -15,6 +16,7 @@ __all__ = [
     "ConvBNReLU1D",
     "ConvBNReLURes1D",
     "Downsampled",
+    "FeaturePropagation",
     "GridPointReducer",
     "GroupContextCluster",
     "LocalGrouper",
@@ -22,4 +24,6 @@ __all__ = [
     "PointReducer",
     "PosExtraction",
     "PreExtraction",
+    "interpolate_dense",
+    "interpolate_packed",
 ]

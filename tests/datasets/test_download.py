@@ -10,13 +10,20 @@ import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
-from dataset_files import write_modelnet40, write_scanobjectnn
+from dataset_files import (
+    write_modelnet40,
+    write_scanobjectnn,
+    write_shapenetpart_h5,
+    write_shapenetpart_normals,
+)
 
-from pointset.datasets import DatasetError, ModelNet40, ScanObjectNN
+from pointset.datasets import DatasetError, ModelNet40, ScanObjectNN, ShapeNetPart
 from pointset.datasets import download as download_fn
 from pointset.datasets.download import RELEASES, verify
+from pointset.datasets.shapenetpart import NORMALS_FOLDER
 
 
 def zip_folder(folder: Path, prefix: str, junk: bool = True) -> bytes:
@@ -224,4 +231,34 @@ def test_release_urls_are_the_public_archives():
     assert RELEASES["modelnet40"].url.endswith("/modelnet40_ply_hdf5_2048.zip")
     assert RELEASES["scanobjectnn"].url.endswith("/h5_files.zip")
     assert RELEASES["scanobjectnn_full"].url.startswith("http://hkust-vgd.ust.hk/")
-    assert np.all([r.num_classes in (15, 40) for r in RELEASES.values()])
+    assert RELEASES["shapenetpart"].url.endswith(
+        "/shapenetcore_partanno_segmentation_benchmark_v0_normal.zip"
+    )
+    assert RELEASES["shapenetpart_h5"].url.endswith("/shapenet_part_seg_hdf5_data.zip")
+    assert np.all([r.num_classes in (15, 40, 50) for r in RELEASES.values()])
+
+
+def test_shapenetpart_releases(tmp_path, server):
+    """Oracle: the small releases written by the test install, verify and load; a bad part
+    label in the archive installs nothing."""
+    src = write_shapenetpart_normals(tmp_path / "src" / NORMALS_FOLDER)
+    server.payload = zip_folder(src, NORMALS_FOLDER, junk=False)
+    root = tmp_path / "root"
+    target = download_fn("shapenetpart", root, url=server.url, progress=False)
+    assert target == root / NORMALS_FOLDER
+    assert len(verify("shapenetpart", target)) == 5  # one shape per category present
+    assert len(ShapeNetPart(root, "test", num_points=16)) == 2
+
+    h5 = write_shapenetpart_h5(tmp_path / "src" / "hdf5_data")
+    server.payload = zip_folder(h5, "hdf5_data", junk=False)
+    target = download_fn("shapenetpart_h5", root, url=server.url, progress=False)
+    assert [p.name for p in verify("shapenetpart_h5", target)][0] == "ply_data_train0.h5"
+    assert ShapeNetPart(target, "val", use_normals=False, num_points=8).format == "h5"
+
+    with h5py.File(h5 / "ply_data_test0.h5", "r+") as f:
+        f["pid"][0, 0] = 49
+    server.payload = zip_folder(h5, "hdf5_data", junk=False)
+    other = tmp_path / "other"
+    with pytest.raises(DatasetError, match="part label 49 is not a part of category"):
+        download_fn("shapenetpart_h5", other, url=server.url, progress=False)
+    assert [p.name for p in other.iterdir() if p.name != ".downloads"] == []

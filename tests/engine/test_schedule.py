@@ -54,3 +54,24 @@ def test_bad_arguments():
         WarmupCosineSchedule(_opt(), 3, 1, warmup_epochs=3)
     with pytest.raises(ValueError, match="unit"):
         WarmupCosineSchedule(_opt(), 3, 1, unit="batch")
+
+
+@pytest.mark.parametrize(("epochs", "step_size", "floor"), [(350, 40, 0.003), (30, 3, 0.01)])
+def test_step_decay_equals_steplr_with_pointmlp_floor(epochs, step_size, floor):
+    """Oracle: torch's StepLR (gamma 0.5) stepped per epoch with the official part-segmentation
+    floor logic (step only while above the floor, then clamp to it)."""
+    base = 0.003
+    ref_opt = _opt(base)
+    ref = torch.optim.lr_scheduler.StepLR(ref_opt, step_size=step_size, gamma=0.5)
+    sched = WarmupCosineSchedule(
+        _opt(base), epochs, 7, min_lr_ratio=floor, kind="step", step_size=step_size, gamma=0.5
+    )
+    for epoch in range(epochs):
+        assert sched.set(epoch, 3) == pytest.approx(ref_opt.param_groups[0]["lr"], rel=1e-9)
+        ref_opt.step()
+        if ref_opt.param_groups[0]["lr"] > base * floor:
+            ref.step()
+        if ref_opt.param_groups[0]["lr"] < base * floor:
+            ref_opt.param_groups[0]["lr"] = base * floor
+    with pytest.raises(ValueError, match="step_size >= 1"):
+        WarmupCosineSchedule(_opt(), 10, 2, kind="step", step_size=0)

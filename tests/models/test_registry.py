@@ -29,6 +29,7 @@ PUBLISHED = [
     "pointmlp",
     "pointmlp_coc",
     "pointmlp_elite",
+    "pointmlp_partseg",
 ]
 
 
@@ -70,6 +71,8 @@ def test_cards_carry_config_input_and_reported_numbers(name):
         ("pointmlp_elite", "mAcc", "81.8 ± 0.8"),
         ("pointmlp_coc", "OA", "86.2"),
         ("pointmlp_coc", "mAcc", "84.4"),
+        ("pointmlp_partseg", "instance_mIoU", "86.1"),
+        ("pointmlp_partseg", "class_mIoU", "84.6"),
         ("aff_mini", "top1", "78.2"),
         ("aff_tiny", "top1", "83.0"),
         ("aff_small", "top1", "83.5"),

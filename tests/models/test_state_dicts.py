@@ -19,6 +19,7 @@ LISTINGS = {
     "pointMLP.txt": ("pointmlp", 15),
     "pointMLPElite.txt": ("pointmlp_elite", 15),
     "pointMLP_CoC.txt": ("pointmlp_coc", 15),
+    "pointMLP_partseg.txt": ("pointmlp_partseg", 50),
     "aff_mini.txt": ("aff_mini", 1000),
 }
 
