@@ -87,11 +87,12 @@ def save_confusion_matrix(
 
 
 def label_colors(num_classes: int) -> np.ndarray:
-    """``[num_classes, 3]`` float RGB in ``[0, 1]``: distinct colours per class (tab20, then
-    evenly spaced hues)."""
+    """``[num_classes, 3]`` float RGB in ``[0, 1]``: distinct colours per class (tab10 up to
+    10 classes, tab20 up to 20, then evenly spaced hues)."""
     plt = _pyplot()
-    if num_classes <= 20:
-        return np.asarray(plt.get_cmap("tab20").colors[:num_classes], dtype=np.float64)
+    for name, size in (("tab10", 10), ("tab20", 20)):
+        if num_classes <= size:
+            return np.asarray(plt.get_cmap(name).colors[:num_classes], dtype=np.float64)
     import colorsys
 
     return np.array([colorsys.hsv_to_rgb(i / num_classes, 0.75, 0.9) for i in range(num_classes)])

@@ -258,3 +258,20 @@ def test_partseg_call_trains_and_reports_shape_mious(tmp_path, restore_threads):
     assert final["test_instance_miou"] == pytest.approx(instance_miou(totals), abs=1e-9)
     assert final["test_class_miou"] == pytest.approx(class_miou(totals), abs=1e-9)
     assert any("instance mIoU" in line for line in lines)
+
+
+def test_demo_configs_validate_and_build(restore_threads):
+    """The shipped segmentation configs load; the demo's model builds and maps a batch of
+    the demo's size to per-point logits of the 8 scene classes."""
+    from pointset.models import create_model, is_model
+
+    demo = load_config(REPO / "configs" / "demo" / "segmentation.yaml")
+    kmax = load_config(REPO / "configs" / "demo" / "segmentation_kmax.yaml")
+    assert demo.task == kmax.task == "segmentation"
+    assert demo.data == kmax.data and demo.train == kmax.train and demo.seed == kmax.seed
+    model = create_model(demo.model.name, num_classes=8, in_channels=6, **demo.model.options)
+    with torch.no_grad():
+        out = model.eval()(torch.rand(1, 6, demo.data.num_points))
+    assert out.shape == (1, demo.data.num_points, 8)
+    if is_model(kmax.model.name):
+        create_model(kmax.model.name, num_classes=8, in_channels=6, **kmax.model.options)
