@@ -275,3 +275,15 @@ def test_demo_configs_validate_and_build(restore_threads):
     assert out.shape == (1, demo.data.num_points, 8)
     if is_model(kmax.model.name):
         create_model(kmax.model.name, num_classes=8, in_channels=6, **kmax.model.options)
+
+
+def test_segment_cli_errors_are_one_line(trained, scenes_root, tmp_path, capsys):
+    """A wrong output suffix and a missing frame end with a one-line error, exit code 2."""
+    out, _, _ = trained
+    sets = [f"--set={o}" for o in seg_overrides(scenes_root, out)]
+    common = ["--config", str(TINY_SEG), "--checkpoint", str(out / "best"), *sets]
+    assert main(["segment", "c.png", "d.png", "--out", str(tmp_path / "x.txt"), *common]) == 2
+    assert main(["segment", str(tmp_path / "c.png"), str(tmp_path / "d.png"),
+                 "--out", str(tmp_path / "x.ply"), *common]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and ".ply or .png" in err[0] and "does not exist" in err[1]
