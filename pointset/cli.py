@@ -4,6 +4,8 @@ Subcommands:
 
 - ``train CONFIG [--set key=value ...] [--resume]``: train from a YAML config;
 - ``eval CONFIG --checkpoint PATH``: evaluate a checkpoint on the config's test split;
+- ``segment COLOR DEPTH | SCAN --config C --checkpoint K --out OUT``: label every point of
+  an RGBD frame or a point file with a trained segmentation model;
 - ``download DATASET --root DIR``: fetch and verify a public dataset;
 - ``convert INPUT OUTPUT``: RGBD frame / image / point file -> point-set file;
 - ``viz INPUT``: cluster-assignment map of Context Cluster clustering, as a PNG;
@@ -44,6 +46,102 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if out is None:
         out = os.path.join(cfg.output_dir, f"eval_{args.split}_confusion_matrix.png")
     Trainer(cfg).evaluate(args.checkpoint, split=args.split, out_png=out)
+    return 0
+
+
+# -- segment ---------------------------------------------------------------------------
+
+
+def _read_frame(color_path: str, depth_path: str):
+    """Colour ``[H, W, 3]`` uint8 and raw depth ``[H, W]`` of an RGBD pair."""
+    import numpy as np
+    from PIL import Image
+
+    from .data import read_pgm
+
+    for p in (color_path, depth_path):
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"input {p} does not exist")
+    with Image.open(color_path) as im:
+        color = np.asarray(im.convert("RGB"))
+    if depth_path.lower().endswith((".pgm", ".pnm")):
+        depth = read_pgm(depth_path)
+    else:
+        with Image.open(depth_path) as im:
+            depth = np.asarray(im)
+    if depth.ndim != 2:
+        raise ValueError(f"depth image {depth_path} must have one channel, got shape {depth.shape}")
+    return color, depth
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from . import read, write
+    from .data import PointSet, from_rgbd
+    from .engine import load_config
+    from .engine.build import load_classifier
+    from .engine.plots import colorize_labels, save_label_image, save_segmentation
+    from .engine.segmentation import dataset_camera, model_call, scaled_intrinsics, segment_points
+
+    if not args.out.lower().endswith((".ply", ".png")):
+        raise ValueError(f"--out must end in .ply or .png, got {args.out!r}")
+    cfg = load_config(args.config, args.set)
+    model, meta = load_classifier(args.checkpoint)
+    if meta.get("task") != "segmentation":
+        raise ValueError(f"checkpoint {args.checkpoint} is not a segmentation model's")
+    names = list(meta.get("class_names") or range(meta["num_classes"]))
+    names = [str(n) for n in names]
+    color = None
+    if args.depth is not None:
+        color, depth = _read_frame(args.input, args.depth)
+        h, w = depth.shape
+        k = args.intrinsics or scaled_intrinsics(dataset_camera(cfg.data), w, h)
+        cloud = from_rgbd(color, depth, k, args.depth_scale, args.depth_trunc)
+        what = f"RGBD frame {w}x{h}"
+    else:
+        if args.intrinsics is not None:
+            raise ValueError("--intrinsics needs an RGBD pair (COLOR DEPTH)")
+        cloud = read(args.input, dtype=torch.float32)
+        what = "point file"
+    if cloud.num_points == 0:
+        raise ValueError(f"{args.input} gives no points (no valid depth?)")
+    in_channels = int(meta.get("model_options", {}).get("in_channels", 3))
+    feats = [cloud.pos.float()]
+    if in_channels > 3:
+        if cloud.x is None or cloud.x.size(1) != in_channels - 3:
+            have = 0 if cloud.x is None else cloud.x.size(1)
+            raise ValueError(
+                f"the model takes xyz + {in_channels - 3} feature channels (colours); "
+                f"{args.input} has {have}"
+            )
+        feats.append(cloud.x.float())
+    points = torch.cat(feats, 1)
+    g = torch.Generator().manual_seed(args.seed)
+    keep = None
+    if points.size(0) > args.max_points:
+        keep = torch.randperm(points.size(0), generator=g)[: args.max_points]
+        points = points[keep]
+    labels = segment_points(
+        model, points, cfg.data.num_points, model_call(meta["model"]), generator=g
+    )
+    colors = torch.from_numpy(colorize_labels(labels.numpy(), len(names))).float()
+    if args.out.lower().endswith(".ply"):
+        write(args.out, PointSet(pos=points[:, :3], x=colors))
+    elif color is not None:
+        image = np.full(color.shape[:2], -1, dtype=np.int64)
+        pixel = cloud.pixel if keep is None else cloud.pixel[keep]
+        image[pixel[:, 0].numpy(), pixel[:, 1].numpy()] = labels.numpy()
+        save_label_image(image, args.out, names, color=color, title=f"{meta['model']} prediction")
+    else:
+        save_segmentation(points[:, :3], labels, labels, args.out, names, titles=[args.input])
+    counts = torch.bincount(labels, minlength=len(names))
+    print(f"{what} {args.input}: {labels.numel()} points -> {args.out}")
+    width = max(len(n) for n in names)
+    for name, c in zip(names, counts.tolist()):
+        if c:
+            print(f"  {name:<{width}}  {c:>8}  {100 * c / labels.numel():6.2f}%")
     return 0
 
 
@@ -300,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         "eval",
         help="evaluate a checkpoint on a config's test split",
         description="Evaluate checkpoint weights on the dataset of a config; prints OA and "
-        "mAcc and writes a confusion-matrix PNG.",
+        "mAcc (segmentation: mIoU, OA and per-class IoU) and writes a confusion-matrix PNG.",
     )
     ev.add_argument("config", help="YAML config the checkpoint was trained with")
     ev.add_argument(
@@ -312,6 +410,40 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="confusion-matrix PNG (default: in output_dir)")
     _add_set(ev)
     ev.set_defaults(func=_cmd_eval)
+
+    seg = sub.add_parser(
+        "segment",
+        help="label every point of an RGBD frame or a point file with a segmentation model",
+        description="Back-project COLOR + DEPTH (or read a point file), run a trained "
+        "segmentation checkpoint over all points (in chunks of the config's data.num_points) "
+        "and write a cloud coloured by class (.ply) or a picture (.png); prints the class "
+        "histogram.",
+    )
+    seg.add_argument("input", help="colour image of an RGBD pair, or a point file (.ply ...)")
+    seg.add_argument("depth", nargs="?", help="depth image of the RGBD pair (16-bit PNG or PGM)")
+    seg.add_argument("--config", required=True, help="YAML config the checkpoint was trained with")
+    seg.add_argument("--checkpoint", required=True, help="checkpoint (e.g. runs/x/best)")
+    seg.add_argument("--out", required=True, help="OUT.ply (coloured cloud) or OUT.png")
+    seg.add_argument(
+        "--intrinsics",
+        type=float,
+        nargs=4,
+        metavar=("FX", "FY", "CX", "CY"),
+        help="pinhole intrinsics (default: the dataset's camera scaled to the frame size, "
+        "else PrimeSense)",
+    )
+    seg.add_argument(
+        "--depth-scale", type=float, default=1000.0, help="depth units per metre (default 1000)"
+    )
+    seg.add_argument(
+        "--depth-trunc", type=float, default=6.0, help="drop depths beyond this many metres"
+    )
+    seg.add_argument(
+        "--max-points", type=int, default=200_000, help="random subset of larger inputs"
+    )
+    seg.add_argument("--seed", type=int, default=0, help="seed of the chunking order")
+    _add_set(seg)
+    seg.set_defaults(func=_cmd_segment)
 
     dl = sub.add_parser(
         "download",
@@ -425,7 +557,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 #: Commands that run long multi-threaded CPU work.
-_COMPUTE_COMMANDS = ("train", "eval")
+_COMPUTE_COMMANDS = ("train", "eval", "segment")
 
 
 def _reexec_with_passive_openmp(argv: Sequence[str]) -> None:

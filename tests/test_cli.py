@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tests" / "tiny.yaml"
 SCAN_TRAIN = "main_split/training_objectdataset_augmentedrot_scale75.h5"
 SCAN_TEST = "main_split/test_objectdataset_augmentedrot_scale75.h5"
-COMMANDS = ("train", "eval", "download", "convert", "viz", "bench", "info", "demo")
+COMMANDS = ("train", "eval", "segment", "download", "convert", "viz", "bench", "info", "demo")
 
 
 @pytest.mark.parametrize("command", (None, *COMMANDS))

@@ -6,6 +6,11 @@ Every transform is a callable ``t(data, generator=None)``:
   ``[B, N, 3]`` (each cloud of a batch gets its own random draw), or a single-cloud
   :class:`~pointset.PointSet` (``pos [N, 3]``; transforms that reorder or select points
   apply the same indices to every per-point attribute, such as ``x`` and ``pixel``).
+- dense batches with per-point features and labels go through
+  :meth:`Transform.with_labels`: ``points [B, N, C]`` (xyz first, then features such as rgb)
+  and ``labels [B, N]``; points are moved by their xyz only, and transforms that reorder,
+  pick or drop points do the same to the features and labels, so every label stays with
+  its point.
 - ``generator`` is an optional :class:`torch.Generator`; with the same generator state the
   result is the same. ``None`` draws from torch's global generator. A CPU generator may
   drive a transform of CUDA tensors (the draws are moved to the data's device).
@@ -81,9 +86,46 @@ class Transform:
             return out
         return self.apply(_check_pos(data), generator)
 
+    def with_labels(
+        self, points: Tensor, labels: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Transform points that carry features and dense labels.
+
+        Args:
+            points: ``[B, N, C]`` (or ``[N, C]``), ``C >= 3``: xyz, then per-point features
+                that move with their point unchanged (colours; normals are not rotated).
+            labels: ``[B, N]`` (or ``[N]``) per-point labels, or ``None``.
+            generator: as for ``__call__``; the draws are the same as for ``points[..., :3]``.
+
+        Returns:
+            ``(points, labels)`` transformed together.
+        """
+        _check_dense(points, labels)
+        xyz = self.apply(points[..., :3], generator)
+        return torch.cat([xyz, points[..., 3:]], -1), labels
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({args})"
+
+
+def _check_dense(points: Tensor, labels: Tensor | None) -> None:
+    if not isinstance(points, Tensor) or points.dim() not in (2, 3) or points.size(-1) < 3:
+        shape = tuple(points.shape) if isinstance(points, Tensor) else type(points).__name__
+        raise ValueError(f"expected points [N, C] or [B, N, C] with C >= 3, got {shape}")
+    if labels is not None and labels.shape != points.shape[:-1]:
+        raise ValueError(
+            f"labels must have shape {tuple(points.shape[:-1])} to go with points "
+            f"{tuple(points.shape)}, got {tuple(labels.shape)}"
+        )
+
+
+def _gather_rows(values: Tensor, idx: Tensor) -> Tensor:
+    """``values [B, N, ...]`` at ``idx [B, M]`` -> ``[B, M, ...]``."""
+    flat = idx.reshape(*idx.shape, *([1] * (values.dim() - 2))).expand(
+        *idx.shape, *values.shape[2:]
+    )
+    return torch.gather(values, 1, flat)
 
 
 class Select(Transform):
@@ -98,6 +140,17 @@ class Select(Transform):
         idx = self.indices(dense, generator)
         out = torch.gather(dense, 1, idx.unsqueeze(-1).expand(-1, -1, dense.size(-1)))
         return out[0] if pos.dim() == 2 else out
+
+    def with_labels(self, points, labels=None, generator=None):
+        _check_dense(points, labels)
+        single = points.dim() == 2
+        dense = points.unsqueeze(0) if single else points
+        idx = self.indices(dense[..., :3], generator)
+        out = _gather_rows(dense, idx)
+        lab = None if labels is None else _gather_rows(labels.reshape(dense.shape[:2]), idx)
+        if single:
+            return out[0], None if lab is None else lab[0]
+        return out, lab
 
     def __call__(self, data, generator: torch.Generator | None = None):
         if not isinstance(data, PointSet):
@@ -123,6 +176,11 @@ class Compose(Transform):
         for t in self.transforms:
             data = t(data, generator)
         return data
+
+    def with_labels(self, points, labels=None, generator=None):
+        for t in self.transforms:
+            points, labels = t.with_labels(points, labels, generator)
+        return points, labels
 
     def __repr__(self) -> str:
         return "Compose([" + ", ".join(repr(t) for t in self.transforms) + "])"
@@ -200,17 +258,44 @@ class Jitter(Transform):
 class PointDropout(Transform):
     """Random point dropout as in PointNet++: per cloud a ratio ``r ~ U(0, max_ratio)`` is
     drawn and each point is dropped with probability ``r`` by overwriting it with the
-    cloud's first point, so the point count (and dense batching) is kept."""
+    cloud's first point, so the point count (and dense batching) is kept. A dropped point
+    takes all of the first point's attributes (features, label) too."""
 
     def __init__(self, max_ratio: float = 0.875) -> None:
         if not 0 <= max_ratio < 1:
             raise ValueError(f"max_ratio must be in [0, 1), got {max_ratio!r}")
         self.max_ratio = max_ratio
 
-    def apply(self, pos, generator):
+    def _drop(self, pos: Tensor, generator: torch.Generator | None) -> Tensor:
+        """``[..., N]`` bool: which points to overwrite."""
         ratio = self.max_ratio * _rand((*pos.shape[:-2], 1), generator, pos)
-        drop = _rand(pos.shape[:-1], generator, pos) <= ratio
+        return _rand(pos.shape[:-1], generator, pos) <= ratio
+
+    def apply(self, pos, generator):
+        drop = self._drop(pos, generator)
         return torch.where(drop.unsqueeze(-1), pos[..., :1, :], pos)
+
+    def with_labels(self, points, labels=None, generator=None):
+        _check_dense(points, labels)
+        drop = self._drop(points[..., :3], generator)
+        out = torch.where(drop.unsqueeze(-1), points[..., :1, :], points)
+        if labels is not None:
+            labels = torch.where(drop, labels[..., :1], labels)
+        return out, labels
+
+    def __call__(self, data, generator: torch.Generator | None = None):
+        if not isinstance(data, PointSet):
+            return self.apply(_check_pos(data), generator)
+        n = _single_cloud(data).num_points
+        drop = self._drop(data.pos, generator)
+        attrs = {}
+        for key, value in data.items():
+            per_point = isinstance(value, Tensor) and value.dim() >= 1 and value.size(0) == n
+            if per_point and key not in _NOT_PER_POINT:
+                mask = drop.reshape(n, *([1] * (value.dim() - 1)))
+                value = torch.where(mask, value[:1], value)
+            attrs[key] = value
+        return PointSet(**attrs)
 
 
 class NormalizeUnitSphere(Transform):

@@ -1,8 +1,11 @@
 """Render small synthetic RGBD frames with a pinhole camera (numpy ray casting).
 
-Used where no captured frame is at hand: the demo, examples and tests. Scenes are a floor,
-a back wall and a few solids (spheres and axis-aligned boxes) in the camera frame
-(x right, y down, z forward, metres), shaded with a fixed light.
+Used where no captured frame is at hand: the demo, examples, tests and the built-in
+segmentation scenes. Scenes are a floor, a back wall (optionally side walls) and a few
+solids (spheres, axis-aligned boxes and upright cylinders / cones) in world coordinates with
+the camera's axis convention (x right, y down, z forward, metres), shaded with a fixed light.
+The camera sits at the origin looking along +z unless a ``pose`` moves it. Each solid may
+carry a class ``label``; :func:`render_rgbd` then also returns a per-pixel label image.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ class Sphere:
     center: tuple[float, float, float]
     radius: float
     color: tuple[float, float, float]
+    label: int = -1
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,23 @@ class Box:
     lo: tuple[float, float, float]
     hi: tuple[float, float, float]
     color: tuple[float, float, float]
+    label: int = -1
+
+
+@dataclass(frozen=True)
+class Frustum:
+    """An upright truncated cone around the vertical line ``(x, z) = axis_xz``, from
+    ``y_top`` to ``y_bottom`` (``y`` points down, so ``y_top < y_bottom``) with radii
+    ``r_top`` and ``r_bottom``: a cylinder when they are equal, a cone when ``r_top = 0``.
+    Both caps are closed."""
+
+    axis_xz: tuple[float, float]
+    y_top: float
+    y_bottom: float
+    r_top: float
+    r_bottom: float
+    color: tuple[float, float, float]
+    label: int = -1
 
 
 def _hit_sphere(o: np.ndarray, d: np.ndarray, s: Sphere) -> tuple[np.ndarray, np.ndarray]:
@@ -60,6 +81,64 @@ def _hit_box(o: np.ndarray, d: np.ndarray, box: Box) -> tuple[np.ndarray, np.nda
     return t, n
 
 
+def _hit_disc(
+    o: np.ndarray, d: np.ndarray, center: np.ndarray, radius: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A horizontal disc (normal along y) of ``radius`` at ``center``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (center[1] - o[:, 1]) / d[:, 1]
+    t = np.where(np.isfinite(t) & (t > 1e-6), t, np.inf)
+    p = o + np.where(np.isfinite(t), t, 0.0)[:, None] * d
+    inside = (p[:, 0] - center[0]) ** 2 + (p[:, 2] - center[2]) ** 2 <= radius**2
+    t = np.where(inside, t, np.inf)
+    n = np.zeros_like(d)
+    n[:, 1] = -np.sign(d[:, 1])
+    return t, n
+
+
+def _hit_frustum(o: np.ndarray, d: np.ndarray, f: Frustum) -> tuple[np.ndarray, np.ndarray]:
+    """Side and caps of an upright frustum: the side solves
+    ``(x - ax)^2 + (z - az)^2 = r(y)^2`` with ``r`` linear in ``y``."""
+    ax, az = f.axis_xz
+    s = (f.r_top - f.r_bottom) / (f.y_bottom - f.y_top)  # radius gained per unit upwards
+    px, pz = o[:, 0] - ax, o[:, 2] - az
+    q = f.r_bottom + s * (f.y_bottom - o[:, 1])
+    w = -s * d[:, 1]
+    a = d[:, 0] ** 2 + d[:, 2] ** 2 - w**2
+    b = px * d[:, 0] + pz * d[:, 2] - q * w
+    c = px**2 + pz**2 - q**2
+    best = np.full(len(d), np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        root = np.sqrt(np.maximum(b * b - a * c, 0.0))
+        for sign in (-1.0, 1.0):
+            t = (-b + sign * root) / a
+            y = o[:, 1] + t * d[:, 1]
+            ok = (b * b - a * c >= 0) & (t > 1e-6) & (y >= f.y_top) & (y <= f.y_bottom)
+            ok &= q + w * t >= 0  # the real cone, not its mirror image above the apex
+            best = np.where(ok & (t < best), t, best)
+    p = o + np.where(np.isfinite(best), best, 0.0)[:, None] * d
+    r = f.r_bottom + s * (f.y_bottom - p[:, 1])
+    n = np.stack([p[:, 0] - ax, r * s, p[:, 2] - az], -1)
+    n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
+    n = np.where(((n * d).sum(-1) > 0)[:, None], -n, n)
+    normal = n
+    for y, radius in ((f.y_top, f.r_top), (f.y_bottom, f.r_bottom)):
+        if radius > 0:
+            t_cap, n_cap = _hit_disc(o, d, np.array([ax, y, az]), radius)
+            closer = t_cap < best
+            best = np.where(closer, t_cap, best)
+            normal = np.where(closer[:, None], n_cap, normal)
+    return best, normal
+
+
+def _hit(o: np.ndarray, d: np.ndarray, solid: Sphere | Box | Frustum) -> tuple[np.ndarray, ...]:
+    if isinstance(solid, Sphere):
+        return _hit_sphere(o, d, solid)
+    if isinstance(solid, Box):
+        return _hit_box(o, d, solid)
+    return _hit_frustum(o, d, solid)
+
+
 def render_rgbd(
     solids: list[Sphere | Box],
     width: int = 320,
@@ -70,21 +149,37 @@ def render_rgbd(
     depth_scale: float = 1000.0,
     noise_std: float = 0.0,
     seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float, float]]:
-    """Ray-cast a scene into a colour image and a depth map.
+    pose: tuple[np.ndarray, np.ndarray] | None = None,
+    side_walls: tuple[float, float] | None = None,
+    floor_label: int = -1,
+    wall_label: int = -1,
+    floor_tint: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    wall_tint: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    return_labels: bool = False,
+) -> tuple[np.ndarray, ...]:
+    """Ray-cast a scene into a colour image and a depth map (and a label image).
 
     Args:
         solids: the objects in front of the floor (plane ``y = floor_y``) and back wall
-            (plane ``z = wall_z``).
+            (plane ``z = wall_z``), in world coordinates.
         width, height: image size in pixels.
         intrinsics: ``(fx, fy, cx, cy)``; defaults to the PrimeSense intrinsics scaled to
             the image size.
         depth_scale: depth units per metre of the returned uint16 depth (1000 = mm).
         noise_std: standard deviation of Gaussian depth noise in metres.
+        pose: ``(R [3, 3], t [3])`` camera-to-world rotation and camera position; world
+            point ``= R @ camera point + t``. ``None``: the camera frame is the world frame.
+        side_walls: ``(x_left, x_right)`` adds the walls ``x = x_left`` and
+            ``x = x_right``; ``None`` leaves the sides open.
+        floor_label, wall_label: label-image values of the floor and of the walls.
+        floor_tint, wall_tint: per-channel factors on the floor and wall colours.
+        return_labels: also return the label image.
 
     Returns:
         ``color [H, W, 3]`` uint8, ``depth [H, W]`` uint16 (0 = no measurement, e.g. beyond
-        the wall) and the intrinsics used.
+        the wall), with ``return_labels`` the label image ``[H, W]`` int64 (each pixel the
+        ``label`` of the surface it sees, ``-1`` where it sees none), and the intrinsics.
+        Depth is measured along the camera's optical axis.
     """
     if intrinsics is None:
         s = width / 640.0
@@ -94,45 +189,69 @@ def render_rgbd(
     v, u = np.mgrid[0:height, 0:width].astype(np.float64)
     d = np.stack([(u - cx) / fx, (v - cy) / fy, np.ones_like(u)], -1).reshape(-1, 3)
     d /= np.linalg.norm(d, axis=-1, keepdims=True)
+    depth_along_axis = d[:, 2].copy()
     o = np.zeros_like(d)
+    if pose is not None:
+        rot, origin = np.asarray(pose[0], np.float64), np.asarray(pose[1], np.float64)
+        d = d @ rot.T
+        o = o + origin
 
     best_t = np.full(len(d), np.inf)
     normal = np.zeros_like(d)
     albedo = np.zeros_like(d)
+    label = np.full(len(d), -1, dtype=np.int64)
 
-    def take(t: np.ndarray, n: np.ndarray, col: np.ndarray) -> None:
+    def take(t: np.ndarray, n: np.ndarray, col: np.ndarray, lab: int) -> None:
         closer = t < best_t
         best_t[closer] = t[closer]
         normal[closer] = n[closer]
         albedo[closer] = col[closer] if col.ndim == 2 else col
+        label[closer] = lab
 
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_floor = np.where(d[:, 1] > 1e-6, floor_y / d[:, 1], np.inf)
-        t_wall = np.where(d[:, 2] > 1e-6, wall_z / d[:, 2], np.inf)
-    hit_floor = o + np.where(np.isfinite(t_floor), t_floor, 0)[:, None] * d
+    def plane(axis: int, value: float) -> tuple[np.ndarray, np.ndarray]:
+        """Ray parameter to the plane ``coordinate[axis] = value`` (from the side of ``o``)
+        and the hit points."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = (value - o[:, axis]) / d[:, axis]
+        t = np.where(np.isfinite(t) & (t > 1e-6), t, np.inf)
+        return t, o + np.where(np.isfinite(t), t, 0)[:, None] * d
+
+    t_floor, hit_floor = plane(1, floor_y)
     checker = ((np.floor(hit_floor[:, 0] * 4) + np.floor(hit_floor[:, 2] * 4)) % 2)[:, None]
-    floor_col = 0.45 + 0.25 * checker * np.ones((1, 3))
-    take(t_floor, np.tile([0.0, -1.0, 0.0], (len(d), 1)), floor_col)
-    hit_wall = o + np.where(np.isfinite(t_wall), t_wall, 0)[:, None] * d
-    wall_col = np.stack(
-        [0.55 + 0.1 * np.tanh(hit_wall[:, 0]), 0.6 * np.ones(len(d)), 0.7 * np.ones(len(d))], -1
-    )
-    take(t_wall, np.tile([0.0, 0.0, -1.0], (len(d), 1)), wall_col)
+    floor_col = (0.45 + 0.25 * checker * np.ones((1, 3))) * np.asarray(floor_tint)
+    take(t_floor, np.tile([0.0, -1.0, 0.0], (len(d), 1)), floor_col, floor_label)
+    walls = [(2, wall_z, 0)] + ([(0, x, 2) for x in side_walls] if side_walls else [])
+    for axis, value, across in walls:
+        t_wall, hit_wall = plane(axis, value)
+        wall_col = np.stack(
+            [
+                0.55 + 0.1 * np.tanh(hit_wall[:, across]),
+                0.6 * np.ones(len(d)),
+                0.7 * np.ones(len(d)),
+            ],
+            -1,
+        ) * np.asarray(wall_tint)
+        n_wall = np.zeros((len(d), 3))
+        n_wall[:, axis] = -np.sign(value - o[:, axis])
+        take(t_wall, n_wall, wall_col, wall_label)
     for solid in solids:
-        t, n = _hit_sphere(o, d, solid) if isinstance(solid, Sphere) else _hit_box(o, d, solid)
-        take(t, n, np.asarray(solid.color, dtype=np.float64))
+        t, n = _hit(o, d, solid)
+        take(t, n, np.asarray(solid.color, dtype=np.float64), solid.label)
 
     light = np.array([-0.4, -1.0, -0.6])
     light /= np.linalg.norm(light)
     shade = 0.35 + 0.65 * np.clip((normal * light).sum(-1), 0, 1)
     rgb = np.clip(albedo * shade[:, None], 0, 1)
-    z = best_t * d[:, 2]
+    z = best_t * depth_along_axis
     if noise_std > 0:
         z = z + np.random.default_rng(seed).normal(0.0, noise_std, size=z.shape)
     valid = np.isfinite(z) & (z > 0)
     depth = np.where(valid, np.round(np.where(valid, z, 0) * depth_scale), 0)
     depth = np.clip(depth, 0, 65535).astype(np.uint16).reshape(height, width)
     color = (rgb.reshape(height, width, 3) * 255 + 0.5).astype(np.uint8)
+    if return_labels:
+        labels = np.where(np.isfinite(best_t), label, -1).reshape(height, width)
+        return color, depth, labels, (fx, fy, cx, cy)
     return color, depth, (fx, fy, cx, cy)
 
 

@@ -1,12 +1,13 @@
 """Experiment configs: YAML files validated into typed dataclasses.
 
-A config has three sections and two top-level keys::
+A config has three sections and three top-level keys::
 
     model:  {name: pointmlp_elite, options: {points: 512}}
     data:   {name: synthetic_shapes, root: data/synthetic_shapes, batch_size: 32}
     train:  {epochs: 40, optimizer: sgd, lr: 0.01}
     output_dir: runs/demo
     seed: 0
+    task: classification   # or segmentation (per-point labels)
 
 ``base: other.yaml`` (a path relative to the config file) inherits another config; the
 file's own keys are merged over it, mapping by mapping. Command-line overrides
@@ -58,7 +59,8 @@ class DataConfig:
 
     Attributes:
         name: ``synthetic_shapes``, ``scanobjectnn``, ``modelnet40``, ``digits`` or
-            ``rgbd_folder``.
+            ``rgbd_folder`` (classification); ``synthetic_scenes``, ``rgbd_seg_folder`` or
+            ``shapenetpart`` (segmentation).
         root: folder holding (or receiving, for ``synthetic_shapes``) the dataset files.
         num_points: points per sample for point datasets.
         image_size: side of the square images fed to image models (``digits``).
@@ -73,7 +75,16 @@ class DataConfig:
             ``None`` chooses ``best`` on the test split, as the official PointMLP scripts do.
     """
 
-    name: Literal["synthetic_shapes", "scanobjectnn", "modelnet40", "digits", "rgbd_folder"]
+    name: Literal[
+        "synthetic_shapes",
+        "scanobjectnn",
+        "modelnet40",
+        "digits",
+        "rgbd_folder",
+        "synthetic_scenes",
+        "rgbd_seg_folder",
+        "shapenetpart",
+    ]
     root: str = "data"
     num_points: int = 1024
     image_size: int = 32
@@ -133,13 +144,16 @@ class TrainConfig:
 
 @dataclass
 class Config:
-    """A full experiment: ``model``, ``data``, ``train``, ``output_dir`` and ``seed``."""
+    """A full experiment: ``model``, ``data``, ``train``, ``output_dir``, ``seed`` and
+    ``task`` (``classification``: a class per sample; ``segmentation``: a class per point,
+    see :mod:`pointset.engine.segmentation`)."""
 
     model: ModelConfig
     data: DataConfig
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "runs/default"
     seed: int = 0
+    task: Literal["classification", "segmentation"] = "classification"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML / JSON serialisable)."""

@@ -9,6 +9,7 @@ explicit ``torch.Generator``, so the numbers of an epoch depend only on its seed
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,10 @@ class ArraySplit:
     def batch(self, index: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
         """Inputs and labels of samples ``index [B]`` on ``device``."""
         return self.inputs[index].to(device), self.labels[index].to(device)
+
+    def subset(self, index: Tensor) -> ArraySplit:
+        """The samples ``index [M']`` as a split of their own."""
+        return dataclasses.replace(self, inputs=self.inputs[index], labels=self.labels[index])
 
 
 # -- datasets --------------------------------------------------------------------------

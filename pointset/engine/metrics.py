@@ -70,6 +70,50 @@ def mean_class_accuracy(cm: Tensor) -> float:
     return float(acc.mean()) if acc.numel() else 0.0
 
 
+# -- segmentation ------------------------------------------------------------------------
+
+
+def segmentation_confusion(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    """Per-point confusion matrix of a segmentation, skipping ignored points.
+
+    Args:
+        pred: predicted classes, any shape (e.g. ``[B, N]``), int.
+        target: true classes of the same shape; ``-1`` marks points to ignore, the others
+            lie in ``[0, num_classes)``.
+        num_classes: number of classes ``C``.
+
+    Returns:
+        ``[C, C]`` int64 counts over the non-ignored points (rows = true class).
+    """
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"pred and target must have the same shape, got {tuple(pred.shape)} and "
+            f"{tuple(target.shape)}"
+        )
+    keep = target.reshape(-1) != -1
+    return confusion_matrix(pred.reshape(-1)[keep], target.reshape(-1)[keep], num_classes)
+
+
+def class_ious(cm: Tensor) -> Tensor:
+    r"""Per-class intersection over union ``[C]`` (float64) from a confusion matrix:
+
+    .. math:: \mathrm{IoU}_c = \frac{cm_{cc}}{\sum_p cm_{cp} + \sum_t cm_{tc} - cm_{cc}}
+
+    NaN for a class that is neither present nor predicted.
+    """
+    tp = cm.diagonal().double()
+    union = cm.sum(0).double() + cm.sum(1).double() - tp
+    return tp / union
+
+
+def mean_iou(cm: Tensor) -> float:
+    """Mean of the per-class IoUs (mIoU) over the classes present or predicted; 0 when
+    there are none."""
+    iou = class_ious(cm)
+    iou = iou[~torch.isnan(iou)]
+    return float(iou.mean()) if iou.numel() else 0.0
+
+
 # -- ShapeNetPart part segmentation --------------------------------------------------------
 #
 # The standard evaluation (PointNet / PointNet++ / PointMLP papers): the logits are masked

@@ -1,7 +1,8 @@
 """Model selection: which split chooses the ``best`` checkpoint.
 
 With ``data.val_split`` a seeded fraction of the training split is held out
-(:func:`hold_out`); ``best`` is the epoch with the highest validation OA and the test split
+(:func:`hold_out`); ``best`` is the epoch with the highest validation OA (mIoU for
+segmentation) and the test split
 is evaluated once, for ``best``. Without it ``best`` is the epoch with the highest *test* OA,
 as in the official PointMLP training scripts; its test OA is then an optimistic number, and
 the run says so in its log and in every ``metrics.jsonl`` record (``"selected_on": "test"``).
@@ -9,12 +10,10 @@ the run says so in its log and in every ``metrics.jsonl`` record (``"selected_on
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
 
-from .data import ArraySplit
 from .seeding import generator
 
 TEST_SELECTION_NOTE = (
@@ -23,7 +22,7 @@ TEST_SELECTION_NOTE = (
 )
 
 
-def hold_out(split: ArraySplit, fraction: float, seed: int) -> tuple[ArraySplit, ArraySplit]:
+def hold_out(split: Any, fraction: float, seed: int) -> tuple[Any, Any]:
     """Split ``split`` into ``(train, val)``: a random ``fraction`` of its samples (at least
     one; seeded by ``seed``) goes to ``val``, the rest to ``train``, both in their original
     order."""
@@ -34,30 +33,27 @@ def hold_out(split: ArraySplit, fraction: float, seed: int) -> tuple[ArraySplit,
     perm = torch.randperm(n, generator=generator(seed, "val_split"))
     val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
 
-    def take(idx: torch.Tensor) -> ArraySplit:
-        return dataclasses.replace(split, inputs=split.inputs[idx], labels=split.labels[idx])
-
-    return take(train_idx), take(val_idx)
+    return split.subset(train_idx), split.subset(val_idx)
 
 
 class BestTracker:
-    """The best epoch so far by the overall accuracy on split ``on`` (``"val"`` or
-    ``"test"``); ``best`` is stored in the resume state."""
+    """The best epoch so far by the first of ``metrics`` (e.g. ``("oa", "macc")``) on split
+    ``on`` (``"val"`` or ``"test"``); ``best`` records all of ``metrics`` and is stored in
+    the resume state."""
 
-    def __init__(self, on: str, best: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, on: str, metrics: tuple[str, ...] = ("oa", "macc"), best: dict[str, Any] | None = None
+    ) -> None:
         self.on = on
-        self.key = f"{on}_oa"
+        self.keys = tuple(f"{on}_{m}" for m in metrics)
+        self.key = self.keys[0]
         self.best = best or {"epoch": -1, self.key: -1.0}
 
     def update(self, record: dict[str, Any]) -> bool:
-        """Mark ``record`` (with ``epoch`` and ``<on>_oa``/``<on>_macc``) selected; return
+        """Mark ``record`` (with ``epoch`` and the ``<on>_<metric>`` keys) selected; return
         whether it is the new best."""
         record["selected_on"] = self.on
         if self.key not in record or record[self.key] <= self.best.get(self.key, -1.0):
             return False
-        self.best = {
-            "epoch": record["epoch"],
-            self.key: record[self.key],
-            f"{self.on}_macc": record[f"{self.on}_macc"],
-        }
+        self.best = {"epoch": record["epoch"], **{k: record[k] for k in self.keys}}
         return True

@@ -1,16 +1,19 @@
-"""Config-driven training and evaluation of classifiers.
+"""Config-driven training and evaluation of classifiers and segmenters.
 
 One :class:`Trainer` runs a :class:`~pointset.engine.config.Config`: it builds the data
 splits and the model, trains for ``train.epochs`` epochs with the configured optimizer,
-schedule and loss, evaluates overall accuracy (OA) and mean class accuracy (mAcc), and writes
-into ``output_dir``:
+schedule and loss, evaluates, and writes into ``output_dir``:
 
-- ``last.*`` after every epoch and ``best.*`` when the selection OA improves (on
+- ``last.*`` after every epoch and ``best.*`` when the selection metric improves (on
   ``data.val_split`` when set, else on the test split; see :mod:`pointset.engine.selection`
   and :mod:`pointset.engine.checkpoint`);
 - ``metrics.jsonl``: one strict-JSON record per epoch;
 - ``curves.png`` (loss and accuracy per epoch) and ``confusion_matrix.png``;
 - ``config.yaml``: the resolved config.
+
+What depends on the task (``task: classification``: OA and mAcc, best by OA;
+``task: segmentation``: per-point labels, mIoU, per-class IoU and ``predictions.png``,
+best by mIoU) lives in a task object (:mod:`pointset.engine.tasks`).
 
 Reproducibility: the data order and augmentation of epoch ``e`` come from generators seeded
 with ``(seed, e)`` and the global generators are re-seeded at every epoch start, so a run
@@ -38,7 +41,7 @@ import yaml
 from torch import nn
 
 from . import distributed as D
-from .build import create, input_kind, load_state
+from .build import create, load_state
 from .checkpoint import (
     CheckpointPaths,
     json_safe,
@@ -48,18 +51,19 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import Config
-from .data import ArraySplit, augment, check_augment, epoch_batches, load_split, model_input
+from .data import ArraySplit, epoch_batches
 from .guards import check_loss, check_weights
-from .loss import smoothed_cross_entropy
-from .metrics import confusion_matrix, mean_class_accuracy, overall_accuracy
 from .plots import save_confusion_matrix, save_curves
 from .run_lock import RunExistsError, hold_output_dir
 from .schedule import WarmupCosineSchedule
 from .seeding import generator, get_rng_state, seed_everything, set_rng_state
 from .selection import TEST_SELECTION_NOTE, BestTracker, hold_out
+from .tasks import fmt_pct as _fmt_pct
+from .tasks import make_task
 
 #: Called after every optimisation step with ``(epoch, step)`` (both 0-based).
 StepHook = Callable[[int, int], None]
+
 
 __all__ = ["RunExistsError", "StepHook", "Trainer"]
 
@@ -70,10 +74,6 @@ def _progress(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
-
-
-def _fmt_pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.2f}%"
 
 
 class Trainer:
@@ -106,6 +106,7 @@ class Trainer:
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.out = cfg.output_dir
+        self.task = make_task(cfg)
         self.bars = cfg.train.progress and self.dist.is_main and sys.stderr.isatty()
 
     # -- helpers ---------------------------------------------------------------------
@@ -124,20 +125,21 @@ class Trainer:
         error: BaseException | None = None
         if self.dist.is_main:
             try:
-                out = {split: load_split(self.cfg.data, split) for split in splits}
+                out = {split: self.task.load_split(self.cfg.data, split) for split in splits}
             except Exception as exc:  # re-raised below, once every process got here
                 error = exc
         D.barrier()
         if error is not None:
             raise error
         if not self.dist.is_main:
-            out = {split: load_split(self.cfg.data, split) for split in splits}
+            out = {split: self.task.load_split(self.cfg.data, split) for split in splits}
         return out
 
-    def _build_model(self, num_classes: int) -> nn.Module:
+    def _build_model(self, num_classes: int, split: ArraySplit) -> nn.Module:
         m = self.cfg.model
         seed_everything(self.cfg.seed, "model")
-        model = create(m.name, num_classes, m.checkpoint, **m.options)
+        self.model_options = {**self.task.model_options(split), **m.options}
+        model = create(m.name, num_classes, m.checkpoint, **self.model_options)
         return model.to(self.dist.device)
 
     def _num_classes(self, split: ArraySplit) -> int:
@@ -160,7 +162,8 @@ class Trainer:
         return {
             "format": "pointset-checkpoint/1",
             "model": self.cfg.model.name,
-            "model_options": self.cfg.model.options,
+            "model_options": self.model_options,
+            "task": self.task.name,
             "num_classes": len(class_names),
             "class_names": class_names,
             "input": self.kind,
@@ -173,7 +176,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate_split(self, model: nn.Module, split: ArraySplit, num_classes: int) -> dict:
-        """OA, mAcc, mean loss and the confusion matrix of ``model`` on ``split``.
+        """The task's metrics (OA and mAcc, or mIoU, OA and per-class IoU), the mean loss and
+        the confusion matrix of ``model`` on ``split``.
 
         Under ``torchrun`` each process evaluates every ``world_size``-th sample and the
         confusion matrices and loss sums are added over processes.
@@ -186,21 +190,22 @@ class Trainer:
         cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=self.dist.device)
         loss_sum = torch.zeros(2, dtype=torch.float64, device=self.dist.device)
         chunks = list(idx.split(bs))
+        self.task.begin_eval(split, self.dist.device)
         for chunk in _progress(chunks, len(chunks), "eval", self.bars):
             x, y = split.batch(chunk, self.dist.device)
-            logits = model(model_input(x, split.kind))
-            loss = smoothed_cross_entropy(logits, y, self.cfg.train.label_smoothing)
+            loss, batch_cm = self.task.eval_batch(model, split, x, y, num_classes)
             loss_sum += torch.stack(
                 [loss.double() * len(chunk), loss.new_tensor(len(chunk)).double()]
             )
-            cm += confusion_matrix(logits.argmax(1), y, num_classes)
+            cm += batch_cm
         D.all_reduce_sum(cm)
         D.all_reduce_sum(loss_sum)
+        extra = self.task.end_eval()
         model.train(was_training)
         cm = cm.cpu()
         return {
-            "oa": overall_accuracy(cm),
-            "macc": mean_class_accuracy(cm),
+            **self.task.metrics(cm),
+            **extra,
             "loss": float(loss_sum[0] / loss_sum[1]) if loss_sum[1] > 0 else float("nan"),
             "confusion": cm,
         }
@@ -210,14 +215,15 @@ class Trainer:
         weights = load_weights(checkpoint)
         data = self._load_data((split,))[split]
         self.kind = data.kind
+        self.task.check(self.cfg.model.name, data)
         num_classes = self._num_classes(data)
-        model = self._build_model(num_classes)
+        model = self._build_model(num_classes, data)
         load_state(model, weights, checkpoint, self.cfg.model.name)
         result = self.evaluate_split(model, data, num_classes)
-        self.log(
-            f"{split}: OA {_fmt_pct(result['oa'])}  mAcc {_fmt_pct(result['macc'])}  "
-            f"loss {result['loss']:.4f}  ({len(data)} samples)"
-        )
+        lines = self.task.summary(result, list(data.class_names)).split("\n")
+        self.log(f"{split}: {lines[0]}  loss {result['loss']:.4f}  ({len(data)} samples)")
+        for line in lines[1:]:
+            self.log(line)
         if out_png and self.dist.is_main:
             save_confusion_matrix(
                 result["confusion"], out_png, data.class_names,
@@ -249,9 +255,7 @@ class Trainer:
         for step, global_idx in enumerate(bar):
             lr = schedule.set(epoch, step)
             x, y = data.batch(D.shard_batch(global_idx, rank, world), self.dist.device)
-            x = augment(x, data.kind, cfg.data.augment, aug)
-            logits = model(model_input(x, data.kind))
-            loss = smoothed_cross_entropy(logits, y, cfg.train.label_smoothing)
+            loss, correct, count = self.task.train_step(model, data, x, y, aug)
             check_loss(loss, epoch, step, lr)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -259,10 +263,8 @@ class Trainer:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             optimizer.step()
             with torch.no_grad():
-                correct = (logits.argmax(1) == y).sum()
-                totals += torch.stack(
-                    [loss.detach().double() * len(y), correct.double(), totals.new_tensor(len(y))]
-                )
+                n = totals.new_tensor(float(count))
+                totals += torch.stack([loss.detach().double() * n, correct.double(), n])
             if self.bars:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
             if self.on_step is not None:
@@ -295,13 +297,8 @@ class Trainer:
         val = None
         if cfg.data.val_split is not None:
             train, val = hold_out(train, cfg.data.val_split, cfg.seed)
-        if train.kind != (kind := input_kind(cfg.model.name)):
-            raise ValueError(
-                f"model {cfg.model.name!r} takes {kind} input but dataset {cfg.data.name!r} "
-                f"gives {train.kind}"
-            )
+        self.task.check(cfg.model.name, train)
         self.kind = train.kind
-        check_augment(train.kind, cfg.data.augment)
         if cfg.data.batch_size % self.dist.world_size:
             raise ValueError(
                 f"data.batch_size ({cfg.data.batch_size}) must be a multiple of the number of "
@@ -310,7 +307,7 @@ class Trainer:
         num_classes = self._num_classes(train)
         class_names = list(train.class_names)[:num_classes]
         class_names += [str(i) for i in range(len(class_names), num_classes)]
-        model = self._build_model(num_classes)
+        model = self._build_model(num_classes, train)
         optimizer = self._optimizer(model)
         steps = len(
             epoch_batches(
@@ -334,7 +331,8 @@ class Trainer:
             gamma=cfg.train.gamma,
         )
         history: list[dict[str, Any]] = []
-        selection = BestTracker("test" if val is None else "val")
+        task = self.task
+        selection = BestTracker("test" if val is None else "val", task.best_metrics)
         first_epoch = 0
         last = CheckpointPaths.of(self._path("last"))
         if self.resume and os.path.exists(last.meta):
@@ -344,7 +342,7 @@ class Trainer:
             schedule.load_state_dict(state["schedule"])
             set_rng_state(state["rng"])
             history = json.loads(state["history"])
-            selection = BestTracker(selection.on, json.loads(state["best"]))
+            selection = BestTracker(selection.on, task.best_metrics, json.loads(state["best"]))
             first_epoch = int(state["epoch"]) + 1
             self.log(f"resuming {self.out} after epoch {first_epoch}/{cfg.train.epochs}")
             changed = _changed_keys(load_metadata(last.meta).get("config", {}), cfg.to_dict())
@@ -367,7 +365,7 @@ class Trainer:
             + (f" x {self.dist.world_size} processes" if self.dist.distributed else "")
         )
         if val is None:
-            self.log(TEST_SELECTION_NOTE)
+            self.log(TEST_SELECTION_NOTE.replace("OA", task.best_label))
         on = selection.on
         selection_split = test if val is None else val
         net: nn.Module = model
@@ -386,8 +384,9 @@ class Trainer:
             D.broadcast_buffers(model)  # every process evaluates rank 0's model
             if is_last or (epoch + 1) % cfg.train.eval_every == 0:
                 result = self.evaluate_split(model, selection_split, num_classes)
-                for key in ("oa", "macc", "loss"):
-                    record[f"{on}_{key}"] = result[key]
+                record.update(task.split_record(result, on))
+                if self.dist.is_main:
+                    task.save_pictures(model, selection_split, self.out, f"epoch {epoch + 1}")
             record["time"] = round(time.perf_counter() - t0, 3)
             improved = selection.update(record)
             history.append(record)
@@ -399,9 +398,8 @@ class Trainer:
             D.barrier()
             self.log(
                 f"epoch {epoch + 1}/{cfg.train.epochs}  lr {lr:.2e}  "
-                f"loss {record['train_loss']:.4f}  train acc {_fmt_pct(record['train_acc'])}  "
-                f"{on} OA {_fmt_pct(record.get(f'{on}_oa'))}  "
-                f"mAcc {_fmt_pct(record.get(f'{on}_macc'))}  ({record['time']:.1f}s)"
+                f"loss {record['train_loss']:.4f}  {task.epoch_summary(record, on)}  "
+                f"({record['time']:.1f}s)"
             )
 
         best = selection.best
@@ -410,8 +408,10 @@ class Trainer:
             D.barrier()
             load_state(model, load_weights(self._path("best")), self._path("best"), cfg.model.name)
             result = self.evaluate_split(model, test, num_classes)
-            best = {**best, "test_oa": result["oa"], "test_macc": result["macc"]}
+            best = {**best, **task.split_record(result, "test")}
             which = f"best, epoch {best['epoch']}"
+            if self.dist.is_main:
+                task.save_pictures(model, test, self.out, f"test ({which})")
         elif result is None:  # resumed a finished run: evaluate the final weights once more
             result = self.evaluate_split(model, test, num_classes)
         if self.dist.is_main:
@@ -420,18 +420,19 @@ class Trainer:
                 title=f"{cfg.model.name} on {cfg.data.name} test ({which})",
             )  # fmt: skip
         final = {
-            "test_oa": result["oa"],
-            "test_macc": result["macc"],
-            "test_loss": result["loss"],
+            **task.split_record(result, "test"),
             "best": best,
             "wall_time": round(time.perf_counter() - start, 1),
         }
-        best_oa = _fmt_pct(best.get(f"{on}_oa") if best["epoch"] > 0 else None)
+        lines = task.summary(result, class_names).split("\n")
+        best_value = best.get(selection.key) if best["epoch"] > 0 else None
         self.log(
-            f"final: test OA {_fmt_pct(final['test_oa'])}  "
-            f"mAcc {_fmt_pct(final['test_macc'])}  ({which}; best {on} OA {best_oa} at epoch "
-            f"{best['epoch']})  wall time {final['wall_time']:.0f}s"
+            f"final: test {lines[0]}  ({which}; best {on} {task.best_label} "
+            f"{_fmt_pct(best_value)} at epoch {best['epoch']})  "
+            f"wall time {final['wall_time']:.0f}s"
         )
+        for line in lines[1:]:
+            self.log(line)
         self.log(
             f"wrote {self._path('best.safetensors')}, {self._path('last.safetensors')}, "
             f"{self._path('curves.png')}, {self._path('confusion_matrix.png')}, "

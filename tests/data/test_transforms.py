@@ -157,3 +157,54 @@ def test_compose_and_errors(clouds):
         Jitter()(PointSet(pos=torch.zeros(4, 3), batch=torch.tensor([0, 0, 1, 1])))
     with pytest.raises(ValueError, match="axis"):
         RandomRotate(axis=3)
+
+
+# -- dense labels ----------------------------------------------------------------------
+
+
+def _tagged(b=3, n=40, seed=0):
+    """Points whose 4th channel is their original index; labels = index % 5 (so a label can
+    be checked against the point it travels with)."""
+    g = torch.Generator().manual_seed(seed)
+    pos = torch.rand(b, n, 3, generator=g)
+    idx = torch.arange(n, dtype=torch.float32).expand(b, n)
+    return torch.cat([pos, idx.unsqueeze(-1), torch.rand(b, n, 2, generator=g)], -1), (
+        idx.long() % 5
+    )
+
+
+@pytest.mark.parametrize(
+    "t",
+    [Shuffle(), Subsample(17), Subsample(9, method="fps", random_start=True), PointDropout(0.5)],
+)
+def test_reordering_transforms_keep_labels_with_points(t):
+    """Oracle: the tag channel names the source point; its label must follow."""
+    points, labels = _tagged()
+    out, lab = t.with_labels(points, labels, torch.Generator().manual_seed(1))
+    src = out[..., 3].long()
+    assert torch.equal(lab, src % 5)
+    orig = torch.gather(points, 1, src.unsqueeze(-1).expand(-1, -1, points.size(-1)))
+    assert torch.equal(out, orig)  # whole rows moved (xyz and features)
+
+
+@pytest.mark.parametrize("t", [RandomRotate(axis=1), RandomScaleTranslate(), Jitter()])
+def test_moving_transforms_change_xyz_only(t):
+    """Same draws as on the xyz alone; features and labels untouched."""
+    points, labels = _tagged()
+    out, lab = t.with_labels(points, labels, torch.Generator().manual_seed(2))
+    ref = t(points[..., :3].clone(), torch.Generator().manual_seed(2))
+    assert torch.equal(out[..., :3], ref) and torch.equal(out[..., 3:], points[..., 3:])
+    assert torch.equal(lab, labels)
+
+
+def test_compose_and_single_cloud_and_pointset():
+    points, labels = _tagged()
+    aug = Compose([RandomScaleTranslate(), Shuffle(), Jitter(), PointDropout(0.3)])
+    out, lab = aug.with_labels(points[0], labels[0], torch.Generator().manual_seed(3))
+    assert out.shape == (40, 6) and torch.equal(lab, out[:, 3].long() % 5)
+    ps = PointSet(pos=points[0, :, :3], x=points[0, :, 3:], y=labels[0])
+    for t in (Shuffle(), PointDropout(0.5), Subsample(10)):
+        item = t(ps, torch.Generator().manual_seed(4))
+        assert torch.equal(item.y, item.x[:, 0].long() % 5)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        Shuffle().with_labels(points, labels[:, :3])
