@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ._backend import select
+from ._checks import measured
 from ._grouping import (
     Layout,
     Workspace,
@@ -141,4 +142,4 @@ def nearest(
     _, impl = select(
         "nearest", _IMPLS, x.device, backend, lambda: auto(x.device, layout, x.size(1))
     )
-    return impl(x, y, layout)
+    return impl(measured(x), measured(y), layout)
