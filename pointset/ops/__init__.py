@@ -50,3 +50,14 @@ __all__ += [
     "balanced_cluster",
     "balanced_cluster_dense",
 ]
+
+from . import torch_cluster_compat  # noqa: E402
+from .pyg_patch import is_pyg_patched, patch_pyg, pyg_on_pointset, unpatch_pyg  # noqa: E402
+
+__all__ += [
+    "torch_cluster_compat",
+    "patch_pyg",
+    "unpatch_pyg",
+    "pyg_on_pointset",
+    "is_pyg_patched",
+]
