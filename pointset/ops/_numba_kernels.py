@@ -667,6 +667,11 @@ def _ball_runs(q, reach, lo, size, dims, base, cell_start, runs):  # pragma: no 
     return m
 
 
+#: Up to this many neighbours per query, radius search gives every query ``k`` slots at
+#: once; above it, slots are sized by a counting pass.
+_FIXED_SLOTS = 64
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def _radius_room(
     queries, q_order, q_cloud, lo, size, dims, cell0, cell_start, reach, max_runs, k, room, done
@@ -725,8 +730,9 @@ def _radius(
             total = 0
             for ri in range(m):
                 total += runs[ri, 1] - runs[ri, 0]
-            if total <= k:
-                # Room for every candidate: collect, then sort once.
+            if _FIXED_SLOTS < total <= keep.shape[0]:
+                # Many candidates, all fit: collect, then sort once (insertion below would
+                # cost total^2).
                 for ri in range(m):
                     for p in range(runs[ri, 0], runs[ri, 1]):
                         if _dist_to(pts, p, q0, q1, q2, dim) < r2:
@@ -735,7 +741,7 @@ def _radius(
                 keep[:found].sort()
                 out_n[qi] = found
                 continue
-            # More candidates than k: keep the k lowest rows, ascending, by insertion.
+            # Few candidates, or more than k: keep the k lowest rows, ascending, by insertion.
             for ri in range(m):
                 for p in range(runs[ri, 0], runs[ri, 1]):
                     if not _dist_to(pts, p, q0, q1, q2, dim) < r2:
@@ -766,9 +772,10 @@ def radius_grid(
     """For every query, the (at most ``k``) lowest rows of ``x`` in its cloud with squared
     distance ``< r^2`` (``r^2`` rounded once to ``x``'s dtype).
 
-    Memory follows the neighbourhoods, not ``k``: a first pass sizes each query's slot by
-    the points in the cells its ball meets (at most ``k``), so ``k = 10**9`` ("keep all")
-    costs no more than ``k = N``.
+    Memory follows the neighbourhoods, not ``k``: up to :data:`_FIXED_SLOTS` neighbours
+    every query gets ``k`` slots; beyond, a first pass sizes each query's slots by the
+    points in the cells its ball meets (at most ``k``), so ``k = 10**9`` ("keep all") costs
+    no more than the candidates.
 
     Returns ``[2, E]`` int64 (query index, ``x`` row), grouped by query, rows ascending
     within a query.
@@ -782,31 +789,34 @@ def radius_grid(
     span = int(math.ceil(2 * reach / float(grid.size.min()))) + 2
     max_runs = span ** (x.shape[1] - 1)
     num_q = queries.shape[0]
-    room = np.zeros(num_q, dtype=np.int64)
+    room = np.zeros(num_q if k > _FIXED_SLOTS else 0, dtype=np.int64)
     out_n = np.zeros(num_q, dtype=np.int64)
     r2 = np.asarray(r * r, dtype=x.dtype).item()
     queries, q_order, q_cloud = _prepared_queries(grid, x, queries, q_cloud)
     with _LOCK:
         numba.set_num_threads(_threads())
-        done = _chunk_flags(num_q)
-        _radius_room(
-            queries,
-            q_order,
-            q_cloud,
-            grid.lo,
-            grid.size,
-            grid.dims,
-            grid.cell0,
-            grid.cell_start,
-            reach,
-            max_runs,
-            k,
-            room,
-            done,
-        )
-        _check_done(done, "radius")
-        slot = np.zeros(num_q + 1, dtype=np.int64)
-        np.cumsum(room, out=slot[1:])
+        if k <= _FIXED_SLOTS:
+            slot = np.arange(num_q + 1, dtype=np.int64) * k
+        else:
+            done = _chunk_flags(num_q)
+            _radius_room(
+                queries,
+                q_order,
+                q_cloud,
+                grid.lo,
+                grid.size,
+                grid.dims,
+                grid.cell0,
+                grid.cell_start,
+                reach,
+                max_runs,
+                k,
+                room,
+                done,
+            )
+            _check_done(done, "radius")
+            slot = np.zeros(num_q + 1, dtype=np.int64)
+            np.cumsum(room, out=slot[1:])
         found_i = np.empty(int(slot[-1]), dtype=np.int64)
         done = _chunk_flags(num_q)
         _radius(
