@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from . import torch_cluster_compat as compat
+from ._grouping import truncate
 
 #: pyg-lib's schemas of the ops PyG calls (``pyg::<name>``), and the ``WITH_*`` flag of each.
 SCHEMAS = {
@@ -87,6 +88,16 @@ def _batch(ptr: Tensor | None, num: int) -> Tensor | None:
     return batch
 
 
+def _batches(x: Tensor, y: Tensor, ptr_x: Tensor | None, ptr_y: Tensor | None):
+    """Batch vectors of both sides; a side without ``ptr`` is cloud 0 when the other has one."""
+    bx, by = _batch(ptr_x, x.size(0)), _batch(ptr_y, y.size(0))
+    if bx is None and by is not None:
+        bx = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
+    if by is None and bx is not None:
+        by = torch.zeros(y.size(0), dtype=torch.long, device=y.device)
+    return bx, by
+
+
 def _size(*ptrs: Tensor | None) -> int | None:
     sizes = [p.numel() - 1 for p in ptrs if p is not None]
     return max(sizes) if sizes else None
@@ -97,11 +108,7 @@ def _fps(src: Tensor, ptr: Tensor, ratio: float = 0.5, random_start: bool = True
 
 
 def _knn(x, y, ptr_x=None, ptr_y=None, k=1, cosine=False, num_workers=1) -> Tensor:
-    bx, by = _batch(ptr_x, x.size(0)), _batch(ptr_y, y.size(0))
-    if bx is None and by is not None:
-        bx = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
-    if by is None and bx is not None:
-        by = torch.zeros(y.size(0), dtype=torch.long, device=y.device)
+    bx, by = _batches(x, y, ptr_x, ptr_y)
     return compat.knn(x, y, k, bx, by, cosine, max(1, num_workers), _size(ptr_x, ptr_y))
 
 
@@ -115,18 +122,13 @@ def _radius(
     num_workers=1,
     ignore_same_index=False,
 ) -> Tensor:
-    bx, by = _batch(ptr_x, x.size(0)), _batch(ptr_y, y.size(0))
-    if bx is None and by is not None:
-        bx = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
-    if by is None and bx is not None:
-        by = torch.zeros(y.size(0), dtype=torch.long, device=y.device)
+    bx, by = _batches(x, y, ptr_x, ptr_y)
     if ignore_same_index:
-        # PyG asks for this on x is y (radius_graph without loops): no self pairs, still at
-        # most max_num_neighbors others per point.
-        edge = compat.radius_graph(
-            x, r, bx, False, max_num_neighbors, "target_to_source", max(1, num_workers)
-        )
-        return edge
+        # Pairs (i, i) do not count (PyG's radius_graph without loops): ask for one more,
+        # drop them, keep the max_num_neighbors lowest indices of every query.
+        edge = compat.radius(x, y, r, bx, by, max_num_neighbors + 1, max(1, num_workers))
+        edge = edge[:, edge[0] != edge[1]]
+        return truncate(edge[0], edge[1], y.size(0), max_num_neighbors)
     return compat.radius(x, y, r, bx, by, max_num_neighbors, max(1, num_workers))
 
 

@@ -118,6 +118,10 @@ def test_pyg_functions_run_on_pointset_only_while_switched_on():
         want = [[i, j] for i in range(12) for j in range(45)
                 if bx[j] == by[i] and d2(x[j], y[i]) < r2]
         assert edge.t().tolist() == want
+        # The op's ignore_same_index on two different sets drops only the pairs (i, i).
+        same = torch.ops.pyg.radius(x, y, None, None, 0.3, 500, 1, True)
+        want = [[i, j] for i in range(12) for j in range(45) if i != j and d2(x[j], y[i]) < r2]
+        assert same.t().tolist() == want
         graph = radius_graph(x, 0.3, bx, max_num_neighbors=500)
         want = sorted([j, i] for i in range(45) for j in range(45)
                       if j != i and bx[j] == bx[i] and d2(x[j], x[i]) < r2)
