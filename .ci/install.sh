@@ -22,3 +22,11 @@ if ! python -c "import torch_cluster" >/dev/null 2>&1; then
     python -m pip install -q --no-build-isolation torch-cluster
 fi
 python -m pip install -q -e ".[all,dev]"
+# Optional: pytorch3d has no Linux wheel on PyPI. A CPU build for exactly this Python and
+# torch may sit in the shared folder beside the checkout; without it the pytorch3d tests skip.
+WHEELS="$(cd .. && pwd)/shared/wheels"
+if compgen -G "$WHEELS/pytorch3d-*.whl" >/dev/null \
+    && python -c "import sys, torch; sys.exit(sys.version_info[:2] != (3, 11) or torch.__version__.split('+')[0] != '2.13.0')"; then
+    python -m pip install -q --no-deps "$WHEELS"/pytorch3d-*.whl
+    python -m pip install -q iopath
+fi

@@ -102,3 +102,18 @@ def distance_rescale(*points: Tensor) -> float:
     if low <= largest <= high:
         return 1.0
     return 2.0 ** -math.frexp(largest)[1]  # brings the largest magnitude into [0.5, 1)
+
+
+#: Point dtypes that every backend measures in float32 (see :func:`measured`).
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def measured(pos: Tensor) -> Tensor:
+    """``pos`` in the dtype its distances are computed in: float16 and bfloat16 points are
+    measured in float32 on every backend, float32 and float64 in their own dtype.
+
+    Half precision cannot rank distances: its squares round to 3 significant digits (so
+    distinct neighbours tie) and overflow to inf past 65504 (coordinates 256 apart). The
+    square of a float16 or bfloat16 difference is exact in float32, so every backend agrees.
+    """
+    return pos.float() if pos.dtype in HALF_DTYPES else pos

@@ -2,7 +2,8 @@
 
 Imported only when the backend is used (``numba`` is an optional dependency, part of the
 ``fast`` extra). Every kernel computes squared distances the way the rest of pointset does -
-direct differences accumulated coordinate by coordinate in the input dtype,
+direct differences accumulated coordinate by coordinate in the input dtype (float32 or
+float64; the operators hand half-precision points over as float32),
 ``((p0 - q0)^2 + (p1 - q1)^2) + ...`` - and breaks ties towards the lowest index, so the
 results are identical to the brute-force ``"native"`` backend, not merely close.
 
@@ -45,11 +46,12 @@ def _threads() -> int:
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _fps_clouds(planes, counts, steps, starts, out):  # pragma: no cover - compiled
+def _fps_clouds(planes, counts, steps, starts, out, done):  # pragma: no cover - compiled
     num_clouds, dim, size = planes.shape
     for b in prange(num_clouds):
         n = counts[b]
         if steps[b] == 0:
+            done[b] = 1
             continue
         pts = planes[b]  # [D, N]: each coordinate contiguous, so the update vectorises
         mind = np.full(n, np.inf, dtype=planes.dtype)
@@ -77,6 +79,7 @@ def _fps_clouds(planes, counts, steps, starts, out):  # pragma: no cover - compi
                     best = mind[i]
                     arg = i
             cur = arg
+        done[b] = 1
 
 
 def fps_clouds(pad: np.ndarray, counts, steps, starts) -> np.ndarray:
@@ -92,7 +95,13 @@ def fps_clouds(pad: np.ndarray, counts, steps, starts) -> np.ndarray:
     out = np.zeros((pad.shape[0], int(steps.max(initial=0))), dtype=np.int64)
     with _LOCK:
         numba.set_num_threads(_threads())
-        _fps_clouds(np.ascontiguousarray(pad.transpose(0, 2, 1)), counts, steps, starts, out)
+        done = np.zeros(pad.shape[0], dtype=np.uint8)
+        _fps_clouds(np.ascontiguousarray(pad.transpose(0, 2, 1)), counts, steps, starts, out, done)
+    if not done.all():
+        raise RuntimeError(
+            f"the numba FPS kernel stopped early on cloud {int(np.flatnonzero(done == 0)[0])}; "
+            "its results are incomplete"
+        )
     return out
 
 
@@ -397,6 +406,17 @@ def _shell_runs(cq, s, dims, base, cell_start, runs):  # pragma: no cover - comp
 
 
 @njit(cache=True, nogil=True)
+def _shell_capacity(cq, s, dims):  # pragma: no cover - compiled
+    """Room :func:`_shell_runs` needs for shell ``s``: at most two runs per in-grid row of
+    cells along the last axis. Clipped to the grid, so it never exceeds twice the cloud's
+    cells however far the query lies outside (cells are capped per point)."""
+    rows = 1
+    for c in range(cq.shape[0] - 1):
+        rows *= max(min(cq[c] + s, dims[c] - 1) - max(cq[c] - s, 0) + 1, 0)
+    return 2 * rows + 8
+
+
+@njit(cache=True, nogil=True)
 def _sq_dist(x, j, q):  # pragma: no cover - compiled
     diff = x[j, 0] - q[0]
     d = diff * diff
@@ -429,9 +449,41 @@ def _dist_to(pts, p, q0, q1, q2, dim):  # pragma: no cover - compiled
 _CHUNK = 256
 
 
+def _chunk_flags(num_q: int) -> np.ndarray:
+    """One completion flag per parallel task of :data:`_CHUNK` queries, all unset."""
+    return np.zeros((num_q + _CHUNK - 1) // _CHUNK, dtype=np.uint8)
+
+
+def _check_done(done: np.ndarray, what: str) -> None:
+    """Raise if a parallel task stopped early. An error inside a numba ``prange`` body (a
+    failed allocation, for one) may end that task without reaching the caller; each task
+    sets its flag as its last statement, so a missing flag is such an error made loud."""
+    missing = np.flatnonzero(done == 0)
+    if missing.size:
+        raise RuntimeError(
+            f"the numba {what} kernel stopped early in {missing.size} of {done.size} query "
+            f"blocks (first: queries {missing[0] * _CHUNK} .. {(missing[0] + 1) * _CHUNK - 1}); "
+            "its results are incomplete"
+        )
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def _knn(
-    pts, queries, q_order, q_cloud, q_own, lo, size, dims, cell0, cell_start, order, k, out_d, out_i
+    pts,
+    queries,
+    q_order,
+    q_cloud,
+    q_own,
+    lo,
+    size,
+    dims,
+    cell0,
+    cell_start,
+    order,
+    k,
+    out_d,
+    out_i,
+    done,
 ):  # pragma: no cover - compiled
     dim = pts.shape[1]
     num_q = queries.shape[0]
@@ -458,7 +510,7 @@ def _knn(
                 s = 1
                 m = _block_runs(cq, 1, dims[b], cell0[b], cell_start, runs)
             else:  # the query lies outside the grid: start at the first shell that meets it
-                need = 2 * dim * (2 * s + 1) ** (dim - 1) + 8
+                need = _shell_capacity(cq, s, dims[b])
                 if need > runs.shape[0]:
                     runs = np.empty((need, 2), dtype=np.int64)
                 m = _shell_runs(cq, s, dims[b], cell0[b], cell_start, runs)
@@ -491,10 +543,11 @@ def _knn(
                     if gap * gap > best_d[k - 1] * (1.0 + _BOUND_MARGIN):
                         break
                 s += 1
-                need = 2 * dim * (2 * s + 1) ** (dim - 1) + 8
+                need = _shell_capacity(cq, s, dims[b])
                 if need > runs.shape[0]:
                     runs = np.empty((need, 2), dtype=np.int64)
                 m = _shell_runs(cq, s, dims[b], cell0[b], cell_start, runs)
+        done[chunk] = 1
 
 
 def _prepared_queries(grid: CellGrid, x: np.ndarray, queries: np.ndarray, q_cloud: np.ndarray):
@@ -532,6 +585,7 @@ def knn_grid(
     own = np.full(num_q, -1, dtype=np.int64) if q_own is None else q_own.astype(np.int64)
     out_d = np.empty((num_q, k), dtype=x.dtype)
     out_i = np.empty((num_q, k), dtype=np.int64)
+    done = _chunk_flags(num_q)
     queries, q_order, q_cloud = _prepared_queries(grid, x, queries, q_cloud)
     with _LOCK:
         numba.set_num_threads(_threads())
@@ -550,7 +604,9 @@ def knn_grid(
             k,
             out_d,
             out_i,
+            done,
         )
+    _check_done(done, "kNN")
     return out_d, out_i
 
 
@@ -611,6 +667,31 @@ def _ball_runs(q, reach, lo, size, dims, base, cell_start, runs):  # pragma: no 
     return m
 
 
+#: Up to this many neighbours per query, radius search gives every query ``k`` slots at
+#: once; above it, slots are sized by a counting pass.
+_FIXED_SLOTS = 64
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _radius_room(
+    queries, q_order, q_cloud, lo, size, dims, cell0, cell_start, reach, max_runs, k, room, done
+):  # pragma: no cover - compiled
+    """``room[qi]``: the candidates in the cells that meet query ``qi``'s ball, capped at
+    ``k`` - an upper bound on its edges that costs no distance."""
+    num_q = queries.shape[0]
+    for chunk in prange((num_q + _CHUNK - 1) // _CHUNK):
+        runs = np.empty((max_runs, 2), dtype=np.int64)
+        for t0 in range(chunk * _CHUNK, min(num_q, (chunk + 1) * _CHUNK)):
+            qi = q_order[t0]
+            b = q_cloud[qi]
+            m = _ball_runs(queries[qi], reach, lo[b], size[b], dims[b], cell0[b], cell_start, runs)
+            total = 0
+            for ri in range(m):
+                total += runs[ri, 1] - runs[ri, 0]
+            room[qi] = min(total, k)
+        done[chunk] = 1
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def _radius(
     pts,
@@ -627,8 +708,10 @@ def _radius(
     reach,
     max_runs,
     k,
-    out_i,
+    ptr,
+    found_i,
     out_n,
+    done,
 ):  # pragma: no cover - compiled
     dim = pts.shape[1]
     num_q = queries.shape[0]
@@ -642,8 +725,23 @@ def _radius(
             q2 = q[2] if dim == 3 else q[1]
             b = q_cloud[qi]
             m = _ball_runs(q, reach, lo[b], size[b], dims[b], cell0[b], cell_start, runs)
-            keep = out_i[qi]  # the k lowest rows found so far, ascending
+            keep = found_i[ptr[qi] : ptr[qi + 1]]
             found = 0
+            total = 0
+            for ri in range(m):
+                total += runs[ri, 1] - runs[ri, 0]
+            if _FIXED_SLOTS < total <= keep.shape[0]:
+                # Many candidates, all fit: collect, then sort once (insertion below would
+                # cost total^2).
+                for ri in range(m):
+                    for p in range(runs[ri, 0], runs[ri, 1]):
+                        if _dist_to(pts, p, q0, q1, q2, dim) < r2:
+                            keep[found] = order[p]
+                            found += 1
+                keep[:found].sort()
+                out_n[qi] = found
+                continue
+            # Few candidates, or more than k: keep the k lowest rows, ascending, by insertion.
             for ri in range(m):
                 for p in range(runs[ri, 0], runs[ri, 1]):
                     if not _dist_to(pts, p, q0, q1, q2, dim) < r2:
@@ -659,6 +757,7 @@ def _radius(
                         t -= 1
                     keep[t] = j
             out_n[qi] = found
+        done[chunk] = 1
 
 
 def radius_grid(
@@ -673,6 +772,11 @@ def radius_grid(
     """For every query, the (at most ``k``) lowest rows of ``x`` in its cloud with squared
     distance ``< r^2`` (``r^2`` rounded once to ``x``'s dtype).
 
+    Memory follows the neighbourhoods, not ``k``: up to :data:`_FIXED_SLOTS` neighbours
+    every query gets ``k`` slots; beyond, a first pass sizes each query's slots by the
+    points in the cells its ball meets (at most ``k``), so ``k = 10**9`` ("keep all") costs
+    no more than the candidates.
+
     Returns ``[2, E]`` int64 (query index, ``x`` row), grouped by query, rows ascending
     within a query.
     """
@@ -685,12 +789,36 @@ def radius_grid(
     span = int(math.ceil(2 * reach / float(grid.size.min()))) + 2
     max_runs = span ** (x.shape[1] - 1)
     num_q = queries.shape[0]
-    out_i = np.empty((num_q, k), dtype=np.int64)
+    room = np.zeros(num_q if k > _FIXED_SLOTS else 0, dtype=np.int64)
     out_n = np.zeros(num_q, dtype=np.int64)
     r2 = np.asarray(r * r, dtype=x.dtype).item()
     queries, q_order, q_cloud = _prepared_queries(grid, x, queries, q_cloud)
     with _LOCK:
         numba.set_num_threads(_threads())
+        if k <= _FIXED_SLOTS:
+            slot = np.arange(num_q + 1, dtype=np.int64) * k
+        else:
+            done = _chunk_flags(num_q)
+            _radius_room(
+                queries,
+                q_order,
+                q_cloud,
+                grid.lo,
+                grid.size,
+                grid.dims,
+                grid.cell0,
+                grid.cell_start,
+                reach,
+                max_runs,
+                k,
+                room,
+                done,
+            )
+            _check_done(done, "radius")
+            slot = np.zeros(num_q + 1, dtype=np.int64)
+            np.cumsum(room, out=slot[1:])
+        found_i = np.empty(int(slot[-1]), dtype=np.int64)
+        done = _chunk_flags(num_q)
         _radius(
             grid.points,
             queries,
@@ -706,19 +834,27 @@ def radius_grid(
             reach,
             max_runs,
             k,
-            out_i,
+            slot,
+            found_i,
             out_n,
+            done,
         )
-    ptr = np.zeros(num_q + 1, dtype=np.int64)
-    np.cumsum(out_n, out=ptr[1:])
-    edges = np.empty((2, int(ptr[-1])), dtype=np.int64)
-    _compact(out_i, out_n, ptr, edges)
+        _check_done(done, "radius")
+        ptr = np.zeros(num_q + 1, dtype=np.int64)
+        np.cumsum(out_n, out=ptr[1:])
+        edges = np.empty((2, int(ptr[-1])), dtype=np.int64)
+        done = _chunk_flags(num_q)
+        _compact(found_i, slot, out_n, ptr, edges, done)
+        _check_done(done, "radius")
     return edges
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _compact(out_i, out_n, ptr, edges):  # pragma: no cover - compiled
-    for qi in prange(out_n.shape[0]):
-        for t in range(out_n[qi]):
-            edges[0, ptr[qi] + t] = qi
-            edges[1, ptr[qi] + t] = out_i[qi, t]
+def _compact(found_i, slot, out_n, ptr, edges, done):  # pragma: no cover - compiled
+    num_q = out_n.shape[0]
+    for chunk in prange((num_q + _CHUNK - 1) // _CHUNK):
+        for qi in range(chunk * _CHUNK, min(num_q, (chunk + 1) * _CHUNK)):
+            for t in range(out_n[qi]):
+                edges[0, ptr[qi] + t] = qi
+                edges[1, ptr[qi] + t] = found_i[slot[qi] + t]
+        done[chunk] = 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._checks import measured
 from ._grouping import check_count, check_pair, check_radius
 from .radius import radius_edges
 
@@ -63,7 +64,7 @@ def ball_query(
     r = check_radius(r)
     k = check_count(k, "k")
     layout = check_pair(x, y, batch_x, batch_y)
-    row, col = radius_edges(x, y, layout, r, k, backend, "ball_query")
+    row, col = radius_edges(measured(x), measured(y), layout, r, k, backend, "ball_query")
     num_queries = y.size(0)
     counts = torch.bincount(row, minlength=num_queries)
     start = torch.cumsum(counts, 0) - counts

@@ -4,7 +4,8 @@ Every backend returns the exact FPS sequence: the first sample is the cloud's fi
 (or, with ``random_start=True``, a point drawn from torch's global generator), and each next
 sample is the point with the largest squared Euclidean distance to the samples so far, ties
 to the lowest index. (One exception: QuickFPS, used for random starts, breaks exact ties
-its own way; see below.)
+its own way; see below.) Distances are measured in the input dtype, in float32 for float16 /
+bfloat16 points on every backend.
 
 Backends (``backend=`` or :func:`~pointset.ops.use_backend`):
 
@@ -51,13 +52,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from fractions import Fraction
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ._backend import select
-from ._checks import check_points
+from ._checks import check_points, measured
 from ._native_fps import fps_bucketed_numpy, fps_padded, fps_padded_numpy
 from ._native_layout import (
     cloud_counts,
@@ -78,8 +80,43 @@ def quickfps_height(n: int) -> int:
     return max(1, min(round(math.log2(n) / 2) - 1, int(math.log2(n))))
 
 
-def _sample_counts(counts: list[int], ratio: float | None, num: int | None) -> list[int]:
-    """Samples per cloud: ``num`` each, or ``ceil(ratio * n)`` (ratio 0.5 when neither)."""
+def _ratio_fraction(value: float, dtype: torch.dtype) -> Fraction:
+    """A ratio as the exact fraction of its shortest decimal spelling in its own precision:
+    ``0.28`` gives 7/25 whether it came as a Python float or a float32 tensor."""
+    scalar = {torch.float16: np.float16, torch.float32: np.float32}.get(dtype, np.float64)
+    if not math.isfinite(value) or not 0 < value <= 1:
+        raise ValueError(f"ratio must be a number in (0, 1], got {value!r}")
+    return Fraction(str(scalar(value)))
+
+
+def sample_count(ratio: Fraction, n: int) -> int:
+    """``ceil(ratio * n)`` computed exactly (no floating-point product)."""
+    return -((-ratio.numerator * n) // ratio.denominator)
+
+
+def _ratios(ratio, num_clouds: int) -> list[Fraction]:
+    """One exact ratio per cloud from a number, a 0-dim tensor or a ``[B]`` tensor."""
+    if isinstance(ratio, Tensor):
+        if not ratio.is_floating_point() or ratio.dim() > 1:
+            raise ValueError(
+                f"ratio must be a float, a 0-dim floating tensor or one per cloud [B], "
+                f"got a {ratio.dtype} tensor of shape {tuple(ratio.shape)}"
+            )
+        dtype = torch.float32 if ratio.dtype == torch.bfloat16 else ratio.dtype
+        values = ratio.detach().cpu().to(dtype).reshape(-1).tolist()
+        if len(values) == 1:
+            values = values * num_clouds
+        if len(values) != num_clouds:
+            raise ValueError(f"ratio has {len(values)} entries, but there are {num_clouds} clouds")
+        return [_ratio_fraction(v, dtype) for v in values]
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
+        raise ValueError(f"ratio must be a number in (0, 1], got {ratio!r}")
+    return [_ratio_fraction(float(ratio), torch.float64)] * num_clouds
+
+
+def _sample_counts(counts: list[int], ratio, num: int | None) -> list[int]:
+    """Samples per cloud: ``num`` each, or ``ceil(ratio * n)`` (ratio 0.5 when neither),
+    the ceiling taken exactly on the ratio's decimal value."""
     if ratio is not None and num is not None:
         raise ValueError(f"give either ratio or num, not both (got ratio={ratio}, num={num})")
     if num is not None:
@@ -89,10 +126,8 @@ def _sample_counts(counts: list[int], ratio: float | None, num: int | None) -> l
             if num > n:
                 raise ValueError(f"num={num} is larger than cloud {b}, which has {n} points")
         return [num] * len(counts)
-    ratio = 0.5 if ratio is None else ratio
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-        raise ValueError(f"ratio must be a number in (0, 1], got {ratio!r}")
-    return [math.ceil(ratio * n) for n in counts]
+    ratios = _ratios(0.5 if ratio is None else ratio, len(counts))
+    return [sample_count(f, n) for f, n in zip(ratios, counts)]
 
 
 def _random_starts(counts: Sequence[int]) -> list[int]:
@@ -163,8 +198,6 @@ def _fps_numba(
 ) -> np.ndarray:
     from ._numba_kernels import fps_clouds
 
-    if pad.dtype not in (torch.float32, torch.float64):
-        pad = pad.float()
     arr = pad.detach().numpy()
     start = starts if starts is not None else [0] * len(counts)
     big = [b for b, n in enumerate(counts) if n >= BUCKETED_MIN_POINTS and samples[b] > 0]
@@ -403,18 +436,25 @@ def fps(
     num: int | None = None,
     random_start: bool = False,
     backend: str | None = None,
+    batch_size: int | None = None,
 ) -> Tensor:
     """Farthest point sampling in the packed (PyG) layout.
 
     Args:
         pos: ``[N, D]`` points.
         batch: ``[N]`` sorted cloud index of each point, or ``None`` for one cloud.
-        ratio: fraction of each cloud to keep: ``ceil(ratio * n)`` samples per cloud.
+        ratio: fraction of each cloud to keep, in (0, 1]: a number, a 0-dim tensor or one
+            per cloud ``[B]``. A cloud of ``n`` points gives ``ceil(ratio * n)`` samples,
+            the ceiling taken exactly on the ratio's shortest decimal spelling in its own
+            precision (``ratio=0.28`` of 25 points is 7, not the 8 that
+            ``math.ceil(0.28 * 25)`` gives in floating point).
         num: samples per cloud, instead of ``ratio``. Neither given: ``ratio=0.5``.
         random_start: start each cloud at a random point (torch's global generator)
             instead of its first point.
         backend: force a backend (``"native"``, ``"fpsample"``, ``"torch_cluster"``,
             ``"open3d"``, ``"pytorch3d"``); default: automatic choice.
+        batch_size: number of clouds ``B`` (trailing clouds may be empty), or ``None``
+            for ``batch.max() + 1``.
 
     Returns:
         ``[M]`` long indices into ``pos``, cloud by cloud in batch order, each cloud's
@@ -427,16 +467,26 @@ def fps(
         tensor([0, 2, 3])
     """
     check_points(pos)
-    batch, counts = cloud_counts(batch, pos.size(0))
+    pos = measured(pos)
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
+    batch, counts = cloud_counts(batch, pos.size(0), size=batch_size or 0)
+    if batch_size is not None and len(counts) > batch_size:
+        raise ValueError(f"batch_size={batch_size} but batch holds cloud {len(counts) - 1}")
     samples = _sample_counts(counts, ratio, num)
     size = max(counts)
     dim = pos.size(1)
-    if batch is None or all(n == size for n in counts):
+    if all(n == size for n in counts):
         pad = pos.reshape(len(counts), size, dim)
     elif pos.device.type == "cpu" and pos.dtype in (torch.float32, torch.float64):
         pad = torch.from_numpy(to_padded_numpy(pos.detach().numpy(), counts, size))
     else:
-        pad = to_padded(pos, batch, torch.tensor(counts, device=pos.device), size)
+        counts_t = torch.tensor(counts, device=pos.device)
+        if batch is None:  # one cloud, then empty ones up to batch_size
+            batch = torch.zeros(pos.size(0), dtype=torch.long, device=pos.device)
+        pad = to_padded(pos, batch, counts_t, size)
     local = _run(pad, counts, samples, random_start, backend)
     steps = local.shape[1]
     uniform = all(s == steps for s in samples)
@@ -492,7 +542,7 @@ def fps_dense(
         check_points(pos[valid])
         pos = pos.masked_fill(~valid.unsqueeze(2), 0)  # padding is never read, may hold NaN
     samples = _sample_counts(counts, None, num)
-    local = _run(pos, counts, samples, random_start, backend)
+    local = _run(measured(pos), counts, samples, random_start, backend)
     if isinstance(local, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(local)).to(pos.device)
     return local

@@ -2,7 +2,8 @@
 
 Every backend returns, per query, its ``k`` nearest points of the same cloud in ascending
 squared Euclidean distance, ties to the lower index. Distances are those of a plain loop:
-direct differences accumulated coordinate by coordinate in the input dtype.
+direct differences accumulated coordinate by coordinate in the input dtype - float32 for
+float16 / bfloat16 points, on every backend (see :func:`pointset.ops._checks.measured`).
 
 Coordinates so large or so small that their squared distances would overflow or underflow
 the dtype (float32: largest magnitude above 2^60 ~ 1.2e18 or below 2^-58 ~ 3.5e-18) are
@@ -57,7 +58,7 @@ import torch
 from torch import Tensor
 
 from ._backend import select
-from ._checks import check_points, check_same_dim, distance_rescale
+from ._checks import check_points, check_same_dim, distance_rescale, measured
 from ._native_knn import knn_padded
 from ._native_layout import cloud_counts, to_padded, valid_mask
 
@@ -218,12 +219,8 @@ def _finish_torch(
 
 
 def _numpy_job(job: _Job):
-    """NumPy views ``(x, y)`` of a job (float32 for other dtypes) and its query rows."""
-    x = job.x.detach()
-    y = job.y.detach()
-    if x.dtype not in (torch.float32, torch.float64):
-        x, y = x.float(), y.float()
-    return x.numpy(), y.numpy(), job.query_index()
+    """NumPy views ``(x, y)`` of a job and its query rows."""
+    return job.x.detach().numpy(), job.y.detach().numpy(), job.query_index()
 
 
 def _finish_job_numpy(job: _Job, idx: np.ndarray, found: np.ndarray | None = None):
@@ -421,18 +418,36 @@ def _packed_starts(counts_t: Tensor) -> Tensor:
     return torch.cumsum(counts_t, 0) - counts_t
 
 
+#: Extra candidates asked from pytorch3d when it searches a float64 job in float32.
+_P3D_EXTRA = 8
+
+
 def _knn_pytorch3d(job: _Job):
+    """pytorch3d's ``knn_points``. Its CPU kernel takes float32 only: a float64 job is
+    searched in float32 for a few extra candidates, which are then ranked in float64; a
+    query whose float64 k-th distance is not clear of the float32 search radius by the
+    rounding bound falls back to the native search (then the answer is exact either way)."""
     from pytorch3d.ops import knn_points
 
     device = job.x.device
+    work = torch.float32
     xc = torch.tensor(job.x_count, device=device)
     yc = torch.tensor(job.y_count, device=device)
     xp = job.x_pad if job.x_pad is not None else _padded(job.x, xc, job.x_count)
     yp = job.y_pad if job.y_pad is not None else _padded(job.y, yc, job.y_count)
-    _, idx, _ = knn_points(yp, xp, lengths1=yc, lengths2=xc, K=job.wanted, return_sorted=True)
+    searched = [n for n, m in zip(job.x_count, job.y_count) if m > 0] or [job.wanted]
+    extra = 0 if job.x.dtype == work else _P3D_EXTRA
+    wanted = min(job.wanted + extra, min(searched))
+    found, idx, _ = knn_points(
+        yp.to(work), xp.to(work), lengths1=yc, lengths2=xc, K=wanted, return_sorted=True
+    )
     idx = idx.clamp_min(0) + torch.tensor(job.x_start, device=device).view(-1, 1, 1)
     keep = valid_mask(yc, yp.size(1))
-    idx = idx[keep]
+    idx, found = idx[keep], found[keep]
+    if wanted > job.wanted:
+        idx = _closest_candidates(job, idx, found)
+        if idx is None:
+            return _knn_native(job)
     if device.type == "cpu":
         return _finish_job_numpy(job, idx.numpy())
     rows = torch.from_numpy(job.query_index()).to(device)
@@ -451,6 +466,39 @@ def _knn_triton(job: _Job):
     own = rows - start if job.exclude_self else None
     dist, idx = knn_search(job.x, job.y[rows], start, count, job.k, own=own)
     return dist.to(job.x.dtype), idx + start.unsqueeze(1)
+
+
+def _closest_candidates(job: _Job, idx: Tensor, found: Tensor) -> Tensor | None:
+    """The ``job.wanted`` best of float32 candidates ``idx: [Q, K]`` (float32 squared
+    distances ``found: [Q, K]``, ascending) ranked in the job's dtype, or ``None`` when a
+    point outside the candidates could still be closer than the last one kept."""
+    rows = torch.from_numpy(job.query_index()).to(idx.device)
+    y = job.y[rows]
+    diff = job.x[idx] - y.unsqueeze(1)
+    dist = diff[..., 0].square()
+    for c in range(1, job.x.size(1)):
+        dist = dist + diff[..., c].square()
+    order = torch.argsort(idx, dim=1)  # (distance, index) order via a stable sort
+    idx, dist = idx.gather(1, order), dist.gather(1, order)
+    dist, order = dist.sort(dim=1, stable=True)
+    idx = idx.gather(1, order)[:, : job.wanted]
+    # Rounding coordinates to float32 moves a pair's distance by at most
+    # 2 sqrt(D) |coords|max eps, and float32 arithmetic adds (D + 2) eps relative.
+    eps = torch.finfo(torch.float32).eps
+    dim = job.x.size(1)
+    scale = float(torch.cat([job.x.abs().max().view(1), y.abs().max().view(1)]).max())
+    reach = found[:, -1].to(dist.dtype).clamp_min(0).sqrt()
+    err = 2 * (2 * dim**0.5 * scale + (dim + 2) * reach) * eps
+    kth = dist[:, job.wanted - 1].sqrt()
+    counts = torch.tensor(job.x_count, device=idx.device)
+    cloud = torch.repeat_interleave(
+        torch.arange(len(job.y_count), device=idx.device),
+        torch.tensor(job.y_count, device=idx.device),
+    )
+    exhausted = counts[cloud] <= found.size(1)  # every point of the cloud is a candidate
+    if bool((exhausted | (kth + err < reach)).all()):
+        return idx
+    return None
 
 
 _IMPLS = {
@@ -562,7 +610,7 @@ def knn(
     check_same_dim(x, y, "x", "y")
     if x.dtype != y.dtype:
         raise ValueError(f"x and y must have the same dtype, got {x.dtype} and {y.dtype}")
-    return _packed(x, y, k, batch_x, batch_y, False, backend)
+    return _packed(measured(x), measured(y), k, batch_x, batch_y, False, backend)
 
 
 def knn_graph(
@@ -599,6 +647,7 @@ def knn_graph(
     if flow not in ("source_to_target", "target_to_source"):
         raise ValueError(f"flow must be 'source_to_target' or 'target_to_source', got {flow!r}")
     check_points(x, "x")
+    x = measured(x)
     return _packed(x, x, k, batch, batch, not loop, backend, flow == "source_to_target")
 
 
@@ -646,6 +695,8 @@ def knn_dense(
         raise ValueError(f"x and y must have the same dtype, got {x.dtype} and {y.dtype}")
     num_clouds, size, dim = x.shape
     queries = y.size(1)
+    in_dtype = x.dtype
+    x, y = measured(x), measured(y)
     x_counts = _lengths(x_lengths, num_clouds, size, "x_lengths")
     y_counts = _lengths(y_lengths, num_clouds, queries, "y_lengths")
     x = _checked_padded(x, x_lengths, "x")
@@ -660,7 +711,7 @@ def knn_dense(
         dist = (dist.double() / scale**2).to(dist.dtype)
     if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
         dist = _differentiable_dist2(dist, idx, x, y, y_counts)
-    return dist, idx
+    return dist.to(in_dtype), idx
 
 
 def _differentiable_dist2(
@@ -708,7 +759,7 @@ def _dense_search(
         idx = idx - offsets[:, None]
         if all(m == queries for m in y_counts):
             return (
-                torch.from_numpy(dist.reshape(num_clouds, queries, k)).to(x.dtype),
+                torch.from_numpy(dist.reshape(num_clouds, queries, k)),
                 torch.from_numpy(idx.reshape(num_clouds, queries, k)),
             )
         dist_out = np.zeros((num_clouds * queries, k), dtype=dist.dtype)
@@ -717,7 +768,7 @@ def _dense_search(
         dist_out[rows] = dist
         idx_out[rows] = idx
         return (
-            torch.from_numpy(dist_out.reshape(num_clouds, queries, k)).to(x.dtype),
+            torch.from_numpy(dist_out.reshape(num_clouds, queries, k)),
             torch.from_numpy(idx_out.reshape(num_clouds, queries, k)),
         )
     idx = idx - torch.from_numpy(offsets).to(idx.device).unsqueeze(1)

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ._backend import select
+from ._checks import measured
 from ._grouping import (
     Layout,
     Workspace,
@@ -157,4 +158,4 @@ def nearest(
     _, impl = select(
         "nearest", _IMPLS, x.device, backend, lambda: auto(x.device, layout, x.size(1))
     )
-    return impl(x.detach(), y.detach(), layout)  # indices only: no gradient to keep
+    return impl(measured(x.detach()), measured(y.detach()), layout)  # indices only

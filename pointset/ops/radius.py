@@ -5,7 +5,8 @@ The rule every backend follows (torch-cluster's, where torch-cluster is determin
 * a point ``x[j]`` is a neighbour of query ``y[i]`` when both lie in the same cloud and
   ``|y[i] - x[j]|^2 < r^2``: **strictly** inside, as torch-cluster's CPU and CUDA kernels
   and pytorch3d's ``ball_query`` test it. The squared distance is accumulated coordinate by
-  coordinate in the input dtype and ``r^2`` is rounded once to that dtype;
+  coordinate in the input dtype (float32 for float16 / bfloat16 points, on every backend)
+  and ``r^2`` is rounded once to that dtype;
 * when more than ``max_num_neighbors`` points qualify, the ones with the **lowest** ``x``
   indices are kept. This is what torch-cluster's CUDA kernel does (it scans ``x`` in index
   order and stops at the limit). torch-cluster's CPU kernel instead keeps the first points
@@ -44,7 +45,7 @@ import torch
 from torch import Tensor
 
 from ._backend import select
-from ._checks import check_batch
+from ._checks import check_batch, measured
 from ._grouping import (
     Layout,
     check_count,
@@ -75,11 +76,7 @@ def _radius_numba(x: Tensor, y: Tensor, layout: Layout, r: float, k: int) -> Ten
 
     if x.size(1) not in (2, 3):
         raise ValueError(f"backend 'numba' searches 2-D or 3-D points, got {x.size(1)}-D")
-    xa = x.detach()
-    ya = y.detach()
-    if xa.dtype not in (torch.float32, torch.float64):
-        xa, ya = xa.float(), ya.float()
-    xa, ya = xa.numpy(), ya.numpy()
+    xa, ya = x.detach().numpy(), y.detach().numpy()
     counts = layout.counts_p()
     cloud = layout.batch_q.numpy()
     return torch.from_numpy(radius_grid(xa, layout.ptr_p[:-1], counts, ya, cloud, r, k))
@@ -181,9 +178,11 @@ def _radius_pytorch3d(x: Tensor, y: Tensor, layout: Layout, r: float, k: int) ->
     yp = padded(y.to(work), layout.ptr_q, layout.batch_q)
     counts_x = torch.tensor(layout.counts_p(), device=x.device)
     counts_y = torch.tensor(layout.counts_q(), device=x.device)
+    # No query can have more neighbours than its cloud has points ("keep all" limits).
+    k_search = max(1, min(k, max(layout.counts_p())))
     _, idx, _ = p3d_ball_query(
-        yp, xp, lengths1=counts_y, lengths2=counts_x, K=k, radius=r_search, return_nn=False
-    )  # idx: [B, M_max, k], -1 padded, lowest index first
+        yp, xp, lengths1=counts_y, lengths2=counts_x, K=k_search, radius=r_search, return_nn=False
+    )  # idx: [B, M_max, k_search], -1 padded, lowest index first
     b, i, s = (idx >= 0).nonzero(as_tuple=True)
     valid = i < counts_y[b]
     b, i, s = b[valid], i[valid], s[valid]
@@ -282,7 +281,7 @@ def radius(
     r = check_radius(r)
     k = check_count(max_num_neighbors, "max_num_neighbors")
     layout = check_pair(x, y, batch_x, batch_y)
-    return radius_edges(x, y, layout, r, k, backend, "radius")
+    return radius_edges(measured(x), measured(y), layout, r, k, backend, "radius")
 
 
 def radius_graph(
@@ -327,6 +326,7 @@ def radius_graph(
     k = check_count(max_num_neighbors, "max_num_neighbors")
     check_batch(batch, x.size(0) if isinstance(x, Tensor) and x.dim() == 2 else 0, "batch")
     layout = check_pair(x, x, batch, batch, names=("x", "x"))
+    x = measured(x)
     if loop:
         edge = radius_edges(x, x, layout, r, k, backend, "radius_graph")
     else:

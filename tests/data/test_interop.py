@@ -106,3 +106,26 @@ def test_pytorch3d_round_trip():
     back = from_pytorch3d(pc)
     for key in ("pos", "x", "normal"):
         assert torch.equal(back[key], batch[key]), key
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_pytorch3d_round_trip_every_dtype_and_an_empty_cloud(dtype):
+    """Real Pointclouds in every floating dtype, an empty cloud in the middle: the lists,
+    their padded form and the way back equal the input (oracle: the input tensors)."""
+    pytest.importorskip("pytorch3d")
+    from torch_geometric.data import Batch
+
+    clouds = [_cloud(10), _cloud(4), _cloud(7)]
+    clouds[1] = PointSet(pos=torch.zeros(0, 3), x=torch.zeros(0, 3), normal=torch.zeros(0, 3))
+    batch = Batch.from_data_list(clouds)
+    for key in ("pos", "x", "normal"):
+        batch[key] = batch[key].to(dtype)
+    pc = to_pytorch3d(batch)
+    assert [p.shape[0] for p in pc.points_list()] == [10, 0, 7]
+    padded = pc.points_padded()
+    assert padded.dtype == dtype and padded.shape == (3, 10, 3)
+    assert torch.equal(padded[2, :7], batch.pos[10:17]) and bool((padded[1] == 0).all())
+    back = from_pytorch3d(pc)
+    assert back.cloud_sizes().tolist() == [10, 0, 7]
+    for key in ("pos", "x", "normal"):
+        assert back[key].dtype == dtype and torch.equal(back[key], batch[key]), key

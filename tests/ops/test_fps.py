@@ -10,6 +10,7 @@ Test clouds are either uniform random (no distance ties) or points on a power-of
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import pytest
 import torch
@@ -294,3 +295,54 @@ def test_open3d_refuses_two_dimensional_points():
     need("open3d")
     with pytest.raises(ValueError, match="3-D"):
         fps(torch.rand(10, 2), num=3, backend="open3d")
+
+
+# ---------------------------------------------------------------------------------------
+# Regressions found by running torch-cluster's, PyG's and pytorch3d's test files
+# ---------------------------------------------------------------------------------------
+
+
+def exact_count(ratio_text: str, n: int) -> int:
+    """ceil(ratio * n) in exact rational arithmetic, the ratio read from its decimal text."""
+    return math.ceil(Fraction(ratio_text) * n)
+
+
+def test_ratio_count_is_the_exact_ceiling():
+    """fps(25 points, ratio=0.28) keeps ceil(7/25 * 25) = 7 samples (oracle: exact rational
+    ceiling, and torch-cluster's answer), not the 8 of math.ceil(0.28 * 25) in float64.
+    A float32 tensor ratio and one ratio per cloud follow the same rule."""
+    pos = torch.rand(25, 3, generator=torch.Generator().manual_seed(30))
+    assert fps(pos, ratio=0.28).numel() == 7
+    assert fps(pos, ratio=torch.tensor(0.28)).numel() == 7
+    pos2, batch = make_clouds([25, 100, 10], 3, torch.float32, None, seed=31)
+    idx = fps(pos2, batch, ratio=torch.tensor([0.28, 0.57, 0.7]))
+    want = [exact_count("0.28", 25), exact_count("0.57", 100), exact_count("0.7", 10)]
+    assert torch.bincount(batch[idx]).tolist() == want == [7, 57, 7]
+    if is_available("torch_cluster"):
+        import torch_cluster
+
+        assert torch_cluster.fps(pos, ratio=0.28, random_start=False).numel() == 7
+
+
+def test_every_two_digit_ratio_and_cloud_size_gives_the_exact_ceiling():
+    """Ratios 0.01 .. 1.00 on clouds of 1 .. 100 points, all in one batch per ratio: every
+    count is the exact rational ceiling (oracle: Fraction arithmetic). The float product
+    is off for 13 of these 10,000 pairs (0.07 * 100 = 7.000000000000001, ...)."""
+    sizes = list(range(1, 101))
+    pos, batch = make_clouds(sizes, 2, torch.float32, None, seed=33)
+    for percent in range(1, 101):
+        idx = fps(pos, batch, ratio=percent / 100)
+        want = [exact_count(str(percent / 100), n) for n in sizes]
+        assert torch.bincount(batch[idx], minlength=100).tolist() == want, percent
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_run_on_every_backend(backend, dtype):
+    """bfloat16 / float16 points with any backend forced (fpsample and open3d once raised
+    TypeError on bfloat16) give the oracle's sequence on the same values in float32."""
+    need(backend)
+    pos, batch = make_clouds([40, 30], 3, torch.float32, None, seed=32)
+    half = pos.to(dtype)
+    idx = fps(half, batch, num=9, backend=backend)
+    check_against_oracle(idx, half.float(), batch, [40, 30], [9, 9])

@@ -351,3 +351,59 @@ def test_extreme_coordinates_are_rescaled(magnitude, backend):
     assert torch.equal(idx[0], expected)
     exact = ((y.double()[:, None] - x.double()[expected]) ** 2).sum(-1).float()
     torch.testing.assert_close(dist[0], exact, rtol=1e-5, atol=0)
+
+
+# ---------------------------------------------------------------------------------------
+# Regressions found by running torch-cluster's, PyG's and pytorch3d's test files
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_numba_query_far_outside_the_cloud(dim):
+    """Queries far outside a tiny cloud (shell 10**4 to 10**15 cells out) get their real
+    nearest neighbours on numba, as on native (oracle: knn_oracle). Once the scratch array
+    was sized by the distance in cells: its allocation failed inside the parallel loop,
+    silently, leaving -1 and uninitialised indices for the rest of the query block."""
+    need("numba")
+    gen = torch.Generator().manual_seed(21)
+    x = torch.rand(500, dim, generator=gen) * 1e-3
+    far = torch.tensor([[10.0] * dim, [-10.0] * dim, [1e6] + [0.0] * (dim - 1)])
+    y = torch.cat([far[:1], torch.rand(300, dim, generator=gen) * 1e-3, far[1:]])
+    zeros_x, zeros_y = torch.zeros(500, dtype=torch.long), torch.zeros(303, dtype=torch.long)
+    for backend in ("numba", "native"):
+        edge = knn(x, y, 3, backend=backend)
+        check_pairs(edge, x, y, 3, zeros_x, zeros_y, exact=True)
+    assert knn(x, torch.tensor([[10.0] * dim]), 3, backend="numba")[1].min() >= 0
+
+
+def test_numba_parallel_errors_are_not_silent():
+    """A parallel task that stops early is reported (oracle: a task made to fail on purpose
+    leaves its completion flag unset, and the check raises naming the query block)."""
+    need("numba")
+    import numpy as np
+
+    from pointset.ops import _numba_kernels as nk
+
+    done = nk._chunk_flags(3 * nk._CHUNK)
+    done[[0, 2]] = 1
+    with pytest.raises(RuntimeError, match=r"1 of 3 query blocks \(first: queries 256 \.\. 511"):
+        nk._check_done(done, "kNN")
+    nk._check_done(np.ones(2, dtype=np.uint8), "kNN")  # all blocks finished: silent
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_half_precision_is_measured_in_float32(backend):
+    """float16 / bfloat16 points are ranked in float32 on every backend (oracle: knn_oracle
+    on the same values in float32). In float16 arithmetic these distances overflow to inf
+    (> 65504) and would all tie."""
+    need(backend)
+    x = torch.tensor([[0.0, 0.0], [300.0, 0.0], [600.0, 1.0], [601.0, 0.0]])
+    y = torch.tensor([[1000.0, 0.0], [0.0, 0.5]])
+    zx, zy = torch.zeros(4, dtype=torch.long), torch.zeros(2, dtype=torch.long)
+    for dtype in (torch.float16, torch.bfloat16):
+        xh, yh = x.to(dtype), y.to(dtype)
+        edge = knn(xh, yh, 3, backend=backend)
+        check_pairs(edge, xh.float(), yh.float(), 3, zx, zy, exact=True)
+        dist, idx = knn_dense(xh[None], yh[None], 3, backend=backend)
+        assert dist.dtype == dtype
+        assert idx[0].reshape(-1).tolist() == edge[1].tolist()

@@ -279,3 +279,31 @@ def test_inputs_that_require_grad(backend):
     y = x[:6]
     assert torch.equal(radius(x, y, 0.4, backend=backend), radius(x.detach(), y.detach(), 0.4))
     assert torch.equal(radius_graph(x, 0.4, backend=backend), radius_graph(x.detach(), 0.4))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_huge_max_num_neighbors_means_keep_all(backend):
+    """max_num_neighbors=10**9, as torch-cluster users write "keep all": the same edges as
+    the oracle with no limit. The numba kernel once allocated [queries, max_num_neighbors]
+    (7 TiB here); its memory now follows the neighbourhoods."""
+    need(backend)
+    gen = torch.Generator().manual_seed(22)
+    x = torch.rand(1000, 3, generator=gen)
+    y = torch.rand(50, 3, generator=gen)
+    batch_x, batch_y = torch.zeros(1000, dtype=torch.long), torch.zeros(50, dtype=torch.long)
+    edge = radius(x, y, 0.1, max_num_neighbors=10**9, backend=backend)
+    assert edge.tolist() == radius_oracle(x, y, 0.1, batch_x, batch_y, 1000)
+    graph = radius_graph(x, 0.1, max_num_neighbors=10**9, backend=backend)
+    assert torch.equal(graph, radius_graph(x, 0.1, max_num_neighbors=999, backend="native"))
+
+
+def test_numba_keeps_the_lowest_indices_when_the_ball_holds_more():
+    """Balls holding more points than max_num_neighbors, and balls holding fewer, in one
+    call: numba keeps the k lowest indices (oracle: radius_oracle)."""
+    need("numba")
+    gen = torch.Generator().manual_seed(23)
+    x = torch.cat([torch.rand(400, 3, generator=gen) * 0.05, torch.rand(400, 3, generator=gen)])
+    zeros = torch.zeros(800, dtype=torch.long)
+    for k in (1, 7, 64, 800):
+        edge = radius(x, x, 0.08, max_num_neighbors=k, backend="numba")
+        assert edge.tolist() == radius_oracle(x, x, 0.08, zeros, zeros, k)
