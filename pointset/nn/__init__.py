@@ -23,3 +23,8 @@ __all__ = [
     "PosExtraction",
     "PreExtraction",
 ]
+
+from .jbu_stack import JBUStack  # noqa: E402
+from .joint_bilateral_upsample import JointBilateralUpsample  # noqa: E402
+
+__all__ += ["JBUStack", "JointBilateralUpsample"]

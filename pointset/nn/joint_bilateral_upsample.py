@@ -59,6 +59,22 @@ def cloud_spacing(pos: Tensor, batch: Tensor | None, counts: list[int]) -> Tenso
     return torch.stack(out).to(pos.dtype)
 
 
+def cloud_spacing_or(spacing, pos: Tensor, batch: Tensor | None, counts: list[int]) -> Tensor:
+    """``spacing`` (one positive number or one per cloud) as ``[B]``, or, when ``None``,
+    :func:`cloud_spacing` measured on ``pos``."""
+    if spacing is None:
+        return cloud_spacing(pos, batch, counts)
+    per_cloud = torch.as_tensor(spacing, dtype=pos.dtype, device=pos.device).reshape(-1)
+    if per_cloud.numel() == 1:
+        per_cloud = per_cloud.expand(len(counts))
+    if per_cloud.numel() != len(counts) or not bool((per_cloud > 0).all()):
+        raise ValueError(
+            f"spacing must be one positive number or one per cloud ({len(counts)}), "
+            f"got {per_cloud.tolist()}"
+        )
+    return per_cloud
+
+
 class JointBilateralUpsample(nn.Module):
     r"""One learned joint bilateral upsampling step of `"FeatUp: A Model-Agnostic Framework
     for Features at Any Resolution" <https://arxiv.org/abs/2403.10516>`_ (Fu et al., ICLR
@@ -299,22 +315,11 @@ class JointBilateralUpsample(nn.Module):
             order = order.gather(1, pick)
         return index.gather(1, order), off.gather(1, order.unsqueeze(-1).expand_as(off))
 
-    def _spacing(self, spacing, pos, batch, counts) -> Tensor:
-        """``Delta`` per point ``[N]``."""
-        if spacing is None:
-            per_cloud = cloud_spacing(pos, batch, counts)
-        else:
-            per_cloud = torch.as_tensor(spacing, dtype=pos.dtype, device=pos.device).reshape(-1)
-            if per_cloud.numel() == 1:
-                per_cloud = per_cloud.expand(len(counts))
-            if per_cloud.numel() != len(counts) or not bool((per_cloud > 0).all()):
-                raise ValueError(
-                    f"spacing must be one positive number or one per cloud ({len(counts)}), "
-                    f"got {per_cloud.tolist()}"
-                )
-        if batch is None:
-            return per_cloud.expand(pos.size(0))
-        return per_cloud[batch]
+    @staticmethod
+    def _spacing(spacing, pos, batch, counts) -> Tensor:
+        """``Delta`` per point ``[N]`` (see :func:`cloud_spacing_or`)."""
+        per_cloud = cloud_spacing_or(spacing, pos, batch, counts)
+        return per_cloud.expand(pos.size(0)) if batch is None else per_cloud[batch]
 
     def filter_points(
         self,
