@@ -27,6 +27,22 @@ cloud of ``--points`` tokens (default 3,136 = the 56x56 lattice of AFF's first s
 The neighbourhood (balanced clustering + nearest cluster means) is built once outside the
 timing, as a stage reuses it for all its blocks; its own time is a separate column.
 
+``jbu`` -- FeatUp's joint bilateral upsampler at FeatUp's use: 384 channels (ViT-S/DINO
+features), a 14x14 source and a 224x224 RGB guidance (``--jbu-size`` changes the output
+side; the source is 1/16 of it):
+
+- ``step``: one ``JointBilateralUpsample`` 14x14 -> 224x224 (the cost of a step depends on
+  its output size only, so this is also the last step of the stack).
+- ``stack``: ``JBUStack`` 14 -> 28 -> 56 -> 112 -> 224 + the 1x1 fixup.
+- variants ``tap by tap`` (pointset's grid path: 49 shifted multiply-adds and their own
+  backward) and ``naive unfold`` (the same math with ``F.unfold`` of the reflect-padded
+  features and range keys, ``[B, C*49, H, W]``, as a straightforward port would write it).
+- ``points`` (step and stack): the point path on an RGBD frame rendered by
+  ``pointset.datasets.render`` (demo scene, ``--jbu-frame`` 500x400 = 200,000 points, all
+  kept), 3-D positions in metres; the source is the frame's points at the centres of its
+  16x16 pixel cells (31x25 = 775 points); guidance = colours. Windows, interpolation
+  weights and the pyramid are built inside the timing.
+
 Method. Every (case, variant) is measured in two fresh ``spawn`` processes with
 ``--threads`` intra-op threads, one for time and one for memory:
 
@@ -46,6 +62,7 @@ Usage (from the repository root)::
 
     python benchmarks/layers.py                          # both groups, 1 thread
     python benchmarks/layers.py --only aff --points 3136 --threads 2
+    python benchmarks/layers.py --only jbu
     python benchmarks/layers.py --output benchmarks/results/layers.md
 """
 
@@ -70,6 +87,14 @@ import torch.nn.functional as F
 
 COC_VARIANTS = ("grid", "points + grid plan", "points + FPS plan", "naive region loop")
 AFF_VARIANTS = ("chunked", "materialised")
+JBU_CASES = (
+    ("step", "tap by tap"),
+    ("step", "naive unfold"),
+    ("stack", "tap by tap"),
+    ("stack", "naive unfold"),
+    ("step", "points"),
+    ("stack", "points"),
+)
 
 
 # ----------------------------------------------------------------------------- memory
@@ -258,11 +283,86 @@ def measure_aff(points: int, variant: str, args: argparse.Namespace) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------- JBU cases
+def naive_jbu_step(up, source: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+    """FeatUp's JBU step written with full unfolds (``[B, C*49, H, W]`` features)."""
+    b, _, hh, ww = guidance.shape
+    r, d = up.radius, up.diameter
+    keys = up.range_proj(guidance)
+    win = F.unfold(F.pad(keys, [r] * 4, mode="reflect"), d).view(b, -1, d * d, hh, ww)
+    temp = up.range_temp.exp().clamp(1e-4, 1e4)
+    rng = torch.softmax(temp * (win * keys.unsqueeze(2)).sum(1), 1)
+    t = torch.linspace(-1, 1, d, dtype=source.dtype)
+    spatial = torch.exp(-(t.view(-1, 1) ** 2 + t.view(1, -1) ** 2) / (2 * up.sigma_spatial**2))
+    comb = rng * spatial.view(1, -1, 1, 1)
+    comb = comb / comb.sum(1, keepdim=True).clamp(min=1e-7)
+    kernel = comb + 0.1 * up.fixup_proj(torch.cat([comb, guidance], 1))
+    hr = F.interpolate(source, (hh, ww), mode="bicubic", align_corners=False)
+    feats = F.unfold(F.pad(hr, [r] * 4, mode="reflect"), d).view(b, -1, d * d, hh, ww)
+    return (feats * kernel.unsqueeze(1)).sum(2)
+
+
+def naive_jbu_stack(stack, source: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+    y = source
+    for up in stack.steps:
+        h, w = y.shape[-2:]
+        y = naive_jbu_step(up, y, F.adaptive_avg_pool2d(guidance, (2 * h, 2 * w)))
+    return y + 0.1 * stack.fixup_proj(y)
+
+
+def rgbd_frame(width: int, height: int, cell: int = 16):
+    """A rendered RGBD frame as points (all pixels kept) and its cell-centre source points."""
+    from pointset.data import from_rgbd
+    from pointset.datasets.render import demo_scene, render_rgbd
+
+    color, depth, intr = render_rgbd(demo_scene(), width=width, height=height)
+    frame = from_rgbd(color, depth, intr, depth_trunc=math.inf)
+    centre = (frame.pixel % cell == cell // 2).all(1)
+    return frame, centre
+
+
+def measure_jbu(kind: str, variant: str, args: argparse.Namespace) -> dict:
+    from pointset.nn import JBUStack, JointBilateralUpsample
+
+    torch.manual_seed(0)
+    c, out = args.jbu_channels, args.jbu_size
+    layer = JBUStack(c) if kind == "stack" else JointBilateralUpsample(3, c)
+    layer.eval()  # FeatUp's inference use: no dropout
+    if variant == "points":
+        frame, centre = rgbd_frame(*args.jbu_frame)
+        pos_out, guid0 = frame.pos, frame.x
+        pos = pos_out[centre]
+        x0 = torch.randn(pos.size(0), c)
+        size = f"{pos.size(0):,} -> {pos_out.size(0):,} points"
+    else:
+        x0, guid0 = torch.randn(1, c, out // 16, out // 16), torch.randn(1, 3, out, out)
+        size = f"{out // 16}x{out // 16} -> {out}x{out}"
+
+    def step():
+        x = x0.clone().requires_grad_()
+        guidance = guid0.clone().requires_grad_()
+        if variant == "points":
+            y = layer(x, pos, guidance, pos_out)
+        elif variant == "tap by tap":
+            y = layer(x, guidance)
+        elif kind == "stack":
+            y = naive_jbu_stack(layer, x, guidance)
+        else:
+            y = naive_jbu_step(layer, x, guidance)
+        y.square().mean().backward()
+        layer.zero_grad(set_to_none=True)
+
+    seconds, mib, exact = _timed(step, args.repeats)
+    return {"kind": kind, "variant": variant, "size": size, "seconds": seconds, "mib": mib,
+            "exact": exact}  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- driver
 def _child(kind: str, params: tuple, args: argparse.Namespace, queue) -> None:
     try:
         torch.set_num_threads(args.threads)
-        result = measure_coc(*params, args) if kind == "coc" else measure_aff(*params, args)
+        measure = {"coc": measure_coc, "aff": measure_aff, "jbu": measure_jbu}[kind]
+        result = measure(*params, args)
         result["threads"] = torch.get_num_threads()
         queue.put(result)
     except Exception as exc:  # report in the parent instead of hanging it
@@ -315,26 +415,44 @@ def machine_info() -> str:
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=("coc", "aff"), help="run one group only")
+    parser.add_argument("--only", choices=("coc", "aff", "jbu"), help="run one group only")
     parser.add_argument("--batch", type=int, default=8, help="coc: images")
     parser.add_argument("--channels", type=int, default=64, help="coc: channels")
     parser.add_argument("--size", type=int, default=56, help="coc: map side (multiple of 8)")
     parser.add_argument("--points", type=int, nargs="+", default=[3136, 50000], help="aff")
     parser.add_argument("--aff-channels", type=int, default=64, help="aff: channels")
     parser.add_argument("--heads", type=int, default=4, help="aff: heads")
+    parser.add_argument("--jbu-channels", type=int, default=384, help="jbu: channels")
+    parser.add_argument("--jbu-size", type=int, default=224, help="jbu: output side (16x)")
+    parser.add_argument(
+        "--jbu-frame", type=int, nargs=2, default=[500, 400], help="jbu: RGBD width height"
+    )
+    parser.add_argument(
+        "--jbu-cases", nargs="+", help="jbu: cases as KIND:VARIANT, e.g. 'step:tap by tap'"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--output", type=Path, help="also write the markdown here")
     args = parser.parse_args(argv)
     if args.size % 8:
         parser.error(f"--size must be divisible by the 8x8 regions, got {args.size}")
+    if args.jbu_size % 16:
+        parser.error(f"--jbu-size must be divisible by 16 (the stack's factor), got {args.jbu_size}")
 
-    coc = [] if args.only == "aff" else [run_isolated("coc", (v,), args) for v in COC_VARIANTS]
+    coc = []
+    if args.only in (None, "coc"):
+        coc = [run_isolated("coc", (v,), args) for v in COC_VARIANTS]
     aff = []
-    if args.only != "coc":
+    if args.only in (None, "aff"):
         aff = [run_isolated("aff", (p, v), args) for p in args.points for v in AFF_VARIANTS]
+    jbu = []
+    if args.only in (None, "jbu"):
+        cases = JBU_CASES
+        if args.jbu_cases:
+            cases = [tuple(c.split(":", 1)) for c in args.jbu_cases]
+        jbu = [run_isolated("jbu", case, args) for case in cases]
 
-    results = coc + aff
+    results = coc + aff + jbu
     exact = all(r["exact"] for r in results)
     memory = "peak extra RSS (MiB)" if exact else "ru_maxrss growth, lower bound (MiB)"
     command = "python benchmarks/layers.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -371,6 +489,19 @@ def main(argv: list[str] | None = None) -> str:
             f"| {r['points']:,} ({r['layout']}) | {r['variant']} | {r['nbhd_seconds'] * 1e3:.0f} "
             f"| {r['seconds'] * 1e3:.0f} | {r['mib']:.0f} |"
             for r in aff
+        ]
+    if jbu:
+        lines += [
+            "",
+            f"## FeatUp JBU: C={args.jbu_channels}, eval mode, forward+backward",
+            "",
+            f"| module | variant | size | fwd+bwd (ms) | {memory} |",
+            "| --- | --- | --- | ---: | ---: |",
+        ]
+        lines += [
+            f"| {r['kind']} | {r['variant']} | {r['size']} | {r['seconds'] * 1e3:.0f} "
+            f"| {r['mib']:.0f} |"
+            for r in jbu
         ]
     text = "\n".join(lines) + "\n"
     print(text, end="")

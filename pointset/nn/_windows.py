@@ -19,6 +19,18 @@ def _taps(diameter: int):
             yield i * diameter + j, i, j
 
 
+def _channel_dot(a: Tensor, b: Tensor, out: Tensor) -> None:
+    """``out[n, y, x] = sum_c a[n, c, y, x] * b[n, c, y, x]`` without an ``[N, C, H, W]``
+    temporary (channel by channel on large maps, where the temporary's page faults cost
+    more than the loop)."""
+    if a[0, 0].numel() < 4096:
+        out.copy_((a * b).sum(1))
+        return
+    out.zero_()
+    for c in range(a.size(1)):
+        out.addcmul_(a[:, c], b[:, c])
+
+
 class _ShiftedSum(torch.autograd.Function):
     """``out[b,c,y,x] = sum_{i,j} kernel[b, i*D+j, y, x] * padded[b, c, y+i, x+j]``."""
 
@@ -45,7 +57,7 @@ class _ShiftedSum(torch.autograd.Function):
         for p, i, j in _taps(ctx.diameter):
             window = padded[:, :, i : i + h, j : j + w]
             if grad_kernel is not None:
-                grad_kernel[:, p] = (grad * window).sum(1)
+                _channel_dot(grad, window, grad_kernel[:, p])
             if grad_padded is not None:
                 grad_padded[:, :, i : i + h, j : j + w].addcmul_(grad, kernel[:, p : p + 1])
         return grad_kernel, grad_padded, None
@@ -66,6 +78,12 @@ def shifted_dot(keys: Tensor, padded: Tensor, diameter: int) -> Tensor:
     return torch.stack(
         [(padded[:, :, i : i + h, j : j + w] * keys).sum(1) for _, i, j in _taps(diameter)], 1
     )
+
+
+def _row_dot(a: Tensor, b: Tensor) -> Tensor:
+    """``[N, C], [N, C] -> [N]`` row-wise dot products (a batched matmul: no ``[N, C]``
+    temporary)."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
 
 
 class _GatherSum(torch.autograd.Function):
@@ -90,7 +108,7 @@ class _GatherSum(torch.autograd.Function):
             grad_value = torch.zeros_like(value)
         for s in range(weight.size(1)):
             if grad_weight is not None:
-                grad_weight[:, s] = (grad * value.index_select(0, index[:, s])).sum(1)
+                grad_weight[:, s] = _row_dot(grad, value.index_select(0, index[:, s]))
             if grad_value is not None:
                 grad_value.index_add_(0, index[:, s], grad * weight[:, s : s + 1])
         return grad_weight, None, grad_value
@@ -109,7 +127,7 @@ class _GatherDot(torch.autograd.Function):
     def forward(ctx, query: Tensor, index: Tensor, key: Tensor) -> Tensor:
         out = query.new_empty(index.shape)
         for s in range(index.size(1)):
-            out[:, s] = (query * key.index_select(0, index[:, s])).sum(1)
+            out[:, s] = _row_dot(query, key.index_select(0, index[:, s]))
         ctx.save_for_backward(query, index, key)
         return out
 
