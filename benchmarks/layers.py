@@ -352,9 +352,17 @@ def measure_jbu(kind: str, variant: str, args: argparse.Namespace) -> dict:
         y.square().mean().backward()
         layer.zero_grad(set_to_none=True)
 
-    seconds, mib, exact = _timed(step, args.repeats)
+    runs: list[float] = []
+
+    def recorded():
+        start = time.perf_counter()
+        step()
+        runs.append(time.perf_counter() - start)
+
+    seconds, mib, exact = _timed(recorded, args.repeats)
+    spread = (min(runs[1:]), max(runs[1:])) if len(runs) > 1 else (seconds, seconds)
     return {"kind": kind, "variant": variant, "size": size, "seconds": seconds, "mib": mib,
-            "exact": exact}  # fmt: skip
+            "exact": exact, "spread": spread}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- driver
@@ -437,7 +445,9 @@ def main(argv: list[str] | None = None) -> str:
     if args.size % 8:
         parser.error(f"--size must be divisible by the 8x8 regions, got {args.size}")
     if args.jbu_size % 16:
-        parser.error(f"--jbu-size must be divisible by 16 (the stack's factor), got {args.jbu_size}")
+        parser.error(
+            f"--jbu-size must be divisible by 16 (the stack's factor), got {args.jbu_size}"
+        )
 
     coc = []
     if args.only in (None, "coc"):
@@ -495,12 +505,12 @@ def main(argv: list[str] | None = None) -> str:
             "",
             f"## FeatUp JBU: C={args.jbu_channels}, eval mode, forward+backward",
             "",
-            f"| module | variant | size | fwd+bwd (ms) | {memory} |",
-            "| --- | --- | --- | ---: | ---: |",
+            f"| module | variant | size | fwd+bwd (ms) | min-max (ms) | {memory} |",
+            "| --- | --- | --- | ---: | ---: | ---: |",
         ]
         lines += [
             f"| {r['kind']} | {r['variant']} | {r['size']} | {r['seconds'] * 1e3:.0f} "
-            f"| {r['mib']:.0f} |"
+            f"| {r['spread'][0] * 1e3:.0f}-{r['spread'][1] * 1e3:.0f} | {r['mib']:.0f} |"
             for r in jbu
         ]
     text = "\n".join(lines) + "\n"

@@ -156,8 +156,13 @@ def gather_dot(query: Tensor, index: Tensor, key: Tensor) -> Tensor:
 
 
 def cloud_knn(
-    pos: Tensor, query: Tensor, k: int, batch: Tensor | None, batch_query: Tensor | None,
-    counts: list[int], counts_query: list[int],
+    pos: Tensor,
+    query: Tensor,
+    k: int,
+    batch: Tensor | None,
+    batch_query: Tensor | None,
+    counts: list[int],
+    counts_query: list[int],
 ) -> tuple[Tensor, Tensor]:
     """The ``k`` nearest ``pos`` points of every query, within its cloud, padded.
 

@@ -82,7 +82,9 @@ class JBUStack(nn.Module):
         super().__init__()
         self.feat_dim, self.guidance_dim = feat_dim, guidance_dim
         for k in range(1, 5):
-            setattr(self, f"up{k}", JointBilateralUpsample(guidance_dim, feat_dim, key_dim, 2, radius))
+            setattr(
+                self, f"up{k}", JointBilateralUpsample(guidance_dim, feat_dim, key_dim, 2, radius)
+            )
         self.fixup_proj = nn.Sequential(nn.Dropout2d(0.2), nn.Conv2d(feat_dim, feat_dim, 1))
         self.reset_parameters()
 
@@ -102,10 +104,14 @@ class JBUStack(nn.Module):
     def forward_grid(self, source: Tensor, guidance: Tensor) -> Tensor:
         """Grid path: ``[B, C, h, w], [B, G, H, W] -> [B, C, 16h, 16w]``."""
         if not isinstance(guidance, Tensor) or guidance.dim() != 4:
-            shape = tuple(guidance.shape) if isinstance(guidance, Tensor) else type(guidance).__name__
+            shape = (
+                tuple(guidance.shape) if isinstance(guidance, Tensor) else type(guidance).__name__
+            )
             raise ValueError(f"guidance must have shape [B, G, H, W], got {shape}")
         if min(source.shape[-2:]) < 2:
-            raise ValueError(f"source must be at least 2x2 (reflect padding), got {tuple(source.shape)}")
+            raise ValueError(
+                f"source must be at least 2x2 (reflect padding), got {tuple(source.shape)}"
+            )
         y = source
         for up in self.steps:
             h, w = y.shape[-2:]

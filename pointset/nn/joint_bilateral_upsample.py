@@ -259,7 +259,9 @@ class JointBilateralUpsample(nn.Module):
 
     def _check_channels(self, c: int, g: int, name_c: str, name_g: str) -> None:
         if c != self.feat_dim:
-            raise ValueError(f"{name_c} has {c} channels, the layer expects feat_dim={self.feat_dim}")
+            raise ValueError(
+                f"{name_c} has {c} channels, the layer expects feat_dim={self.feat_dim}"
+            )
         if g != self.guidance_dim:
             raise ValueError(
                 f"{name_g} has {g} channels, the layer expects guidance_dim={self.guidance_dim}"
@@ -302,7 +304,10 @@ class JointBilateralUpsample(nn.Module):
         big = torch.finfo(pos_out.dtype).max
         cheb = off.abs().amax(-1).masked_fill(~valid, big)
         keep = torch.sort(cheb, dim=1, stable=True).indices[:, :taps]  # knn order breaks ties
-        index, off = index.gather(1, keep), off.gather(1, keep.unsqueeze(-1).expand(-1, -1, off.size(-1)))
+        index, off = (
+            index.gather(1, keep),
+            off.gather(1, keep.unsqueeze(-1).expand(-1, -1, off.size(-1))),
+        )
         delta = self._spacing(spacing, pos_out, batch_out, counts)
         off = off / delta.view(-1, 1, 1)
         # slot order: (|o|^2, o_0, o_1, ...) on values rounded to 1e-3, empty slots last
@@ -349,7 +354,9 @@ class JointBilateralUpsample(nn.Module):
         logits = gather_dot(keys, safe, keys) * self._temperature()
         logits = logits.masked_fill(~valid, float("-inf"))
         combined = self._normalise(torch.softmax(logits, dim=1) * spatial, 1)
-        kernel = combined + 0.1 * self._pointwise(self.fixup_proj, torch.cat([combined, guidance], 1), self.slot_to_tap)
+        kernel = combined + 0.1 * self._pointwise(
+            self.fixup_proj, torch.cat([combined, guidance], 1), self.slot_to_tap
+        )
         kernel = kernel.masked_fill(~valid, 0.0)
         return gather_sum(kernel, safe, features)
 
@@ -376,7 +383,9 @@ class JointBilateralUpsample(nn.Module):
     def _check_rows(t: Tensor, n: int, name: str, name_pos: str) -> None:
         if not isinstance(t, Tensor) or t.dim() != 2 or t.size(0) != n:
             shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-            raise ValueError(f"{name} must have shape [{n}, channels] (one row per {name_pos} point), got {shape}")
+            raise ValueError(
+                f"{name} must have shape [{n}, channels] (one row per {name_pos} point), got {shape}"
+            )
         if not t.is_floating_point():
             raise ValueError(f"{name} must be a floating tensor, got dtype {t.dtype}")
 
@@ -408,9 +417,7 @@ class JointBilateralUpsample(nn.Module):
         counts = _cloud_sizes(batch, pos.size(0), None, "pos")
         counts_out = _cloud_sizes(batch_out, pos_out.size(0), len(counts), "pos_out")
         if len(counts_out) != len(counts):
-            raise ValueError(
-                f"batch_out has {len(counts_out)} clouds but batch has {len(counts)}"
-            )
+            raise ValueError(f"batch_out has {len(counts_out)} clouds but batch has {len(counts)}")
         larger = [b for b, (m, n) in enumerate(zip(counts, counts_out)) if m > n]
         if larger:
             b = larger[0]

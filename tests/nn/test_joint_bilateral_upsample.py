@@ -211,9 +211,7 @@ def test_point_batch_equals_clouds_one_at_a_time():
     (x, pos, g, q, b, bo), sizes = _clouds()
     with torch.no_grad():
         out = layer(x, pos, g, q, b, bo)
-        alone = [
-            layer(x[b == k], pos[b == k], g[bo == k], q[bo == k]) for k in range(len(sizes))
-        ]
+        alone = [layer(x[b == k], pos[b == k], g[bo == k], q[bo == k]) for k in range(len(sizes))]
     assert out.shape == (q.size(0), 4)
     torch.testing.assert_close(out, torch.cat(alone), atol=1e-12, rtol=0)
 
