@@ -41,6 +41,21 @@ centers, 128 clusters, 134 classes, 8 heads) on the stride-32 map of a 640x640 i
 The kmax times come from one process that interleaves the variants round by round
 (``--repeats`` rounds after a warm-up round) and reports the median and the min-max spread;
 its memory column comes from separate fresh processes as for the other groups.
+``jbu`` -- FeatUp's joint bilateral upsampler at FeatUp's use: 384 channels (ViT-S/DINO
+features), a 14x14 source and a 224x224 RGB guidance (``--jbu-size`` changes the output
+side; the source is 1/16 of it):
+
+- ``step``: one ``JointBilateralUpsample`` 14x14 -> 224x224 (the cost of a step depends on
+  its output size only, so this is also the last step of the stack).
+- ``stack``: ``JBUStack`` 14 -> 28 -> 56 -> 112 -> 224 + the 1x1 fixup.
+- variants ``tap by tap`` (pointset's grid path: 49 shifted multiply-adds and their own
+  backward) and ``naive unfold`` (the same math with ``F.unfold`` of the reflect-padded
+  features and range keys, ``[B, C*49, H, W]``, as a straightforward port would write it).
+- ``points`` (step and stack): the point path on an RGBD frame rendered by
+  ``pointset.datasets.render`` (demo scene, ``--jbu-frame`` 500x400 = 200,000 points, all
+  kept), 3-D positions in metres; the source is the frame's points at the centres of its
+  16x16 pixel cells (31x25 = 775 points); guidance = colours. Windows, interpolation
+  weights and the pyramid are built inside the timing.
 
 Method. Every (case, variant) is measured in two fresh ``spawn`` processes with
 ``--threads`` intra-op threads, one for time and one for memory:
@@ -61,6 +76,7 @@ Usage (from the repository root)::
 
     python benchmarks/layers.py                          # both groups, 1 thread
     python benchmarks/layers.py --only aff --points 3136 --threads 2
+    python benchmarks/layers.py --only jbu
     python benchmarks/layers.py --output benchmarks/results/layers.md
 """
 
@@ -86,6 +102,14 @@ import torch.nn.functional as F
 COC_VARIANTS = ("grid", "points + grid plan", "points + FPS plan", "naive region loop")
 AFF_VARIANTS = ("chunked", "materialised")
 KMAX_VARIANTS = ("dense", "packed + 5x5 window", "packed, no window")
+JBU_CASES = (
+    ("step", "tap by tap"),
+    ("step", "naive unfold"),
+    ("stack", "tap by tap"),
+    ("stack", "naive unfold"),
+    ("step", "points"),
+    ("stack", "points"),
+)
 
 
 # ----------------------------------------------------------------------------- memory
@@ -329,12 +353,96 @@ def measure_kmax_memory(variant: str, args: argparse.Namespace) -> dict:
     return {"variant": variant, "mib": mib, "exact": exact}
 
 
+# ----------------------------------------------------------------------------- JBU cases
+def naive_jbu_step(up, source: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+    """FeatUp's JBU step written with full unfolds (``[B, C*49, H, W]`` features)."""
+    b, _, hh, ww = guidance.shape
+    r, d = up.radius, up.diameter
+    keys = up.range_proj(guidance)
+    win = F.unfold(F.pad(keys, [r] * 4, mode="reflect"), d).view(b, -1, d * d, hh, ww)
+    temp = up.range_temp.exp().clamp(1e-4, 1e4)
+    rng = torch.softmax(temp * (win * keys.unsqueeze(2)).sum(1), 1)
+    t = torch.linspace(-1, 1, d, dtype=source.dtype)
+    spatial = torch.exp(-(t.view(-1, 1) ** 2 + t.view(1, -1) ** 2) / (2 * up.sigma_spatial**2))
+    comb = rng * spatial.view(1, -1, 1, 1)
+    comb = comb / comb.sum(1, keepdim=True).clamp(min=1e-7)
+    kernel = comb + 0.1 * up.fixup_proj(torch.cat([comb, guidance], 1))
+    hr = F.interpolate(source, (hh, ww), mode="bicubic", align_corners=False)
+    feats = F.unfold(F.pad(hr, [r] * 4, mode="reflect"), d).view(b, -1, d * d, hh, ww)
+    return (feats * kernel.unsqueeze(1)).sum(2)
+
+
+def naive_jbu_stack(stack, source: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+    y = source
+    for up in stack.steps:
+        h, w = y.shape[-2:]
+        y = naive_jbu_step(up, y, F.adaptive_avg_pool2d(guidance, (2 * h, 2 * w)))
+    return y + 0.1 * stack.fixup_proj(y)
+
+
+def rgbd_frame(width: int, height: int, cell: int = 16):
+    """A rendered RGBD frame as points (all pixels kept) and its cell-centre source points."""
+    from pointset.data import from_rgbd
+    from pointset.datasets.render import demo_scene, render_rgbd
+
+    color, depth, intr = render_rgbd(demo_scene(), width=width, height=height)
+    frame = from_rgbd(color, depth, intr, depth_trunc=math.inf)
+    centre = (frame.pixel % cell == cell // 2).all(1)
+    return frame, centre
+
+
+def measure_jbu(kind: str, variant: str, args: argparse.Namespace) -> dict:
+    from pointset.nn import JBUStack, JointBilateralUpsample
+
+    torch.manual_seed(0)
+    c, out = args.jbu_channels, args.jbu_size
+    layer = JBUStack(c) if kind == "stack" else JointBilateralUpsample(3, c)
+    layer.eval()  # FeatUp's inference use: no dropout
+    if variant == "points":
+        frame, centre = rgbd_frame(*args.jbu_frame)
+        pos_out, guid0 = frame.pos, frame.x
+        pos = pos_out[centre]
+        x0 = torch.randn(pos.size(0), c)
+        size = f"{pos.size(0):,} -> {pos_out.size(0):,} points"
+    else:
+        x0, guid0 = torch.randn(1, c, out // 16, out // 16), torch.randn(1, 3, out, out)
+        size = f"{out // 16}x{out // 16} -> {out}x{out}"
+
+    def step():
+        x = x0.clone().requires_grad_()
+        guidance = guid0.clone().requires_grad_()
+        if variant == "points":
+            y = layer(x, pos, guidance, pos_out)
+        elif variant == "tap by tap":
+            y = layer(x, guidance)
+        elif kind == "stack":
+            y = naive_jbu_stack(layer, x, guidance)
+        else:
+            y = naive_jbu_step(layer, x, guidance)
+        y.square().mean().backward()
+        layer.zero_grad(set_to_none=True)
+
+    runs: list[float] = []
+
+    def recorded():
+        start = time.perf_counter()
+        step()
+        runs.append(time.perf_counter() - start)
+
+    seconds, mib, exact = _timed(recorded, args.repeats)
+    spread = (min(runs[1:]), max(runs[1:])) if len(runs) > 1 else (seconds, seconds)
+    return {"kind": kind, "variant": variant, "size": size, "seconds": seconds, "mib": mib,
+            "exact": exact, "spread": spread}  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- driver
 def _measure(kind: str, params: tuple, args: argparse.Namespace) -> dict:
     if kind == "coc":
         return measure_coc(*params, args)
     if kind == "aff":
         return measure_aff(*params, args)
+    if kind == "jbu":
+        return measure_jbu(*params, args)
     if kind == "kmax-times":
         return measure_kmax_times(args)
     return measure_kmax_memory(*params, args)
@@ -396,7 +504,7 @@ def machine_info() -> str:
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=("coc", "aff", "kmax"), help="run one group only")
+    parser.add_argument("--only", choices=("coc", "aff", "kmax", "jbu"), help="run one group only")
     parser.add_argument("--batch", type=int, default=8, help="coc: images")
     parser.add_argument("--channels", type=int, default=64, help="coc: channels")
     parser.add_argument("--size", type=int, default=56, help="coc: map side (multiple of 8)")
@@ -404,12 +512,24 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--aff-channels", type=int, default=64, help="aff: channels")
     parser.add_argument("--heads", type=int, default=4, help="aff: heads")
     parser.add_argument("--kmax-batch", type=int, default=2, help="kmax: images")
+    parser.add_argument("--jbu-channels", type=int, default=384, help="jbu: channels")
+    parser.add_argument("--jbu-size", type=int, default=224, help="jbu: output side (16x)")
+    parser.add_argument(
+        "--jbu-frame", type=int, nargs=2, default=[500, 400], help="jbu: RGBD width height"
+    )
+    parser.add_argument(
+        "--jbu-cases", nargs="+", help="jbu: cases as KIND:VARIANT, e.g. 'step:tap by tap'"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--output", type=Path, help="also write the markdown here")
     args = parser.parse_args(argv)
     if args.size % 8:
         parser.error(f"--size must be divisible by the 8x8 regions, got {args.size}")
+    if args.jbu_size % 16:
+        parser.error(
+            f"--jbu-size must be divisible by 16 (the stack's factor), got {args.jbu_size}"
+        )
 
     load_before = os.getloadavg()
     only = args.only
@@ -427,7 +547,14 @@ def main(argv: list[str] | None = None) -> str:
             kmax.append({**memory, "seconds": statistics.median(runs), "low": min(runs),
                          "high": max(runs), "threads": times["threads"]})  # fmt: skip
 
-    results = coc + aff + kmax
+    jbu = []
+    if only in (None, "jbu"):
+        cases = JBU_CASES
+        if args.jbu_cases:
+            cases = [tuple(c.split(":", 1)) for c in args.jbu_cases]
+        jbu = [run_isolated("jbu", case, args) for case in cases]
+
+    results = coc + aff + kmax + jbu
     exact = all(r["exact"] for r in results)
     memory = "peak extra RSS (MiB)" if exact else "ru_maxrss growth, lower bound (MiB)"
     command = "python benchmarks/layers.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -480,6 +607,19 @@ def main(argv: list[str] | None = None) -> str:
             f"| {r['variant']} | {r['seconds'] * 1e3:.1f} | {r['low'] * 1e3:.1f}-{r['high'] * 1e3:.1f} "
             f"| {r['mib']:.0f} |"
             for r in kmax
+        ]
+    if jbu:
+        lines += [
+            "",
+            f"## FeatUp JBU: C={args.jbu_channels}, eval mode, forward+backward",
+            "",
+            f"| module | variant | size | fwd+bwd (ms) | min-max (ms) | {memory} |",
+            "| --- | --- | --- | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {r['kind']} | {r['variant']} | {r['size']} | {r['seconds'] * 1e3:.0f} "
+            f"| {r['spread'][0] * 1e3:.0f}-{r['spread'][1] * 1e3:.0f} | {r['mib']:.0f} |"
+            for r in jbu
         ]
     text = "\n".join(lines) + "\n"
     print(text, end="")

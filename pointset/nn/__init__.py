@@ -36,3 +36,8 @@ __all__ = [
     "KMaXPredictor",
     "KMaXDecoderLayer",
 ]
+
+from .jbu_stack import JBUStack  # noqa: E402
+from .joint_bilateral_upsample import JointBilateralUpsample  # noqa: E402
+
+__all__ += ["JBUStack", "JointBilateralUpsample"]

@@ -23,6 +23,8 @@ from pointset.nn import (
     FeaturePropagation,
     GridPointReducer,
     GroupContextCluster,
+    JBUStack,
+    JointBilateralUpsample,
     LocalGrouper,
     PointReducer,
     PosExtraction,
@@ -31,8 +33,21 @@ from pointset.nn import (
 
 C, D = 6, 3
 
+
+def _upsample(layer, x, pos, batch):
+    """Upsamplers: each point gets a twin 0.01 away; the guidance is random RGB."""
+    pos_out = pos
+    if pos.dim() == 2 and pos.size(0):
+        pos_out = torch.cat([pos, pos + 0.01], 1).view(-1, pos.size(1))
+    guidance = torch.randn(pos_out.size(0) if pos_out.dim() else 0, 3)
+    batch_out = None if batch is None else batch.repeat_interleave(2)
+    return layer(x, pos, guidance, pos_out, batch, batch_out)
+
+
 # layers taking packed point sets (x [N, C], pos [N, D], batch [N]); pos_dim None: any D
 POINT_LAYERS = {
+    "JointBilateralUpsample": (lambda: JointBilateralUpsample(3, C), _upsample, None),
+    "JBUStack": (lambda: JBUStack(C), _upsample, None),
     "ContextCluster": (
         lambda: ContextCluster(C, heads=2, head_dim=3, num_centers=3, center_k=3, candidates=2),
         lambda layer, x, pos, batch: layer(x, pos, batch),
