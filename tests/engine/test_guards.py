@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pointset.engine import ConfigError, DivergenceError, Trainer, load_weights
-from pointset.engine import trainer as trainer_module
+from pointset.engine import tasks as tasks_module
 
 
 def _strict_json_lines(path):
@@ -25,7 +25,7 @@ def _strict_json_lines(path):
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_checkpoint(
     tmp_path, tiny, restore_threads, monkeypatch
 ):
-    real, calls = trainer_module.smoothed_cross_entropy, []
+    real, calls = tasks_module.smoothed_cross_entropy, []
     steps = 60 // 8  # tiny: 15 classes x 4 training samples, batches of 8, drop_last
 
     def loss_with_nan(logits, y, eps):
@@ -36,7 +36,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_checkpoint(
                 return loss * float("nan")
         return loss
 
-    monkeypatch.setattr(trainer_module, "smoothed_cross_entropy", loss_with_nan)
+    monkeypatch.setattr(tasks_module, "smoothed_cross_entropy", loss_with_nan)
     out = tmp_path / "run"
     cfg = tiny.config(out)
     with pytest.raises(DivergenceError) as info:
