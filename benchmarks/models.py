@@ -34,10 +34,23 @@ with OpenMP's default spinning barriers, two intra-op threads on a two-core mach
 other processes also use waited for each other so long that single passes ran 10-40x
 slower than with one thread (measured: CoC-Tiny at batch 1 took 3.5 s instead of 0.08 s).
 
+Comparison with another revision (``--compare-ref REF``): the ``pointset`` package of git
+revision ``REF`` is extracted (``git archive``) into a temporary directory, and every model
+of ``--only`` is timed with that code and with the working tree's, in separate fresh
+processes, alternating ``ref, current`` for every model in each of ``--runs`` rounds (so a
+change of machine load hits both sides alike). A process builds the model from the same
+seed, runs one untimed training step (forward, cross-entropy, backward, SGD step) at
+``--train-batch`` clouds, then times ``--calls`` more (default 2), and likewise one untimed plus ``--calls`` timed
+eval forwards under ``torch.no_grad()`` at the same batch; a round records the mean of its
+timed calls. The table gives the median over the rounds, the min-max spread and the
+speed-up ``ref / current``.
+
 Usage (from the repository root)::
 
     OMP_NUM_THREADS=2 python benchmarks/models.py --threads 2 --output benchmarks/results/models.md
     python benchmarks/models.py --only coc_tiny pointmlp_elite --repeats 3
+    python benchmarks/models.py --threads 2 --compare-ref main --runs 5 \
+        --only pointmlp pointmlp_elite pointmlp_coc
 """
 
 from __future__ import annotations
@@ -46,7 +59,10 @@ import argparse
 import multiprocessing as mp
 import os
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -156,6 +172,131 @@ def run_isolated(kind: str, name: str, args: argparse.Namespace) -> dict:
     return result
 
 
+# ----------------------------------------------------------------------------- comparison
+def export_package(ref: str, into: Path) -> Path:
+    """Extract the ``pointset`` package of git revision ``ref`` into ``into``."""
+    root = Path(__file__).resolve().parent.parent
+    archive = into / "ref.tar"
+    with archive.open("wb") as handle:
+        subprocess.run(["git", "archive", ref, "pointset"], cwd=root, stdout=handle, check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def measure_pair(name: str, args: argparse.Namespace) -> dict:
+    """Seconds of one training step and one eval forward (mean of ``--calls`` timed calls)."""
+    import pointset
+
+    torch.manual_seed(0)
+    model, _, is_points = build(name)
+    x = make_input(model, is_points, args.train_batch)
+    y = torch.randint(0, model.num_classes, (args.train_batch,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step():
+        optimizer.zero_grad(set_to_none=False)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    def mean_time(fn) -> float:
+        fn()  # warm-up
+        start = time.perf_counter()
+        for _ in range(args.calls):
+            fn()
+        return (time.perf_counter() - start) / args.calls
+
+    model.train()
+    train = mean_time(step)
+    model.eval()
+    with torch.no_grad():
+        evaluate = mean_time(lambda: model(x))
+    return {"train_s": train, "eval_s": evaluate, "source": pointset.__file__}
+
+
+def _pair_child(source: str | None, name: str, args: argparse.Namespace, queue) -> None:
+    try:
+        if source is not None:  # the reference revision's package shadows the working tree
+            sys.path.insert(0, source)
+        torch.set_num_threads(args.threads)
+        queue.put(measure_pair(name, args))
+    except Exception as exc:  # report in the parent instead of hanging it
+        queue.put(f"{type(exc).__name__}: {exc}")
+
+
+def run_pair(source: str | None, name: str, args: argparse.Namespace) -> dict:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_pair_child, args=(source, name, args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    if isinstance(result, str):
+        raise RuntimeError(f"{name} ({source or 'working tree'}): {result}")
+    return result
+
+
+def compare(names: list[str], args: argparse.Namespace) -> str:
+    """Markdown table of ``ref`` against the working tree (see the module docstring)."""
+    root = Path(__file__).resolve().parent.parent
+    times: dict[tuple[str, str], list[dict]] = {}
+    load_start = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        ref_dir = str(export_package(args.compare_ref, Path(tmp)))
+        for r in range(args.runs):
+            for name in names:
+                for side, source in (("ref", ref_dir), ("new", str(root))):
+                    row = run_pair(source, name, args)
+                    if not row["source"].startswith(source):
+                        raise RuntimeError(f"{side} run imported {row['source']}")
+                    times.setdefault((name, side), []).append(row)
+                    print(
+                        f"round {r + 1} {name} {side}: train {row['train_s']:.3f} s, "
+                        f"eval {row['eval_s']:.3f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    load_end = os.getloadavg()[0]
+
+    def cell(rows: list[dict], key: str) -> tuple[float, str]:
+        values = [row[key] for row in rows]
+        med = statistics.median(values)
+        return med, f"{med:.3f} ({min(values):.3f}-{max(values):.3f})"
+
+    b = args.train_batch
+    lines = [
+        f"| model | train {args.compare_ref} (s) | train new (s) | train speed-up "
+        f"| eval {args.compare_ref} (s) | eval new (s) | eval speed-up |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name in names:
+        ref_train, ref_train_text = cell(times[(name, "ref")], "train_s")
+        new_train, new_train_text = cell(times[(name, "new")], "train_s")
+        ref_eval, ref_eval_text = cell(times[(name, "ref")], "eval_s")
+        new_eval, new_eval_text = cell(times[(name, "new")], "eval_s")
+        lines.append(
+            f"| {name} | {ref_train_text} | {new_train_text} | {ref_train / new_train:.2f}x "
+            f"| {ref_eval_text} | {new_eval_text} | {ref_eval / new_eval:.2f}x |"
+        )
+    command = "python benchmarks/models.py " + " ".join(sys.argv[1:])
+    header = [
+        f"# {args.compare_ref} against the working tree on CPU",
+        "",
+        f"Machine: {machine_info()}; torch {torch.__version__}; {args.threads} intra-op "
+        f"thread(s), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
+        f"1-minute load average {load_start:.1f} at the start, {load_end:.1f} at the end.",
+        f"Command: `{command.strip()}`",
+        "",
+        f"Batch {b} x {POINTS} random points; train = forward + cross-entropy + backward + SGD "
+        f"step, eval = forward under no_grad; median of {args.runs} interleaved rounds "
+        "(min-max in brackets), speed-up = median ref / median new.",
+        "",
+        "",
+    ]
+    return "\n".join(header) + "\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------------------- table
 def reported(card) -> tuple[str, str]:
     """``("71.8 top-1", "ImageNet-1K val, 224x224")`` from the first published result."""
@@ -207,7 +348,20 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--budget", type=float, default=10.0, help="seconds; slower: 1 run")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--output", type=Path, help="also write the markdown here")
+    parser.add_argument("--compare-ref", help="git revision to time against the working tree")
+    parser.add_argument("--runs", type=int, default=5, help="interleaved rounds of --compare-ref")
+    parser.add_argument("--calls", type=int, default=2, help="timed calls per --compare-ref round")
     args = parser.parse_args(argv)
+
+    if args.compare_ref is not None:
+        if not args.only:
+            parser.error("--compare-ref needs --only MODEL [MODEL ...]")
+        text = compare(args.only, args)
+        print(text)
+        if args.output is not None:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(text)
+        return text
 
     from pointset.models import list_models, model_card
 

@@ -88,19 +88,28 @@ class GroupContextCluster(nn.Module):
             raise ValueError(f"x must have shape [G, {self.dim}, k], got {tuple(x.shape)}")
         if x.size(0) == 0 or x.size(2) == 0:
             raise ValueError(f"x is empty: shape {tuple(x.shape)} (no groups or no members)")
-        g, _, k = x.shape
-        tokens = x.transpose(1, 2)  # [G, k, C]
-        feats = self.fc1(tokens).view(g, k, self.heads, self.head_dim).transpose(1, 2)
-        value = self.fc_v(tokens).view(g, k, self.heads, self.head_dim).transpose(1, 2)
-        center = feats.mean(dim=2, keepdim=True)  # [G, H, 1, d]
-        value_center = value.mean(dim=2, keepdim=True)
-        cos = F.normalize(center, dim=-1) @ F.normalize(feats, dim=-1).transpose(-2, -1)
-        sim = torch.sigmoid(self.sim_beta + self.sim_alpha * cos).transpose(-2, -1)  # [G,H,k,1]
-        agg = ((value * sim).sum(dim=2, keepdim=True) + value_center) / (
-            sim.sum(dim=2, keepdim=True) + 1.0
-        )  # [G, H, 1, d]
-        out = (agg * sim).transpose(1, 2).reshape(g, k, self.heads * self.head_dim)
-        return x + self.fc2(out).transpose(1, 2)
+        return self.forward_tokens(x.transpose(1, 2)).transpose(1, 2)
+
+    def forward_tokens(self, tokens: Tensor) -> Tensor:
+        """Cluster each of ``G`` groups of ``k`` points, channels last.
+
+        Args:
+            tokens: ``[G, k, C]`` group members.
+
+        Returns:
+            ``[G, k, C]``.
+        """
+        g, k, _ = tokens.shape
+        feats = self.fc1(tokens).view(g, k, self.heads, self.head_dim)
+        value = self.fc_v(tokens).view(g, k, self.heads, self.head_dim)
+        center = feats.mean(dim=1, keepdim=True)  # [G, 1, H, d]
+        value_center = value.mean(dim=1, keepdim=True)
+        sim = self._similarity(center, feats).unsqueeze(-1)  # [G, k, H, 1]
+        agg = ((value * sim).sum(dim=1, keepdim=True) + value_center) / (
+            sim.sum(dim=1, keepdim=True) + 1.0
+        )  # [G, 1, H, d]
+        out = (agg * sim).reshape(g, k, self.heads * self.head_dim)
+        return tokens + self.fc2(out)
 
     def forward_grouped(self, x: Tensor, group: Tensor, num_groups: int | None = None) -> Tensor:
         """Cluster packed points, each group being one cluster.

@@ -153,3 +153,51 @@ def test_bad_input_raises_value_error():
     pre = PreExtraction(4, 8, use_xyz=False)
     with pytest.raises(ValueError, match=r"\[B, S, k, 8\]"):
         pre(torch.randn(2, 3, 4, 11))
+
+
+def _official_pre_extraction(pre: PreExtraction, x: torch.Tensor) -> torch.Tensor:
+    """The official channel-first computation: Conv1d / BatchNorm1d on [B*S, C, k], then
+    ``adaptive_max_pool1d`` over the k members."""
+    b, s, k, d = x.shape
+    y = pre.transfer.net(x.permute(0, 1, 3, 2).reshape(b * s, d, k))
+    for layer in pre.operation:
+        if isinstance(layer, GroupContextCluster):
+            y = layer(y)
+        else:
+            y = layer.act(layer.net2(layer.net1(y)) + y)
+    return torch.nn.functional.adaptive_max_pool1d(y, 1).reshape(b, s, -1).permute(0, 2, 1)
+
+
+@pytest.mark.parametrize("groups,coc", [(1, False), (2, False), (1, True)])
+def test_channels_last_rows_equal_conv1d_in_training(groups, coc):
+    """Oracle: the official Conv1d / BatchNorm1d path on [B*S, C, k] in train mode (batch
+    statistics): same output, same input and parameter gradients, same running stats."""
+    ours = _randomize(
+        PreExtraction(3, 8, blocks=2, groups=groups, res_expansion=0.5, coc=coc).double()
+    ).train()
+    ref = _randomize(
+        PreExtraction(3, 8, blocks=2, groups=groups, res_expansion=0.5, coc=coc).double()
+    ).train()
+    x = torch.randn(2, 5, 6, 2 * 3 + 3, dtype=torch.float64)
+    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_ours, out_ref = ours(x_ours), _official_pre_extraction(ref, x_ref)
+    torch.testing.assert_close(out_ours, out_ref)
+    weight = torch.randn_like(out_ref)
+    (out_ours * weight).sum().backward()
+    (out_ref * weight).sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_ref.grad)
+    for (name, p_ours), p_ref in zip(ours.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p_ours.grad, p_ref.grad, msg=name)
+    for (name, b_ours), b_ref in zip(ours.named_buffers(), ref.buffers()):
+        torch.testing.assert_close(b_ours, b_ref, msg=name)
+
+
+def test_pos_extraction_rows_equal_conv1d_on_transposed_input():
+    """Oracle: the blocks' Conv1d modules applied channel-first, on a non-contiguous
+    (transposed channels-last) input as the model passes it."""
+    pos = _randomize(PosExtraction(6, blocks=2).double()).train()
+    x = torch.randn(2, 9, 6, dtype=torch.float64).transpose(1, 2)  # [B, C, S] view
+    expected = x
+    for block in pos.operation:
+        expected = block.act(block.net2(block.net1(expected)) + expected)
+    torch.testing.assert_close(pos(x), expected)
