@@ -87,6 +87,10 @@ class KMaXSeg(nn.Module):
         num_scales (int): coarsest decoder levels that get k-means layers (default: 3).
         layers_per_scale (int): layers per level (default: 2; 6 layers in all).
         drop_path_prob (float): stochastic depth of the decoder layers (default: 0).
+        bn_momentum (float, optional): momentum of every BatchNorm outside the backbone;
+            ``None`` keeps the official 0.01 (TF 0.99), whose running statistics take
+            hundreds of steps to settle, so short schedules evaluate with stale ones (the
+            built-in scenes demo uses 0.1). (default: ``None``)
         backbone (nn.Module, optional): a backbone with ``decoder_channels`` whose forward
             returns ``.decoder`` as ``[(xyz [B, 3, N_l], feat [B, D_l, N_l]), ...]``.
         **backbone_kwargs: arguments of the default backbone.
@@ -114,6 +118,7 @@ class KMaXSeg(nn.Module):
         num_scales: int = 3,
         layers_per_scale: int = 2,
         drop_path_prob: float = 0.0,
+        bn_momentum: float | None = None,
         backbone: nn.Module | None = None,
         **backbone_kwargs: Any,
     ) -> None:
@@ -122,6 +127,8 @@ class KMaXSeg(nn.Module):
             raise ValueError(
                 f"num_classes and num_queries must be >= 1, got {num_classes}, {num_queries}"
             )
+        if bn_momentum is not None and not 0.0 < bn_momentum <= 1.0:
+            raise ValueError(f"bn_momentum must lie in (0, 1], got {bn_momentum}")
         if backbone is None:
             backbone = PointMLPSegBackbone(in_channels=in_channels, **backbone_kwargs)
         elif backbone_kwargs:
@@ -164,6 +171,11 @@ class KMaXSeg(nn.Module):
             *_proj(levels[-1], levels[-1]), nn.Conv1d(levels[-1], num_classes, 1)
         )
         self.criterion = KMaXLoss(num_classes)
+        if bn_momentum is not None:
+            norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm)
+            for name, module in self.named_modules():
+                if isinstance(module, norms) and not name.startswith("backbone."):
+                    module.momentum = bn_momentum
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -134,6 +134,27 @@ def test_bad_arguments():
         KMaXSeg(3, backbone=StandInBackbone(), num_scales=4)
     with pytest.raises(ValueError, match="backbone arguments"):
         KMaXSeg(3, backbone=StandInBackbone(), points=64)
+    with pytest.raises(ValueError, match="bn_momentum"):
+        KMaXSeg(3, backbone=StandInBackbone(), bn_momentum=0.0)
+
+
+def test_bn_momentum_sets_the_decoder_norms_only():
+    """Oracle: the official momentum 0.01 by default; ``bn_momentum`` sets it on every
+    BatchNorm of the kMaX decoder and heads, and leaves the backbone's untouched."""
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+    def momenta(model):
+        return {name: m.momentum for name, m in model.named_modules() if isinstance(m, norms)}
+
+    default, fast = momenta(_model()), momenta(_model(bn_momentum=0.1))
+    assert default and set(default.values()) == {0.01}
+    assert fast.keys() == default.keys() and set(fast.values()) == {0.1}
+    torch.manual_seed(0)
+    backbone = StandInBackbone()
+    backbone.heads[0].append(nn.BatchNorm1d(24))
+    model = KMaXSeg(3, backbone=backbone, bn_momentum=0.3, **SMALL)
+    assert model.backbone.heads[0][2].momentum == 0.1  # PyTorch's default, kept
+    assert model._predictor is not None and set(momenta(model).values()) == {0.1, 0.3}
 
 
 def test_registered_model_with_the_pointmlp_backbone():
