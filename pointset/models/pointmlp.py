@@ -53,6 +53,70 @@ CONFIGS: dict[str, dict[str, Any]] = {
 CONFIGS["pointmlp_coc"] = dict(CONFIGS["pointmlp"], coc=True)
 
 
+def build_encoder(
+    module: nn.Module,
+    in_channels: int,
+    points: int,
+    embed_dim: int,
+    groups: int,
+    res_expansion: float,
+    activation: str,
+    bias: bool,
+    use_xyz: bool,
+    normalize: str | None,
+    dim_expansion: Sequence[int],
+    pre_blocks: Sequence[int],
+    pos_blocks: Sequence[int],
+    k_neighbors: Sequence[int],
+    reducers: Sequence[int],
+    coc: bool = False,
+    **more_stage_lists: Sequence[int],
+) -> list[int]:
+    """Give ``module`` PointMLP's encoder under the official flat names (``embedding``,
+    ``local_grouper_list``, ``pre_blocks_list``, ``pos_blocks_list``) and ``in_channels`` /
+    ``stages``; shared by the classifier and the segmentation backbone.
+
+    ``more_stage_lists`` are further per-stage lists whose lengths must match.
+
+    Returns:
+        the channels of each level, fine to coarse: ``[embed_dim, C_1, ..., C_S]``.
+    """
+    lengths = {
+        "dim_expansion": len(dim_expansion),
+        "pre_blocks": len(pre_blocks),
+        "pos_blocks": len(pos_blocks),
+        "k_neighbors": len(k_neighbors),
+        "reducers": len(reducers),
+        **{name: len(values) for name, values in more_stage_lists.items()},
+    }
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"per-stage lists must have equal lengths, got {lengths}")
+    if in_channels < 3:
+        raise ValueError(f"in_channels must be at least 3 (xyz first), got {in_channels}")
+    module.in_channels = in_channels
+    module.stages = len(pre_blocks)
+    module.embedding = ConvBNReLU1D(in_channels, embed_dim, bias=bias, activation=activation)
+    module.local_grouper_list = nn.ModuleList()
+    module.pre_blocks_list = nn.ModuleList()
+    module.pos_blocks_list = nn.ModuleList()
+    channels, anchors = embed_dim, points
+    levels = [channels]
+    block = dict(groups=groups, res_expansion=res_expansion, bias=bias, activation=activation)
+    for i in range(module.stages):
+        out_channels = channels * dim_expansion[i]
+        anchors = anchors // reducers[i]
+        module.local_grouper_list.append(
+            LocalGrouper(channels, anchors, k_neighbors[i], use_xyz, normalize)
+        )
+        module.pre_blocks_list.append(
+            PreExtraction(channels, out_channels, pre_blocks[i], use_xyz=use_xyz, coc=coc, **block)
+        )
+        module.pos_blocks_list.append(PosExtraction(out_channels, pos_blocks[i], **block))
+        channels = out_channels
+        levels.append(channels)
+    return levels
+
+
 class PointMLP(nn.Module):
     r"""PointMLP point cloud classifier, and its PointMLP-CoC variant.
 
@@ -144,57 +208,13 @@ class PointMLP(nn.Module):
             )
         if num_classes is None:
             num_classes = 40 if class_num is None else class_num
-        lengths = {
-            "dim_expansion": len(dim_expansion),
-            "pre_blocks": len(pre_blocks),
-            "pos_blocks": len(pos_blocks),
-            "k_neighbors": len(k_neighbors),
-            "reducers": len(reducers),
-        }
-        if len(set(lengths.values())) != 1:
-            raise ValueError(f"per-stage lists must have equal lengths, got {lengths}")
-        if in_channels < 3:
-            raise ValueError(f"in_channels must be at least 3 (xyz first), got {in_channels}")
         self.points = points
         self.num_classes = num_classes
-        self.in_channels = in_channels
-        self.stages = len(pre_blocks)
-
-        self.embedding = ConvBNReLU1D(in_channels, embed_dim, bias=bias, activation=activation)
-        self.local_grouper_list = nn.ModuleList()
-        self.pre_blocks_list = nn.ModuleList()
-        self.pos_blocks_list = nn.ModuleList()
-        channels, anchors = embed_dim, points
-        for i in range(self.stages):
-            out_channels = channels * dim_expansion[i]
-            anchors = anchors // reducers[i]
-            self.local_grouper_list.append(
-                LocalGrouper(channels, anchors, k_neighbors[i], use_xyz, normalize)
-            )
-            self.pre_blocks_list.append(
-                PreExtraction(
-                    channels,
-                    out_channels,
-                    pre_blocks[i],
-                    groups=groups,
-                    res_expansion=res_expansion,
-                    bias=bias,
-                    activation=activation,
-                    use_xyz=use_xyz,
-                    coc=coc,
-                )
-            )
-            self.pos_blocks_list.append(
-                PosExtraction(
-                    out_channels,
-                    pos_blocks[i],
-                    groups=groups,
-                    res_expansion=res_expansion,
-                    bias=bias,
-                    activation=activation,
-                )
-            )
-            channels = out_channels
+        channels = build_encoder(
+            self, in_channels, points, embed_dim, groups, res_expansion, activation, bias,
+            use_xyz, normalize, dim_expansion, pre_blocks, pos_blocks, k_neighbors, reducers,
+            coc=coc,
+        )[-1]  # fmt: skip
         self.out_channels = channels
         self.classifier = nn.Sequential(
             nn.Linear(channels, 512),

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pointset.models.pointmlp import build_encoder
 from pointset.models.registry import Reported, register_model
 from pointset.nn.feature_propagation import FeaturePropagation
-from pointset.nn.local_grouper import LocalGrouper
-from pointset.nn.point_mlp_blocks import ConvBNReLU1D, PosExtraction, PreExtraction
+from pointset.nn.point_mlp_blocks import ConvBNReLU1D
 
 #: Constructor arguments of the published ShapeNetPart model (``num_classes`` excluded).
 PARTSEG_CONFIG: dict[str, Any] = dict(
@@ -149,59 +149,12 @@ class PointMLPSegBackbone(nn.Module):
         de_blocks: Sequence[int] = (4, 4, 4, 4),
     ) -> None:
         super().__init__()
-        lengths = {
-            "dim_expansion": len(dim_expansion),
-            "pre_blocks": len(pre_blocks),
-            "pos_blocks": len(pos_blocks),
-            "k_neighbors": len(k_neighbors),
-            "reducers": len(reducers),
-            "de_dims": len(de_dims),
-            "de_blocks": len(de_blocks),
-        }
-        if len(set(lengths.values())) != 1:
-            raise ValueError(f"per-stage lists must have equal lengths, got {lengths}")
-        if in_channels < 3:
-            raise ValueError(f"in_channels must be at least 3 (xyz first), got {in_channels}")
-        self.in_channels = in_channels
         self.points = points
-        self.stages = len(pre_blocks)
-
-        self.embedding = ConvBNReLU1D(in_channels, embed_dim, bias=bias, activation=activation)
-        self.local_grouper_list = nn.ModuleList()
-        self.pre_blocks_list = nn.ModuleList()
-        self.pos_blocks_list = nn.ModuleList()
-        channels, anchors = embed_dim, points
-        self.encoder_channels = [embed_dim]
-        for i in range(self.stages):
-            out_channels = channels * dim_expansion[i]
-            anchors = anchors // reducers[i]
-            self.local_grouper_list.append(
-                LocalGrouper(channels, anchors, k_neighbors[i], use_xyz, normalize)
-            )
-            self.pre_blocks_list.append(
-                PreExtraction(
-                    channels,
-                    out_channels,
-                    pre_blocks[i],
-                    groups=groups,
-                    res_expansion=res_expansion,
-                    bias=bias,
-                    activation=activation,
-                    use_xyz=use_xyz,
-                )
-            )
-            self.pos_blocks_list.append(
-                PosExtraction(
-                    out_channels,
-                    pos_blocks[i],
-                    groups=groups,
-                    res_expansion=res_expansion,
-                    bias=bias,
-                    activation=activation,
-                )
-            )
-            channels = out_channels
-            self.encoder_channels.append(channels)
+        self.encoder_channels = build_encoder(
+            self, in_channels, points, embed_dim, groups, res_expansion, activation, bias,
+            use_xyz, normalize, dim_expansion, pre_blocks, pos_blocks, k_neighbors, reducers,
+            de_dims=de_dims, de_blocks=de_blocks,
+        )  # fmt: skip
 
         self.decoder_channels = [int(d) for d in de_dims]
         self.decode_list = nn.ModuleList()
