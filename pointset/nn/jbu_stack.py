@@ -14,7 +14,6 @@ from pointset.nn.joint_bilateral_upsample import (
     cloud_spacing_or,
 )
 from pointset.ops import voxel_downsample
-from pointset.ops._checks import check_batch, check_points
 
 __all__ = ["JBUStack", "PyramidLevel"]
 
@@ -151,30 +150,9 @@ class JBUStack(nn.Module):
     ) -> Tensor:
         """Point path: ``[M, C], [M, D], [N, G], [N, D] -> [N, C]`` (see the class docstring)."""
         up1 = self.up1
-        pos, pos_out = check_points(pos, "pos"), check_points(pos_out, "pos_out")
-        if pos.size(1) != pos_out.size(1):
-            raise ValueError(
-                f"pos and pos_out must have the same number of coordinates, got "
-                f"{pos.size(1)} and {pos_out.size(1)}"
-            )
-        up1._check_rows(x, pos.size(0), "x", "pos")
-        up1._check_rows(guidance, pos_out.size(0), "guidance", "pos_out")
-        up1._check_channels(x.size(1), guidance.size(1), "x", "guidance")
-        batch = check_batch(batch, pos.size(0), "batch")
-        batch_out = check_batch(batch_out, pos_out.size(0), "batch_out")
-        if (batch is None) != (batch_out is None):
-            raise ValueError("give both batch and batch_out, or neither")
-        counts = _cloud_sizes(batch, pos.size(0), None, "pos")
-        counts_out = _cloud_sizes(batch_out, pos_out.size(0), len(counts), "pos_out")
-        if len(counts_out) != len(counts):
-            raise ValueError(f"batch_out has {len(counts_out)} clouds but batch has {len(counts)}")
-        larger = [b for b, (m, n) in enumerate(zip(counts, counts_out)) if m > n]
-        if larger:
-            b = larger[0]
-            raise ValueError(
-                f"the source is larger than the output: cloud {b} has {counts[b]} source "
-                f"points but {counts_out[b]} output points; the stack upsamples"
-            )
+        pos, pos_out, batch, batch_out, counts, counts_out = up1.check_point_inputs(
+            x, pos, guidance, pos_out, batch, batch_out, "stack"
+        )
         delta = cloud_spacing_or(spacing, pos, batch, counts)
         y, pos_k, batch_k, counts_k = x, pos, batch, counts
         for up, level in zip(self.steps, self.pyramid(guidance, pos_out, batch_out, delta)):

@@ -389,19 +389,13 @@ class JointBilateralUpsample(nn.Module):
         if not t.is_floating_point():
             raise ValueError(f"{name} must be a floating tensor, got dtype {t.dtype}")
 
-    def forward_points(
-        self,
-        x: Tensor,
-        pos: Tensor,
-        guidance: Tensor,
-        pos_out: Tensor,
-        batch: Tensor | None = None,
-        batch_out: Tensor | None = None,
-        spacing=None,
-    ) -> Tensor:
-        """Point path (see the class docstring): ``[M, C], [M, D], [N, G], [N, D] -> [N, C]``."""
-        pos = check_points(pos, "pos")
-        pos_out = check_points(pos_out, "pos_out")
+    def check_point_inputs(
+        self, x, pos, guidance, pos_out, batch, batch_out, what: str
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, list[int], list[int]]:
+        """Check the point-path inputs (``what`` names the caller in the error that a source
+        cloud is larger than its output); returns ``(pos, pos_out, batch, batch_out,
+        counts, counts_out)`` with the points per cloud on each side."""
+        pos, pos_out = check_points(pos, "pos"), check_points(pos_out, "pos_out")
         if pos.size(1) != pos_out.size(1):
             raise ValueError(
                 f"pos and pos_out must have the same number of coordinates, got "
@@ -423,8 +417,24 @@ class JointBilateralUpsample(nn.Module):
             b = larger[0]
             raise ValueError(
                 f"the source is larger than the output: cloud {b} has {counts[b]} source "
-                f"points but {counts_out[b]} output points; the layer upsamples"
+                f"points but {counts_out[b]} output points; the {what} upsamples"
             )
+        return pos, pos_out, batch, batch_out, counts, counts_out
+
+    def forward_points(
+        self,
+        x: Tensor,
+        pos: Tensor,
+        guidance: Tensor,
+        pos_out: Tensor,
+        batch: Tensor | None = None,
+        batch_out: Tensor | None = None,
+        spacing=None,
+    ) -> Tensor:
+        """Point path (see the class docstring): ``[M, C], [M, D], [N, G], [N, D] -> [N, C]``."""
+        pos, pos_out, batch, batch_out, counts, counts_out = self.check_point_inputs(
+            x, pos, guidance, pos_out, batch, batch_out, "layer"
+        )
         return self._upsample_points(
             x, pos, guidance, pos_out, batch, batch_out, counts, counts_out, spacing
         )
