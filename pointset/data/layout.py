@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import to_dense_batch
 
-from ..ops._checks import check_batch
+from .._checks import check_batch
 
 
 def to_dense(

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
 
-from ..ops._checks import check_batch, check_points
+from .._checks import check_batch, check_points
 
 #: Position dimensions a point set may have: 2 (image planes) or 3 (space).
 POS_DIMS = (2, 3)

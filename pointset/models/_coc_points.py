@@ -16,7 +16,7 @@ from torch_geometric.utils import scatter
 
 from pointset.data.point_set import PointSet
 from pointset.models._lattice import Lattice
-from pointset.nn._regions import ClusterPlan, folds, point_plan
+from pointset.nn.cluster_plan import ClusterPlan, folds, point_plan
 from pointset.nn.context_cluster import ContextCluster
 
 __all__ = ["pixel_lattice_input", "stage_plan"]

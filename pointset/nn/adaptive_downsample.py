@@ -7,12 +7,12 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor, nn
 
+from pointset._checks import check_points
 from pointset.nn._aff_geometry import (
     neighbour_sum,
     rel_pos_features,
 )
 from pointset.nn.cluster_attention import check_features, check_pos_dim, packed_to_padded
-from pointset.ops._checks import check_points
 from pointset.ops.cluster_neighbourhood import (
     Neighbourhood,
     check_neighbourhood_sizes,

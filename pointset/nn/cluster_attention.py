@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import softmax
 
+from pointset._checks import batch_counts, check_batch, check_points
 from pointset.nn._aff_geometry import (
     PAD_LOGIT,
     neighbour_dot,
@@ -16,7 +17,6 @@ from pointset.nn._aff_geometry import (
     neighbour_sum,
     rel_pos_features,
 )
-from pointset.ops._checks import batch_counts, check_batch, check_points
 from pointset.ops._native_layout import to_padded, valid_mask
 from pointset.ops.cluster_neighbourhood import (
     Neighbourhood,

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
 
-from pointset.nn._regions import ClusterPlan, folds, grid_plan, grid_runs, point_plan
+from pointset.nn.cluster_plan import ClusterPlan, folds, grid_plan, grid_runs, point_plan
 
 __all__ = ["ClusterPlan", "ContextCluster", "grid_plan", "point_plan"]
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pointset._checks import batch_counts, check_batch, check_points
 from pointset.nn._windows import cloud_knn, gather_dot, gather_sum, shifted_dot, shifted_sum
-from pointset.ops._checks import batch_counts, check_batch, check_points
 
 __all__ = ["JointBilateralUpsample"]
 

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pointset._checks import batch_counts, check_batch
 from pointset.nn._kmax_blocks import ConvBN, drop_path, kmax_norm
 from pointset.nn.kmax_predictor import KMaXPredictor, PixelWindow, pixel_window
 from pointset.nn.kmeans_cross_attention import KMeansCrossAttention
-from pointset.ops._checks import batch_counts, check_batch
 
 __all__ = ["KMaXDecoderLayer"]
 

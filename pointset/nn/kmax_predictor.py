@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pointset._checks import check_points
 from pointset.nn._kmax_blocks import ConvBN, kmax_norm
 from pointset.nn.kmeans_cross_attention import cloud_logits
 from pointset.ops import radius
-from pointset.ops._checks import check_points
 
 __all__ = ["KMaXPredictor", "PixelWindow", "pixel_window", "void_bias"]
 

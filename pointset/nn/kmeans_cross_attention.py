@@ -7,7 +7,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from pointset.ops._checks import batch_counts, check_batch
+from pointset._checks import batch_counts, check_batch
 
 __all__ = ["KMeansCrossAttention", "KMeansStep", "cloud_logits"]
 

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
+from pointset._checks import batch_counts, check_batch, check_points
 from pointset.ops import fps, fps_dense, knn, knn_dense
-from pointset.ops._checks import batch_counts, check_batch, check_points
 
 NORMALIZE_MODES = ("anchor", "center")
 

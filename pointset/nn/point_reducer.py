@@ -7,9 +7,9 @@ from typing import Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from pointset.nn._regions import grid_runs
+from pointset._checks import batch_counts, check_batch, check_points
+from pointset.nn.cluster_plan import grid_runs
 from pointset.ops import fps, knn
-from pointset.ops._checks import batch_counts, check_batch, check_points
 
 __all__ = ["GridPointReducer", "PointReducer"]
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._checks import check_batch, check_points, check_same_dim
+from .._checks import check_batch, check_points, check_same_dim
 
 #: Pairwise distances held at once per block (elements) on CPU; CUDA uses 16x more.
 BLOCK_ELEMENTS = 1 << 18

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import check_batch
+from .._checks import check_batch
 
 
 def cloud_ptr(counts: Tensor) -> Tensor:

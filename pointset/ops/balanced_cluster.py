@@ -47,7 +47,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from ._checks import batch_counts, check_batch, check_points
+from .._checks import batch_counts, check_batch, check_points
 from ._native_layout import cloud_ptr, to_padded
 
 __all__ = [

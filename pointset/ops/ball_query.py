@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import measured
+from .._checks import measured
 from ._grouping import check_count, check_pair, check_radius
 from .radius import radius_edges
 

@@ -58,8 +58,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_points, measured
 from ._backend import select
-from ._checks import check_points, measured
 from ._native_fps import fps_bucketed_numpy, fps_padded, fps_padded_numpy
 from ._native_layout import (
     cloud_counts,

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ._checks import check_batch, check_points
+from .._checks import check_batch, check_points
 from .nearest import nearest
 
 

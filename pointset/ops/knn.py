@@ -3,7 +3,7 @@
 Every backend returns, per query, its ``k`` nearest points of the same cloud in ascending
 squared Euclidean distance, ties to the lower index. Distances are those of a plain loop:
 direct differences accumulated coordinate by coordinate in the input dtype - float32 for
-float16 / bfloat16 points, on every backend (see :func:`pointset.ops._checks.measured`).
+float16 / bfloat16 points, on every backend (see :func:`pointset._checks.measured`).
 
 Coordinates so large or so small that their squared distances would overflow or underflow
 the dtype (float32: largest magnitude above 2^60 ~ 1.2e18 or below 2^-58 ~ 3.5e-18) are
@@ -57,8 +57,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_points, check_same_dim, distance_rescale, measured
 from ._backend import select
-from ._checks import check_points, check_same_dim, distance_rescale, measured
 from ._native_knn import knn_padded
 from ._native_layout import cloud_counts, to_padded, valid_mask
 

@@ -25,8 +25,8 @@ import math
 import torch
 from torch import Tensor
 
+from .._checks import measured
 from ._backend import select
-from ._checks import measured
 from ._grouping import (
     Layout,
     Workspace,

@@ -44,8 +44,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._checks import check_batch, measured
 from ._backend import select
-from ._checks import check_batch, measured
 from ._grouping import (
     Layout,
     check_count,

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._checks import check_batch
+from .._checks import check_batch
 from .fps import fps as _fps
 from .knn import knn as _knn
 from .knn import knn_graph as _knn_graph

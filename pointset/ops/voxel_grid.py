@@ -22,7 +22,7 @@ from typing import NamedTuple, Union
 import torch
 from torch import Tensor
 
-from ._checks import check_batch, check_points
+from .._checks import check_batch, check_points
 
 Number = Union[int, float]
 

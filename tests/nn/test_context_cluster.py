@@ -1,4 +1,4 @@
-"""Tests for pointset/nn/context_cluster.py (and the plans of pointset/nn/_regions.py).
+"""Tests for pointset/nn/context_cluster.py (and the plans of pointset/nn/cluster_plan.py).
 
 Oracles: a naive per-region / per-point Python-loop re-statement of the paper's formula
 written here, the layer's own grid path (for the point path given the grid plan), each
@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pointset.nn._regions import adaptive_windows, grid_plan
+from pointset.nn.cluster_plan import adaptive_windows, grid_plan
 from pointset.nn.context_cluster import ClusterPlan, ContextCluster
 
 # (H, W, proposal_w, proposal_h, fold_w, fold_h): divisible, overlapping windows in regions,

@@ -26,8 +26,8 @@ from typing import Iterator, NamedTuple
 import torch
 from torch import Tensor
 
+from pointset._checks import batch_counts, check_batch, check_points
 from pointset.ops import fps, knn
-from pointset.ops._checks import batch_counts, check_batch, check_points
 
 
 class ClusterPlan(NamedTuple):
