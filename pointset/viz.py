@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from pointset.data.image import _as_float_image
+from pointset.data.image import as_float_image
 from pointset.data.point_set import PointSet
 from pointset.nn.context_cluster import ContextCluster
 
@@ -112,7 +112,7 @@ def _image_map(model: nn.Module, data, stage: int, block: int, head: int) -> Clu
                 "point cloud pass a ContextCluster layer instead of the model"
             )
         data = data.to_image()
-    image, _ = _as_float_image(data, "image")
+    image, _ = as_float_image(data, "image")
     layer = _stage_layer(model, stage, block)
     shape: list[tuple[int, int]] = []
     hook = layer.register_forward_pre_hook(lambda _m, args: shape.append(tuple(args[0].shape)))

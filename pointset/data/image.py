@@ -50,7 +50,7 @@ def grid_positions(
     )
 
 
-def _as_float_image(
+def as_float_image(
     img: Tensor, name: str = "img", check_layout: bool = True
 ) -> tuple[Tensor, bool]:
     """``[B, C, H, W]`` or ``[C, H, W]`` -> (float ``[B, C, H, W]``, had_batch_dim).
@@ -101,7 +101,7 @@ def from_image(img: Tensor, normalize: bool = False, check_layout: bool = True) 
         input gives one unbatched cloud; a ``[B, C, H, W]`` input gives a PyG ``Batch``
         of ``B`` clouds (``batch`` and ``ptr`` set).
     """
-    img, batched = _as_float_image(img, check_layout=check_layout)
+    img, batched = as_float_image(img, check_layout=check_layout)
     b, c, h, w = img.shape
     x = img.permute(0, 2, 3, 1).reshape(b * h * w, c)
     pos = grid_positions(h, w, normalize, img.device, img.dtype)
@@ -151,7 +151,7 @@ def coc_input(img: Tensor) -> Tensor:
     Returns:
         ``[B, C + 2, H, W]`` (or ``[C + 2, H, W]``), same device and float dtype.
     """
-    img, batched = _as_float_image(img)
+    img, batched = as_float_image(img)
     b, _, h, w = img.shape
     rows = _axis(h, True, img.device, img.dtype).view(1, 1, h, 1).expand(b, 1, h, w)
     cols = _axis(w, True, img.device, img.dtype).view(1, 1, 1, w).expand(b, 1, h, w)

@@ -31,16 +31,15 @@ from __future__ import annotations
 
 import io as _io
 import os
-import uuid
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .._files import atomic_path
 from ._color import split_color
 from .pcd import read_pcd, write_pcd
 from .ply import PointArrays, read_ply, write_ply
@@ -233,20 +232,6 @@ def read(path: str | os.PathLike, dtype: torch.dtype | None = None, pos_dim: int
 
 
 # -- writing ---------------------------------------------------------------------------
-
-
-@contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """Yield a temporary path in ``path``'s folder; on success it replaces ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _atomic_write(path: str, writer: Callable[[BinaryIO], None]) -> None:

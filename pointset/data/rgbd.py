@@ -400,7 +400,14 @@ def _read_image(path: str, what: str, mode: str | None = None) -> np.ndarray:
         raise ValueError(f"{what} image {path} is damaged: {detail}") from None
 
 
-def _read_color(path: str) -> np.ndarray:
+def read_color(path: str | os.PathLike) -> np.ndarray:
+    """The pixels of a colour image file as uint8 ``[H, W, 3]`` RGB.
+
+    Any format Pillow reads, converted to RGB. Raises ``FileNotFoundError`` /
+    ``IsADirectoryError`` when ``path`` is not a file and ``ValueError`` naming the file when
+    it is empty or damaged.
+    """
+    path = require_file(path, "colour image")
     return _read_image(path, "color", "RGB")
 
 
@@ -408,7 +415,15 @@ def _read_color(path: str) -> np.ndarray:
 _DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
-def _read_depth(path: str) -> np.ndarray:
+def read_depth(path: str | os.PathLike) -> np.ndarray:
+    """The raw samples of a depth image file as ``[H, W]`` (no scale applied).
+
+    A 16-bit PNG (or another 16-bit, 32-bit integer or float single-channel image Pillow
+    reads) or a binary PGM (NYU, via :func:`read_pgm`). 8-bit and palette images are
+    rejected with ``ValueError``, since they cannot hold depth; a missing file raises
+    ``FileNotFoundError``.
+    """
+    path = require_file(path, "depth image")
     if path.lower().endswith((".pgm", ".pnm")):
         return read_pgm(path)
     from PIL import Image
@@ -447,8 +462,8 @@ def read_rgbd(
     """
     color_path = require_file(color_path, "colour image")
     depth_path = require_file(depth_path, "depth image")
-    color = _read_color(color_path)
-    depth = _read_depth(depth_path)
+    color = read_color(color_path)
+    depth = read_depth(depth_path)
     if color.shape[:2] != depth.shape:
         raise ValueError(
             f"color {color_path} is {color.shape[:2]} (H, W) but depth {depth_path} is {depth.shape}"

@@ -45,7 +45,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..data import PRIMESENSE_DEFAULT, PinholeIntrinsics, PointSet, from_rgbd
-from ..data.rgbd import _read_color, _read_depth
+from ..data.rgbd import read_color, read_depth
 from ..data.transforms import Subsample
 from .errors import DatasetError
 
@@ -177,7 +177,7 @@ class RGBDFolder(Dataset):
         """Frame ``index`` as a full point set (every valid pixel), without ``y``."""
         f = self.frames[index]
         try:
-            color, depth = _read_color(str(f.color)), _read_depth(str(f.depth))
+            color, depth = read_color(f.color), read_depth(f.depth)
             return from_rgbd(color, depth, f.intrinsics, f.depth_scale, f.depth_trunc)
         except (OSError, ValueError) as exc:
             raise DatasetError(

@@ -49,7 +49,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..data import PRIMESENSE_DEFAULT, PinholeIntrinsics, PointSet, from_rgbd
-from ..data.rgbd import _read_color, _read_depth
+from ..data.rgbd import read_color, read_depth
 from .errors import DatasetError
 
 INDEX_FILE = "frames.json"
@@ -175,7 +175,7 @@ class RGBDSegFolder(Dataset):
         """Frame ``index`` as a full point set (every valid pixel) with labels ``y [P]``."""
         f = self.frames[index]
         try:
-            color, depth = _read_color(str(f.color)), _read_depth(str(f.depth))
+            color, depth = read_color(f.color), read_depth(f.depth)
             cloud = from_rgbd(color, depth, f.intrinsics, f.depth_scale, f.depth_trunc)
         except (OSError, ValueError) as exc:
             msg = " ".join(str(exc).split())

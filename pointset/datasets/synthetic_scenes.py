@@ -293,7 +293,7 @@ def make_synthetic_scenes(
     A marker ``root/synthetic_scenes.json`` records the settings; files of other settings
     (or an older generator) are regenerated. Writes are atomic. Returns ``root``.
     """
-    from ..data.io import atomic_path
+    from .._files import atomic_path
 
     for name, value in (("train_scenes", train_scenes), ("test_scenes", test_scenes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pointset.data.io import atomic_path
+from pointset._files import atomic_path
 
 
 def _pyplot() -> Any:

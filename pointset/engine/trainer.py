@@ -275,7 +275,7 @@ class Trainer:
 
     def _write_log(self, history: list[dict[str, Any]]) -> None:
         """Rewrite ``metrics.jsonl`` from ``history`` (atomic; matches the checkpoint)."""
-        from pointset.data.io import atomic_path
+        from pointset._files import atomic_path
 
         with atomic_path(self._path("metrics.jsonl")) as tmp, open(tmp, "w") as f:
             for rec in history:
