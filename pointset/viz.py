@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from pointset.data.image import as_float_image
+from pointset.data.image import as_float_image, to_image
 from pointset.data.point_set import PointSet
 from pointset.nn.context_cluster import ContextCluster
 
@@ -111,7 +111,7 @@ def _image_map(model: nn.Module, data, stage: int, block: int, head: int) -> Clu
                 "a ContextClusterNet needs an image or a full-grid point set; for a general "
                 "point cloud pass a ContextCluster layer instead of the model"
             )
-        data = data.to_image()
+        data = to_image(data)
     image, _ = as_float_image(data, "image")
     layer = _stage_layer(model, stage, block)
     shape: list[tuple[int, int]] = []

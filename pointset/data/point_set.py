@@ -267,7 +267,7 @@ class PointSet(Data):
             out.append(PointSet(**attrs))
         return out
 
-    # -- layouts and interop (thin wrappers) ---------------------------------------------
+    # -- layout (thin wrapper) -----------------------------------------------------------
 
     def to_dense(
         self, key: str = "x", fill_value: float = 0.0, max_num: int | None = None
@@ -282,24 +282,6 @@ class PointSet(Data):
         if value is None:
             raise ValueError(f"point set has no attribute {key!r}; it has {sorted(self.keys())}")
         return to_dense(value, self.batch, fill_value, max_num, batch_size=self.num_clouds)
-
-    def to_image(self, key: str = "x") -> Tensor:
-        """Grid point sets back to images; see :func:`pointset.data.image.to_image`."""
-        from .image import to_image
-
-        return to_image(self, key)
-
-    def to_open3d(self, x_as: str = "auto"):
-        """An ``open3d.geometry.PointCloud``; see :func:`pointset.data.interop.to_open3d`."""
-        from .interop import to_open3d
-
-        return to_open3d(self, x_as=x_as)
-
-    def to_pytorch3d(self):
-        """A pytorch3d ``Pointclouds``; see :func:`pointset.data.interop.to_pytorch3d`."""
-        from .interop import to_pytorch3d
-
-        return to_pytorch3d(self)
 
 
 def batch_from_packed(

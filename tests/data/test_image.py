@@ -90,7 +90,7 @@ def test_batched_round_trip_and_dtype():
     single = torch.rand(2, 3, 3, dtype=torch.float64)
     ps1 = from_image(single)
     assert ps1.pos.dtype == torch.float64
-    assert torch.equal(ps1.to_image(), single)
+    assert torch.equal(to_image(ps1), single)
 
 
 def test_to_image_rejects_non_grid_and_mixed_sizes():

@@ -23,7 +23,7 @@ def _cloud(n: int = 40, channels: int = 3) -> PointSet:
 def test_open3d_round_trip_with_colours_and_normals():
     o3d = pytest.importorskip("open3d")
     ps = _cloud()
-    pcd = ps.to_open3d()
+    pcd = to_open3d(ps)
     assert isinstance(pcd, o3d.geometry.PointCloud)
     np.testing.assert_array_equal(np.asarray(pcd.points), ps.pos.double().numpy())
     np.testing.assert_array_equal(np.asarray(pcd.colors), ps.x.double().numpy())
@@ -47,7 +47,7 @@ def test_from_open3d_geometry_only_and_dtype():
 def test_to_open3d_feature_handling():
     pytest.importorskip("open3d")
     feats = _cloud(channels=5)
-    assert not feats.to_open3d().has_colors()  # auto: features are not colours
+    assert not to_open3d(feats).has_colors()  # auto: features are not colours
     with pytest.raises(ValueError, match="x_as='color'"):
         to_open3d(feats, x_as="color")
     with pytest.raises(ValueError, match="cannot hold features"):
@@ -101,7 +101,7 @@ def test_pytorch3d_round_trip():
     from torch_geometric.data import Batch
 
     batch = Batch.from_data_list([_cloud(10), _cloud(7)])
-    pc = batch.to_pytorch3d()
+    pc = to_pytorch3d(batch)
     assert [p.shape[0] for p in pc.points_list()] == [10, 7]
     back = from_pytorch3d(pc)
     for key in ("pos", "x", "normal"):
