@@ -51,6 +51,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     ),
 }
 CONFIGS["pointmlp_coc"] = dict(CONFIGS["pointmlp"], coc=True)
+CONFIGS["rgbd_pointmlp_coc"] = dict(CONFIGS["pointmlp_coc"], in_channels=6)
 
 
 def build_encoder(
@@ -355,3 +356,16 @@ def pointmlp_elite(num_classes: int = 40, **kwargs: Any) -> PointMLP:
 def pointmlp_coc(num_classes: int = 40, **kwargs: Any) -> PointMLP:
     """PointMLP-CoC (15.3M parameters for 15 classes); ``kwargs`` override the config."""
     return _build("pointmlp_coc", num_classes, kwargs)
+
+
+@register_model(
+    family="pointmlp",
+    paper=_COC_PAPER,
+    config=CONFIGS["rgbd_pointmlp_coc"],
+    default_cfg=dict(num_classes=40, input_size=(6, 1024), param_count=15_333_432),
+)
+def rgbd_pointmlp_coc(num_classes: int = 40, **kwargs: Any) -> PointMLP:
+    """PointMLP-CoC on xyz + rgb (six input channels) for RGBD frames; feed it
+    :func:`~pointset.models.rgbd.rgbd_input`. No published numbers: a configuration of this
+    library."""
+    return _build("rgbd_pointmlp_coc", num_classes, kwargs)

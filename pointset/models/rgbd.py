@@ -1,9 +1,9 @@
 """Classifying RGBD frames as coloured point sets.
 
 :func:`rgbd_input` turns the point set of an RGBD frame (:func:`~pointset.data.from_rgbd`)
-into the ``[B, 6, N]`` xyz + rgb input of a point-cloud classifier, and
-``rgbd_pointmlp_coc`` is PointMLP-CoC with six input channels, registered like the other
-models::
+into the ``[B, 6, N]`` xyz + rgb input of a point-cloud classifier such as
+``rgbd_pointmlp_coc``, PointMLP-CoC with six input channels (registered in
+:mod:`pointset.models.pointmlp`)::
 
     >>> frame = pointset.from_rgbd(color, depth, intrinsics)
     >>> model = create_model("rgbd_pointmlp_coc", num_classes=10)
@@ -12,20 +12,14 @@ models::
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 from torch_geometric.utils import scatter
 
 from pointset.data.point_set import PointSet
-from pointset.models.pointmlp import _COC_PAPER, CONFIGS, PointMLP, _build
-from pointset.models.registry import register_model
 from pointset.ops import fps
 
-__all__ = ["rgbd_input", "rgbd_pointmlp_coc"]
-
-CONFIGS["rgbd_pointmlp_coc"] = dict(CONFIGS["pointmlp_coc"], in_channels=6)
+__all__ = ["rgbd_input"]
 
 
 def rgbd_input(points: PointSet, num_points: int = 1024, with_color: bool = True) -> Tensor:
@@ -97,15 +91,3 @@ def rgbd_input(points: PointSet, num_points: int = 1024, with_color: bool = True
         cycle = torch.arange(num_points, device=pos.device)
         index[clouds] = starts[clouds, None] + cycle % counts[clouds, None]
     return channels[index].transpose(1, 2).contiguous()
-
-
-@register_model(
-    family="pointmlp",
-    paper=_COC_PAPER,
-    config=CONFIGS["rgbd_pointmlp_coc"],
-    default_cfg=dict(num_classes=40, input_size=(6, 1024), param_count=15_333_432),
-)
-def rgbd_pointmlp_coc(num_classes: int = 40, **kwargs: Any) -> PointMLP:
-    """PointMLP-CoC on xyz + rgb (six input channels) for RGBD frames; feed it
-    :func:`rgbd_input`. No published numbers: a configuration of this library."""
-    return _build("rgbd_pointmlp_coc", num_classes, kwargs)

@@ -168,3 +168,13 @@ def test_zero_classes_gives_pooled_features():
     model = create_model("coc_tiny", num_classes=0, layers=[1, 1, 1, 1]).eval()
     with torch.no_grad():
         assert model(torch.rand(1, 3, 64, 64)).shape == (1, 320)
+
+
+def test_rgbd_pointmlp_coc_is_registered_with_the_pointmlp_family():
+    """Oracle: the published PointMLP-CoC config with six input channels."""
+    from pointset.models import pointmlp
+
+    card = model_card("rgbd_pointmlp_coc")
+    assert card.factory is pointmlp.rgbd_pointmlp_coc
+    assert dict(card.config) == dict(pointmlp.CONFIGS["pointmlp_coc"], in_channels=6)
+    assert card.input_size == (6, 1024) and card.family == "pointmlp"
