@@ -213,7 +213,8 @@ def _viz_model(args: argparse.Namespace):
     """The CoC image model of ``--checkpoint`` (trained weights) or ``--model`` (random)."""
     import torch
 
-    from .engine.build import create, input_kind, load_classifier
+    from .engine.build import create, load_classifier
+    from .models import model_card
 
     if args.checkpoint is not None:
         model, meta = load_classifier(args.checkpoint)
@@ -224,7 +225,7 @@ def _viz_model(args: argparse.Namespace):
         size = meta.get("config", {}).get("data", {}).get("image_size")
         return model, args.size or size or 224
     name = args.model or "coc_tiny"
-    if input_kind(name) != "image":
+    if model_card(name).input != "image":
         raise ValueError(f"--model must be a Context Cluster image model, got {name!r}")
     torch.manual_seed(args.seed)
     return create(name, num_classes=1000).eval(), args.size or 224

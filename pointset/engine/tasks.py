@@ -33,7 +33,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .build import input_kind
 from .config import Config, DataConfig
 from .data import ArraySplit, augment, check_augment, load_split, model_input
 from .loss import smoothed_cross_entropy
@@ -73,12 +72,14 @@ class ClassificationTask:
         return load_split(data, split)
 
     def check(self, model_name: str, split: ArraySplit) -> None:
+        from pointset.models import model_card
+
         if model_task(model_name) != self.name:
             raise ValueError(
                 f"model {model_name!r} is a {model_task(model_name)} model but the config's "
                 f"task is {self.name}; set task: {model_task(model_name)}"
             )
-        if split.kind != (kind := input_kind(model_name)):
+        if split.kind != (kind := model_card(model_name).input):
             raise ValueError(
                 f"model {model_name!r} takes {kind} input but dataset {self.cfg.data.name!r} "
                 f"gives {split.kind}"

@@ -426,7 +426,7 @@ def _register(name: str, summary: str):
 
     factory.__name__ = factory.__qualname__ = name
     factory.__doc__ = f"{summary} (official ``configs/{name}.yaml``); ``kwargs`` override it."
-    register_model(factory, family="aff", paper=_PAPER, name=name, **_cfg(name))
+    register_model(factory, input="image", family="aff", paper=_PAPER, name=name, **_cfg(name))
     return factory
 
 

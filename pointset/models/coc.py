@@ -602,7 +602,7 @@ def _build(
     return ContextClusterNet(num_classes=num_classes, **config)
 
 
-@register_model(family="coc", paper=_PAPER, **_cfg("coc_tiny"))
+@register_model(input="image", family="coc", paper=_PAPER, **_cfg("coc_tiny"))
 def coc_tiny(num_classes: int = 1000, features_only: bool = False, **kwargs: Any):
     """CoC-Tiny: 5,570,584 parameters (1000 classes), regions 8/4/2/1, 2x2 centers.
 
@@ -612,19 +612,19 @@ def coc_tiny(num_classes: int = 1000, features_only: bool = False, **kwargs: Any
     return _build("coc_tiny", num_classes, features_only, kwargs)
 
 
-@register_model(family="coc", paper=_PAPER, **_cfg("coc_tiny_plain"))
+@register_model(input="image", family="coc", paper=_PAPER, **_cfg("coc_tiny_plain"))
 def coc_tiny_plain(num_classes: int = 1000, features_only: bool = False, **kwargs: Any):
     """CoC-Tiny without region partition: 5,570,584 parameters, centers 4x4, 4x4, 2x2, 2x2."""
     return _build("coc_tiny_plain", num_classes, features_only, kwargs)
 
 
-@register_model(family="coc", paper=_PAPER, **_cfg("coc_small"))
+@register_model(input="image", family="coc", paper=_PAPER, **_cfg("coc_small"))
 def coc_small(num_classes: int = 1000, features_only: bool = False, **kwargs: Any):
     """CoC-Small: 14,657,024 parameters (1000 classes)."""
     return _build("coc_small", num_classes, features_only, kwargs)
 
 
-@register_model(family="coc", paper=_PAPER, **_cfg("coc_medium"))
+@register_model(input="image", family="coc", paper=_PAPER, **_cfg("coc_medium"))
 def coc_medium(num_classes: int = 1000, features_only: bool = False, **kwargs: Any):
     """CoC-Medium: 29,290,520 parameters (1000 classes)."""
     return _build("coc_medium", num_classes, features_only, kwargs)
@@ -643,7 +643,7 @@ def _first_release(base: str):
         f"{base} with ``denominator='count'``, for the first released checkpoints "
         f"(2023-03, {_RELEASES[base][2]} top-1)."
     )
-    register_model(factory, family="coc", paper=_PAPER, name=name, **_cfg(name))
+    register_model(factory, input="image", family="coc", paper=_PAPER, name=name, **_cfg(name))
     return factory
 
 

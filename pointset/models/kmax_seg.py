@@ -244,6 +244,7 @@ class KMaXSeg(nn.Module):
 
 
 @register_model(
+    input="points",
     family="kmax",
     paper="kMaX-DeepLab: k-means Mask Transformer (Yu et al., ECCV 2022), https://arxiv.org/abs/2207.04044",
     config=KMAX_SEG_CONFIG,

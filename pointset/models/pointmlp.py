@@ -293,6 +293,7 @@ def _cfg(params_40: int, reported: list[Reported]) -> dict[str, Any]:
 
 
 @register_model(
+    input="points",
     family="pointmlp",
     paper=_POINTMLP_PAPER,
     config=CONFIGS["pointmlp"],
@@ -316,6 +317,7 @@ def pointmlp(num_classes: int = 40, **kwargs: Any) -> PointMLP:
 
 
 @register_model(
+    input="points",
     family="pointmlp",
     paper=_POINTMLP_PAPER,
     config=CONFIGS["pointmlp_elite"],
@@ -338,6 +340,7 @@ def pointmlp_elite(num_classes: int = 40, **kwargs: Any) -> PointMLP:
 
 
 @register_model(
+    input="points",
     family="pointmlp",
     paper=_COC_PAPER,
     config=CONFIGS["pointmlp_coc"],
@@ -359,6 +362,7 @@ def pointmlp_coc(num_classes: int = 40, **kwargs: Any) -> PointMLP:
 
 
 @register_model(
+    input="points",
     family="pointmlp",
     paper=_COC_PAPER,
     config=CONFIGS["rgbd_pointmlp_coc"],

@@ -411,6 +411,7 @@ _PAPER = (
 
 
 @register_model(
+    input="points",
     family="pointmlp",
     paper=_PAPER,
     config=PARTSEG_CONFIG,
@@ -438,6 +439,7 @@ def pointmlp_partseg(num_classes: int = 50, **kwargs: Any) -> PointMLPPartSeg:
 
 
 @register_model(
+    input="points",
     family="pointmlp",
     paper=_PAPER,
     config=dict(BACKBONE_CONFIG, in_channels=6, head_dim=128, dropout=0.5),

@@ -25,6 +25,7 @@ from typing import Any
 from torch import nn
 
 __all__ = [
+    "INPUT_KINDS",
     "ModelCard",
     "Reported",
     "UnknownModelError",
@@ -34,6 +35,10 @@ __all__ = [
     "model_card",
     "register_model",
 ]
+
+
+#: What a model is fed: ``"points"`` (clouds ``[B, C, N]``) or ``"image"`` (``[B, C, H, W]``).
+INPUT_KINDS = ("points", "image")
 
 
 class UnknownModelError(ValueError):
@@ -73,6 +78,8 @@ class ModelCard:
     Attributes:
         name: registry name (``create_model(name)``).
         family: ``"coc"``, ``"pointmlp"``, ``"aff"``, ...
+        input: what the model is fed, one of :data:`INPUT_KINDS`: ``"points"`` (point
+            clouds ``[B, C, N]``) or ``"image"`` (images ``[B, C, H, W]``).
         paper: title and link of the paper that introduced the model.
         factory: the function that builds it, ``factory(num_classes=..., **overrides)``.
         config: constructor arguments of the published configuration (read-only).
@@ -85,6 +92,7 @@ class ModelCard:
 
     name: str
     family: str
+    input: str
     paper: str
     factory: Callable[..., nn.Module] = field(repr=False, compare=False)
     config: Mapping[str, Any] = field(default_factory=dict)
@@ -107,6 +115,7 @@ _REGISTRY: dict[str, ModelCard] = {}
 def register_model(
     fn: Callable[..., nn.Module] | None = None,
     *,
+    input: str,
     family: str = "",
     paper: str = "",
     config: Mapping[str, Any] | None = None,
@@ -116,10 +125,21 @@ def register_model(
 ):
     """Register a model factory under its function name (or ``name``).
 
-    Use bare (``@register_model``) or with card fields (``@register_model(family=...)``).
-    The factory must accept ``num_classes`` and keyword overrides of its config.
-    Registering a name twice raises ``ValueError``.
+    Use as a decorator (``@register_model(input="points", family=...)``) or call it with
+    the factory first. ``input`` is required: ``"points"`` or ``"image"``, and when
+    ``default_cfg`` gives an ``input_size`` it must match (``(C, N)`` for points,
+    ``(C, H, W)`` for images). The factory must accept ``num_classes`` and keyword
+    overrides of its config. Registering a name twice or a bad ``input`` raises
+    ``ValueError``.
     """
+    if input not in INPUT_KINDS:
+        raise ValueError(f"input must be one of {', '.join(INPUT_KINDS)}; got {input!r}")
+    size = (default_cfg or {}).get("input_size")
+    if size is not None and len(size) != (2 if input == "points" else 3):
+        raise ValueError(
+            f"input_size {tuple(size)} does not fit input={input!r}: "
+            "points take (C, N), images (C, H, W)"
+        )
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or factory.__name__
@@ -129,6 +149,7 @@ def register_model(
         _REGISTRY[key] = ModelCard(
             name=key,
             family=family,
+            input=input,
             paper=paper,
             factory=factory,
             config=MappingProxyType(dict(config or {})),
@@ -141,13 +162,7 @@ def register_model(
     return decorate(fn) if fn is not None else decorate
 
 
-def _ensure_loaded() -> None:
-    # The model modules register themselves on import; importing the package loads them all.
-    import pointset.models  # noqa: F401
-
-
 def _lookup(name: str) -> ModelCard:
-    _ensure_loaded()
     if not isinstance(name, str):
         raise UnknownModelError(f"model name must be a string, got {type(name).__name__}")
     card = _REGISTRY.get(name)
@@ -163,14 +178,12 @@ def _lookup(name: str) -> ModelCard:
 
 def is_model(name: str) -> bool:
     """Whether ``name`` is registered."""
-    _ensure_loaded()
     return name in _REGISTRY
 
 
 def list_models(pattern: str | None = None, family: str | None = None) -> list[str]:
     """Sorted registered names, optionally filtered by a shell-style ``pattern``
     (``"coc_*"``, case-insensitive) and by ``family``."""
-    _ensure_loaded()
     names = sorted(_REGISTRY)
     if pattern is not None:
         names = [n for n in names if fnmatch.fnmatch(n.lower(), pattern.lower())]

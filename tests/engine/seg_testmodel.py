@@ -48,6 +48,7 @@ if not is_model(NAME):
 
     @register_model(
         name=NAME,
+        input="points",
         family="test",
         default_cfg={"task": "segmentation", "call": "points", "input_size": (6, 256)},
     )

@@ -153,7 +153,7 @@ def test_unknown_override_is_a_value_error_naming_it():
 
 def test_register_model_rejects_duplicates():
     with pytest.raises(ValueError, match="already registered"):
-        register_model(lambda num_classes=1: None, name="coc_tiny")
+        register_model(lambda num_classes=1: None, input="image", name="coc_tiny")
 
 
 @pytest.mark.parametrize("num_classes", [-3, -1, 2.5, True, "10"])
@@ -178,3 +178,31 @@ def test_rgbd_pointmlp_coc_is_registered_with_the_pointmlp_family():
     assert card.factory is pointmlp.rgbd_pointmlp_coc
     assert dict(card.config) == dict(pointmlp.CONFIGS["pointmlp_coc"], in_channels=6)
     assert card.input_size == (6, 1024) and card.family == "pointmlp"
+
+
+def test_every_card_names_its_input_kind():
+    """Oracle: the papers: CoC and AFF classify images, the PointMLP family and the kMaX
+    segmenter take point clouds; the card's input_size has the matching rank."""
+    for name in list_models():
+        card = model_card(name)
+        expected = "image" if card.family in ("coc", "aff") else "points"
+        assert card.input == expected, name
+        assert len(card.input_size) == (3 if expected == "image" else 2), name
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(input="voxels"), "input must be one of points, image; got 'voxels'"),
+        (
+            dict(input="image", default_cfg=dict(input_size=(3, 1024))),
+            r"input_size \(3, 1024\) does not fit input='image'",
+        ),
+    ],
+)
+def test_register_model_checks_the_input_kind(kwargs, message):
+    """Oracle: the documented contract of ``register_model``; nothing gets registered."""
+    before = list_models()
+    with pytest.raises(ValueError, match=message):
+        register_model(lambda num_classes=1: None, name="not_registered", **kwargs)
+    assert list_models() == before
