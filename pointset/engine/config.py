@@ -31,6 +31,14 @@ from typing import Any, Dict, List, Literal, Optional, Sequence
 
 import yaml
 
+from .data import DATASETS
+from .segmentation import SEG_DATASETS
+
+#: Every valid ``data.name``: the names of the loaders in
+#: :data:`pointset.engine.data.DATASETS` (classification) and
+#: :data:`pointset.engine.segmentation.SEG_DATASETS` (segmentation).
+DatasetName = Literal[tuple(DATASETS) + tuple(SEG_DATASETS)]
+
 
 class ConfigError(ValueError):
     """An invalid experiment config (unknown key, wrong type, bad value, unreadable file)."""
@@ -58,9 +66,9 @@ class DataConfig:
     """Which dataset, how it is sampled and batched.
 
     Attributes:
-        name: ``synthetic_shapes``, ``scanobjectnn``, ``modelnet40``, ``digits`` or
-            ``rgbd_folder`` (classification); ``synthetic_scenes``, ``rgbd_seg_folder`` or
-            ``shapenetpart`` (segmentation).
+        name: a dataset of :data:`DatasetName`, i.e. a classification loader of
+            :data:`pointset.engine.data.DATASETS` or a segmentation loader of
+            :data:`pointset.engine.segmentation.SEG_DATASETS`.
         root: folder holding (or receiving, for ``synthetic_shapes``) the dataset files.
         num_points: points per sample for point datasets.
         image_size: side of the square images fed to image models (``digits``).
@@ -75,16 +83,7 @@ class DataConfig:
             ``None`` chooses ``best`` on the test split, as the official PointMLP scripts do.
     """
 
-    name: Literal[
-        "synthetic_shapes",
-        "scanobjectnn",
-        "modelnet40",
-        "digits",
-        "rgbd_folder",
-        "synthetic_scenes",
-        "rgbd_seg_folder",
-        "shapenetpart",
-    ]
+    name: DatasetName
     root: str = "data"
     num_points: int = 1024
     image_size: int = 32

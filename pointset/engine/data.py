@@ -13,6 +13,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,8 @@ from torch import Tensor
 
 from pointset.data import transforms as T
 
-from .config import DataConfig
+if TYPE_CHECKING:  # loaders take a config; the config lists the loaders
+    from .config import DataConfig
 
 
 @dataclass

@@ -30,16 +30,18 @@ import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import distributed as D
-from .config import Config, DataConfig
 from .metrics import class_ious, mean_iou, overall_accuracy, segmentation_confusion
 from .tasks import fmt_pct, model_task
+
+if TYPE_CHECKING:  # loaders take a config; the config lists the loaders
+    from .config import Config, DataConfig
 
 #: Clouds drawn in ``predictions.png``.
 PICTURE_CLOUDS = 3

@@ -28,15 +28,17 @@ A task has:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from .config import Config, DataConfig
 from .data import ArraySplit, augment, check_augment, load_split, model_input
 from .loss import smoothed_cross_entropy
 from .metrics import confusion_matrix, mean_class_accuracy, overall_accuracy
+
+if TYPE_CHECKING:  # loaders take a config; the config lists the loaders
+    from .config import Config, DataConfig
 
 
 def fmt_pct(v: float | None) -> str:

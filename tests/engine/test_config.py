@@ -148,3 +148,19 @@ def test_num_classes_below_one_is_rejected(value):
     with pytest.raises(ConfigError, match=f"'model.num_classes' has an invalid value {value}"):
         config_from_dict(raw)
     assert config_from_dict(MINIMAL).model.num_classes is None
+
+
+def test_dataset_names_come_from_the_loaders():
+    """Oracle: the loader tables of engine/data.py and engine/segmentation.py: every loader
+    name is a valid ``data.name`` and the error for another name lists exactly them."""
+    from pointset.engine.data import DATASETS
+    from pointset.engine.segmentation import SEG_DATASETS
+
+    names = [*DATASETS, *SEG_DATASETS]
+    assert len(set(names)) == len(names) == 8
+    for name in names:
+        assert config_from_dict({**MINIMAL, "data": {"name": name}}).data.name == name
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({**MINIMAL, "data": {"name": "mnist"}})
+    listed = ", ".join(repr(n) for n in names)
+    assert str(info.value) == f"config key 'data.name' must be one of {listed}, got str 'mnist'"
