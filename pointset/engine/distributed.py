@@ -1,13 +1,17 @@
 """Multi-process training under ``torchrun``: process group, device, sharding, reductions.
 
-``torchrun --nproc_per_node=N`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; with
-``WORLD_SIZE > 1`` :func:`setup` joins the process group (NCCL on CUDA, gloo on CPU).
-A single process needs none of this and every helper degrades to a no-op.
+``torchrun --nproc_per_node=N`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``, which
+:func:`process_info` reads. With ``WORLD_SIZE > 1``, :func:`process_group` joins the process
+group (NCCL on CUDA, gloo on CPU) for the duration of a ``with`` block and destroys it
+afterwards, also when the block raises. A single process needs none of this and every
+helper degrades to a no-op.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -45,17 +49,37 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def setup(device: str = "auto") -> DistInfo:
-    """Read the ``torchrun`` environment and join the process group when there is one."""
+def process_info(device: str = "auto") -> DistInfo:
+    """This process's place in the ``torchrun`` environment (rank 0 of 1 without one)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local_rank)
-    if world > 1 and not dist.is_initialized():
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return DistInfo(rank, world, local_rank, dev)
+    return DistInfo(rank, world, local_rank, resolve_device(device, local_rank))
+
+
+@contextlib.contextmanager
+def process_group(info: DistInfo) -> Iterator[None]:
+    """Be in the process group of ``info`` for the ``with`` block.
+
+    With ``info.world_size > 1`` and no group yet, joins one (NCCL on CUDA, gloo on CPU;
+    rendezvous through ``MASTER_ADDR`` / ``MASTER_PORT`` as ``torchrun`` sets them) and
+    destroys it with :func:`teardown` when the block ends, also on error. A group that
+    already exists (made by the caller, or by an enclosing block) is used and left as it is.
+    """
+    if not info.distributed or dist.is_initialized():
+        yield
+        return
+    if info.device.type == "cuda":
+        torch.cuda.set_device(info.device)
+    dist.init_process_group(
+        backend="nccl" if info.device.type == "cuda" else "gloo",
+        rank=info.rank,
+        world_size=info.world_size,
+    )
+    try:
+        yield
+    finally:
+        teardown()
 
 
 def teardown() -> None:

@@ -99,7 +99,7 @@ class Trainer:
         self.resume = resume
         self.overwrite = overwrite
         self.on_step = on_step
-        self.dist = D.setup(cfg.train.device)
+        self.dist = D.process_info(cfg.train.device)
         self._log = log
         if cfg.train.threads is not None:
             torch.set_num_threads(cfg.train.threads)
@@ -180,8 +180,13 @@ class Trainer:
         the confusion matrix of ``model`` on ``split``.
 
         Under ``torchrun`` each process evaluates every ``world_size``-th sample and the
-        confusion matrices and loss sums are added over processes.
+        confusion matrices and loss sums are added over processes (in the process group of
+        :meth:`fit` / :meth:`evaluate`, or one made for this call).
         """
+        with D.process_group(self.dist):
+            return self._evaluate_split(model, split, num_classes)
+
+    def _evaluate_split(self, model: nn.Module, split: ArraySplit, num_classes: int) -> dict:
         was_training = model.training
         model.eval()
         rank, world = self.dist.rank, self.dist.world_size
@@ -211,7 +216,14 @@ class Trainer:
         }
 
     def evaluate(self, checkpoint: str, split: str = "test", out_png: str | None = None) -> dict:
-        """Evaluate the weights of ``checkpoint`` on ``split`` of the configured dataset."""
+        """Evaluate the weights of ``checkpoint`` on ``split`` of the configured dataset.
+
+        Under ``torchrun`` the processes form a process group for the call (see :meth:`fit`).
+        """
+        with D.process_group(self.dist):
+            return self._evaluate(checkpoint, split, out_png)
+
+    def _evaluate(self, checkpoint: str, split: str, out_png: str | None) -> dict:
         weights = load_weights(checkpoint)
         data = self._load_data((split,))[split]
         self.kind = data.kind
@@ -285,8 +297,11 @@ class Trainer:
         """Train (or resume) the configured run; returns the final record with ``best``.
 
         Holds the lock of ``output_dir`` throughout (see :mod:`pointset.engine.run_lock`).
+        Under ``torchrun`` the processes form a process group for the call, destroyed at
+        its end, also on error.
         """
-        with hold_output_dir(self.out, self.dist, self.resume, self.overwrite):
+        lock = hold_output_dir(self.out, self.dist, self.resume, self.overwrite)
+        with D.process_group(self.dist), lock:
             return self._fit()
 
     def _fit(self) -> dict[str, Any]:

@@ -1,12 +1,17 @@
 """``torchrun --nproc_per_node=2`` trains the tiny config on CPU (gloo); the checkpoint that
-rank 0 wrote loads into a single-process evaluation, which reproduces the run's metrics."""
+rank 0 wrote loads into a single-process evaluation, which reproduces the run's metrics.
+The process group lives only for a training or evaluation call: it is destroyed at its end,
+also when the call raises."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import socket
 import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -53,9 +58,18 @@ def test_torchrun_two_processes_then_single_process_eval(tmp_path, tiny, restore
         "from pointset.engine import Trainer, load_config\n"
         "trainer = Trainer(load_config(sys.argv[1], sys.argv[3:]), log=lambda s: None)\n"
         "result = trainer.evaluate(sys.argv[2])\n"
+        "import torch.distributed as dist\n"
+        "after_eval = dist.is_initialized()\n"
+        "bad = load_config(sys.argv[1], [*sys.argv[3:], 'data.batch_size=3',\n"
+        "    'output_dir=' + sys.argv[2] + '.failed'])\n"
+        "try:\n"
+        "    Trainer(bad, log=lambda s: None).fit()\n"
+        "except ValueError as exc:\n"
+        "    assert 'multiple of the number of processes' in str(exc), exc\n"
         "if trainer.dist.is_main:\n"
         "    print('REDUCED', json.dumps({'world': trainer.dist.world_size,\n"
-        "        'samples': int(result['confusion'].sum()), 'oa': result['oa']}))\n"
+        "        'samples': int(result['confusion'].sum()), 'oa': result['oa'],\n"
+        "        'group_after': [after_eval, dist.is_initialized()]}))\n"
     )
     cmd = [
         torchrun, "--standalone", "--nproc_per_node=2", str(script), str(tiny.path),
@@ -68,3 +82,60 @@ def test_torchrun_two_processes_then_single_process_eval(tmp_path, tiny, restore
     assert reduced["world"] == 2
     assert reduced["samples"] == n_test == len(load_split(cfg.data, "test"))
     assert reduced["oa"] == result["oa"]
+    # the group is gone after the evaluation and after a training run that raised
+    assert reduced["group_after"] == [False, False]
+
+
+_GROUP_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    import torch, torch.distributed as dist
+    from pointset.engine import distributed as D
+
+    info = D.process_info("cpu")
+    seen = []
+    for port in sys.argv[1:]:
+        os.environ["MASTER_PORT"] = port
+        try:
+            with D.process_group(info):
+                total = D.all_reduce_sum(torch.tensor([info.rank + 1.0])).item()
+                seen.append([dist.is_initialized(), dist.get_world_size(), total])
+                if port == sys.argv[-1]:
+                    raise RuntimeError("the block fails")
+        except RuntimeError:
+            pass
+        seen.append(dist.is_initialized())
+    print(json.dumps(seen))
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_process_group_is_destroyed_after_the_block_also_on_error(tmp_path):
+    """Oracle: ``torch.distributed.is_initialized`` in two real gloo processes, and the sum
+    1 + 2 of their ranks' values inside the group."""
+    ports = [str(_free_port()), str(_free_port())]
+    env = {
+        **os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
+        "MASTER_ADDR": "127.0.0.1", "WORLD_SIZE": "2",
+    }  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _GROUP_SCRIPT, *ports],
+            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for rank in range(2)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        inside = [True, 2, 3.0]
+        assert json.loads(out) == [inside, False, inside, False]
