@@ -198,8 +198,7 @@ def naive_region_loop(layer, x: torch.Tensor) -> torch.Tensor:
 
 
 def measure_coc(variant: str, args: argparse.Namespace) -> dict:
-    from pointset.nn import ContextCluster
-    from pointset.nn.context_cluster import grid_plan
+    from pointset.nn import ContextCluster, grid_plan
 
     torch.manual_seed(0)
     b, c, s = args.batch, args.channels, args.size

@@ -19,8 +19,8 @@ from pointset.models._coc_points import pixel_lattice_input, stage_plan
 from pointset.models._lattice import Lattice, cloud_group_norm, cloud_mean, lattice_conv
 from pointset.models._layers import DropPath, Mlp
 from pointset.models.registry import Reported, register_model
+from pointset.nn import ClusterPlan, ContextCluster
 from pointset.nn.cluster_plan import folds
-from pointset.nn.context_cluster import ClusterPlan, ContextCluster
 from pointset.nn.point_reducer import GridPointReducer
 
 __all__ = [

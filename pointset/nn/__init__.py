@@ -2,10 +2,13 @@
 
 ``ContextCluster`` and ``ClusterAttention`` are ``torch_geometric.nn.MessagePassing``
 layers; the others are ``torch.nn.Module``s built on :mod:`pointset.ops`.
+:class:`ClusterPlan`, :func:`grid_plan` and :func:`point_plan` (from
+:mod:`pointset.nn.cluster_plan`) build the centers and edges a ``ContextCluster`` runs on.
 """
 
 from .adaptive_downsample import AdaptiveDownsample, Downsampled
 from .cluster_attention import ClusterAttention
+from .cluster_plan import ClusterPlan, grid_plan, point_plan
 from .context_cluster import ContextCluster
 from .feature_propagation import FeaturePropagation
 from .group_context_cluster import GroupContextCluster
@@ -19,6 +22,7 @@ from .point_reducer import GridPointReducer, PointReducer
 __all__ = [
     "AdaptiveDownsample",
     "ClusterAttention",
+    "ClusterPlan",
     "ContextCluster",
     "ConvBNReLU1D",
     "ConvBNReLURes1D",
@@ -31,6 +35,8 @@ __all__ = [
     "PointReducer",
     "PosExtraction",
     "PreExtraction",
+    "grid_plan",
+    "point_plan",
     "KMeansCrossAttention",
     "KMeansStep",
     "KMaXPredictor",

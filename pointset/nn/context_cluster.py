@@ -13,7 +13,7 @@ from torch_geometric.utils import scatter
 
 from pointset.nn.cluster_plan import ClusterPlan, folds, grid_plan, grid_runs, point_plan
 
-__all__ = ["ClusterPlan", "ContextCluster", "grid_plan", "point_plan"]
+__all__ = ["ContextCluster"]
 
 
 def _pointwise(conv: nn.Conv2d, x: Tensor) -> Tensor:

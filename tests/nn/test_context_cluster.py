@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pointset.nn.cluster_plan import adaptive_windows, grid_plan
-from pointset.nn.context_cluster import ClusterPlan, ContextCluster
+from pointset.nn import ClusterPlan, ContextCluster, grid_plan
+from pointset.nn.cluster_plan import adaptive_windows
 
 # (H, W, proposal_w, proposal_h, fold_w, fold_h): divisible, overlapping windows in regions,
 # unfolded with overlapping windows, fold only on one axis (= unfolded), uneven proposals
