@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import softmax
 
-from pointset._checks import batch_counts, check_batch, check_points
+from pointset._checks import batch_counts, check_batch, check_points, check_positive_int
 from pointset.nn._aff_geometry import (
     PAD_LOGIT,
     neighbour_dot,
@@ -143,10 +143,10 @@ class ClusterAttention(MessagePassing):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(aggr="add", node_dim=0)
-        if channels < 1 or heads < 1 or channels % heads:
+        for name, value in (("channels", channels), ("heads", heads), ("pos_dim", pos_dim)):
+            check_positive_int(value, name)
+        if channels % heads:
             raise ValueError(f"heads={heads} must divide channels={channels}")
-        if pos_dim < 1:
-            raise ValueError(f"pos_dim must be positive, got {pos_dim}")
         check_neighbourhood_sizes(cluster_size, nbhd_size)
         self.channels = channels
         self.heads = heads

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
 
+from pointset._checks import check_positive_int
 from pointset.nn.cluster_plan import ClusterPlan, folds, grid_plan, grid_runs, point_plan
 
 __all__ = ["ContextCluster"]
@@ -125,8 +126,14 @@ class ContextCluster(MessagePassing):
             ("fold_h", fold_h),
             ("center_k", center_k),
         ):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+            check_positive_int(value, name)
+        for name, value in (
+            ("out_dim", out_dim),
+            ("num_centers", num_centers),
+            ("candidates", candidates),
+        ):
+            if value is not None:
+                check_positive_int(value, name)
         if denominator not in ("sim", "count"):
             raise ValueError(f"denominator must be 'sim' or 'count', got {denominator!r}")
         if num_centers is not None and center_ratio is not None:

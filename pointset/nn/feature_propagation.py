@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
+from pointset._checks import check_positive_int
 from pointset.ops import knn, knn_dense
 
 from .point_mlp_blocks import ConvBNReLU1D, PosExtraction, check_channel_first
@@ -161,8 +162,8 @@ class FeaturePropagation(nn.Module):
         k: int = 3,
     ) -> None:
         super().__init__()
-        if int(k) < 1:
-            raise ValueError(f"k must be a positive integer, got {k}")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("k", k)):
+            check_positive_int(value, name)
         self.in_channels, self.out_channels, self.k = in_channels, out_channels, int(k)
         self.fuse = ConvBNReLU1D(in_channels, out_channels, 1, bias=bias, activation="relu")
         self.extraction = PosExtraction(

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
+from pointset._checks import check_positive_int
+
 
 class GroupContextCluster(nn.Module):
     r"""The Context Cluster block of PointMLP-CoC, one cluster per point group.
@@ -48,10 +50,8 @@ class GroupContextCluster(nn.Module):
         super().__init__()
         if head_dim is None:
             head_dim = max(dim // 4, 32)
-        if dim < 1 or heads < 1 or head_dim < 1:
-            raise ValueError(
-                f"dim, heads and head_dim must be positive, got {dim}, {heads}, {head_dim}"
-            )
+        for name, value in (("dim", dim), ("heads", heads), ("head_dim", head_dim)):
+            check_positive_int(value, name)
         self.dim = dim
         self.heads = heads
         self.head_dim = head_dim

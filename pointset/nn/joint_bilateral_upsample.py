@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pointset._checks import batch_counts, check_batch, check_points
+from pointset._checks import batch_counts, check_batch, check_points, check_positive_int
 from pointset.nn._windows import cloud_knn, gather_dot, gather_sum, shifted_dot, shifted_sum
 
 __all__ = ["JointBilateralUpsample"]
@@ -166,10 +166,9 @@ class JointBilateralUpsample(nn.Module):
         interp_k: int = 4,
     ) -> None:
         super().__init__()
-        for name, v in (("guidance_dim", guidance_dim), ("feat_dim", feat_dim),
-                        ("key_dim", key_dim), ("radius", radius), ("interp_k", interp_k)):  # fmt: skip
-            if int(v) != v or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name, v in (("guidance_dim", guidance_dim), ("feat_dim", feat_dim), ("key_dim", key_dim),
+                        ("scale", scale), ("radius", radius), ("interp_k", interp_k)):  # fmt: skip
+            check_positive_int(v, name)
         self.guidance_dim, self.feat_dim, self.key_dim = guidance_dim, feat_dim, key_dim
         self.scale, self.radius, self.interp_k = scale, radius, interp_k
         self.diameter = 2 * radius + 1

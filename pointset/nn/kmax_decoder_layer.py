@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pointset._checks import batch_counts, check_batch
+from pointset._checks import batch_counts, check_batch, check_positive_int
 from pointset.nn._kmax_blocks import ConvBN, drop_path, kmax_norm
 from pointset.nn.kmax_predictor import KMaXPredictor, PixelWindow, pixel_window
 from pointset.nn.kmeans_cross_attention import KMeansCrossAttention
@@ -121,16 +121,25 @@ class KMaXDecoderLayer(nn.Module):
         ffn_dim: int = 2048,
     ) -> None:
         super().__init__()
+        for name, value in (
+            ("num_classes", num_classes),
+            ("in_channel_pixel", in_channel_pixel),
+            ("in_channel_query", in_channel_query),
+            ("base_filters", base_filters),
+            ("num_heads", num_heads),
+            ("pixel_head_dim", pixel_head_dim),
+            ("embed_dim", embed_dim),
+            ("ffn_dim", ffn_dim),
+        ):
+            check_positive_int(value, name)
         bottleneck = int(round(base_filters * bottleneck_expansion))
         key_depth = int(round(base_filters * key_expansion))
         value_depth = int(round(base_filters * value_expansion))
-        for name, value in (
-            ("num_classes", num_classes),
-            ("num_heads", num_heads),
-            ("bottleneck", bottleneck),
-        ):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        if bottleneck < 1:
+            raise ValueError(
+                f"bottleneck_expansion={bottleneck_expansion} leaves no bottleneck channels "
+                f"for base_filters={base_filters}"
+            )
         if key_depth % num_heads or value_depth % num_heads:
             raise ValueError(
                 f"key depth {key_depth} and value depth {value_depth} must divide by num_heads={num_heads}"

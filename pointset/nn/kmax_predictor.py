@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pointset._checks import check_points
+from pointset._checks import check_points, check_positive_int
 from pointset.nn._kmax_blocks import ConvBN, kmax_norm
 from pointset.nn.kmeans_cross_attention import cloud_logits
 from pointset.ops import radius
@@ -164,6 +164,14 @@ class KMaXPredictor(nn.Module):
         embed_dim: int = 128,
     ) -> None:
         super().__init__()
+        for name, value in (
+            ("in_channel_pixel", in_channel_pixel),
+            ("in_channel_query", in_channel_query),
+            ("num_classes", num_classes),
+            ("pixel_head_dim", pixel_head_dim),
+            ("embed_dim", embed_dim),
+        ):
+            check_positive_int(value, name)
         self.in_channel_pixel = in_channel_pixel
         self.in_channel_query = in_channel_query
         self.num_classes = num_classes

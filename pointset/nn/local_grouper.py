@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
-from pointset._checks import batch_counts, check_batch, check_points
+from pointset._checks import batch_counts, check_batch, check_points, check_positive_int
 from pointset.ops import fps, fps_dense, knn, knn_dense
 
 NORMALIZE_MODES = ("anchor", "center")
@@ -97,8 +97,7 @@ class LocalGrouper(nn.Module):
             ("kneighbors", kneighbors),
             ("pos_dim", pos_dim),
         ):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value}")
+            check_positive_int(value, name)
         if normalize is not None:
             normalize = normalize.lower()
             if normalize not in NORMALIZE_MODES:

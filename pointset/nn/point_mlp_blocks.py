@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pointset._checks import check_int, check_positive_int
+
 from .group_context_cluster import GroupContextCluster
 
 ACTIVATIONS = ("relu", "gelu", "rrelu", "selu", "silu", "hardswish", "leakyrelu", "leakyrelu0.2")
@@ -128,6 +130,12 @@ class ConvBNReLU1D(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
+        for name, value in (
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+            ("kernel_size", kernel_size),
+        ):
+            check_positive_int(value, name)
         self.net = nn.Sequential(
             nn.Conv1d(in_channels, out_channels, kernel_size, bias=bias),
             nn.BatchNorm1d(out_channels),
@@ -182,6 +190,8 @@ class ConvBNReLURes1D(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
+        for name, value in (("channel", channel), ("kernel_size", kernel_size), ("groups", groups)):
+            check_positive_int(value, name)
         hidden = int(channel * res_expansion)
         if hidden < 1:
             raise ValueError(
@@ -262,6 +272,9 @@ class PreExtraction(nn.Module):
         pos_dim: int = 3,
     ) -> None:
         super().__init__()
+        for name, value in (("channels", channels), ("out_channels", out_channels)):
+            check_positive_int(value, name)
+        check_int(blocks, "blocks", minimum=0)
         self.in_channels = 2 * channels + (pos_dim if use_xyz else 0)
         self.transfer = ConvBNReLU1D(
             self.in_channels, out_channels, bias=bias, activation=activation
@@ -329,6 +342,8 @@ class PosExtraction(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
+        check_positive_int(channels, "channels")
+        check_int(blocks, "blocks", minimum=0)
         self.channels = channels
         self.operation = nn.Sequential(
             *(

@@ -7,7 +7,7 @@ from typing import Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from pointset._checks import batch_counts, check_batch, check_points
+from pointset._checks import batch_counts, check_batch, check_int, check_points, check_positive_int
 from pointset.nn.cluster_plan import grid_runs
 from pointset.ops import fps, knn
 
@@ -62,18 +62,17 @@ class PointReducer(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        if pos_dim < 0:
-            raise ValueError(f"pos_dim must be >= 0, got {pos_dim}")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("k", k)):
+            check_positive_int(value, name)
+        check_int(pos_dim, "pos_dim", minimum=0)
         if ratio is not None and num is not None:
             raise ValueError("give ratio or num, not both")
         if ratio is None and num is None:
             ratio = 0.25
         if ratio is not None and not 0.0 < ratio <= 1.0:
             raise ValueError(f"ratio must lie in (0, 1], got {ratio}")
-        if num is not None and num < 1:
-            raise ValueError(f"num must be >= 1, got {num}")
+        if num is not None:
+            check_positive_int(num, "num")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.k, self.ratio, self.num, self.pos_dim = k, ratio, num, pos_dim
         self.proj = nn.Linear(k * (in_channels + pos_dim), out_channels, bias=bias)
@@ -168,6 +167,8 @@ class GridPointReducer(nn.Module):
         padding: _Pair = 1,
     ) -> None:
         super().__init__()
+        check_positive_int(in_channels, "in_channels")
+        check_positive_int(out_channels, "out_channels")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.proj = nn.Conv2d(
             in_channels, out_channels, kernel_size=patch_size, stride=stride, padding=padding

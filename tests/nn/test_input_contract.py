@@ -120,8 +120,19 @@ DATA_CONTAINERS = {"Downsampled", "PackedGroups", "KMeansStep"}
 CENTER_LAYERS = {"KMeansCrossAttention", "KMaXPredictor", "KMaXDecoderLayer"}
 
 
+def _exported_layers() -> set[str]:
+    """Names in ``pointset.nn.__all__`` that are ``nn.Module`` subclasses."""
+    return {
+        name
+        for name in psnn.__all__
+        if isinstance(getattr(psnn, name), type)
+        and issubclass(getattr(psnn, name), torch.nn.Module)
+    }
+
+
 def test_every_exported_layer_is_covered():
-    layers = set(psnn.__all__) - DATA_CONTAINERS
+    layers = _exported_layers()
+    assert not layers & DATA_CONTAINERS
     assert layers == set(POINT_LAYERS) | set(DENSE_LAYERS) | CENTER_LAYERS
 
 
@@ -177,3 +188,35 @@ def test_group_context_cluster_grouped_entry_rejects_bad_groups():
         layer.forward_grouped(x, torch.arange(10) % 3, num_groups=2)
     with pytest.raises(ValueError, match="empty"):
         layer.forward_grouped(x[:0], torch.zeros(0, dtype=torch.long))
+
+
+# integer constructor arguments: (layer factory taking the argument by keyword, its name)
+INT_ARGUMENTS = [
+    (lambda **kw: ContextCluster(**{"dim": C, **kw}), "heads"),
+    (lambda **kw: ContextCluster(**{"dim": C, **kw}), "center_k"),
+    (lambda **kw: ClusterAttention(**{"channels": C, "heads": 2, **kw}), "pos_dim"),
+    (lambda **kw: AdaptiveDownsample(**{"in_channels": C, "out_channels": 8, **kw}), "pos_dim"),
+    (lambda **kw: LocalGrouper(**{"channel": C, "groups": 3, "kneighbors": 3, **kw}), "groups"),
+    (lambda **kw: PointReducer(**{"in_channels": C, "out_channels": 8, **kw}), "k"),
+    (lambda **kw: GridPointReducer(**{"in_channels": C, **kw}), "out_channels"),
+    (lambda **kw: FeaturePropagation(**{"in_channels": C, "out_channels": 8, **kw}), "k"),
+    (lambda **kw: GroupContextCluster(**{"dim": C, **kw}), "heads"),
+    (lambda **kw: JointBilateralUpsample(**{"guidance_dim": 3, "feat_dim": C, **kw}), "radius"),
+    (lambda **kw: ConvBNReLU1D(**{"in_channels": C, **kw}), "out_channels"),
+    (lambda **kw: ConvBNReLURes1D(**{"channel": C, **kw}), "groups"),
+    (lambda **kw: PosExtraction(**{"channels": C, **kw}), "channels"),
+    (
+        lambda **kw: psnn.KMaXPredictor(**{"in_channel_pixel": C, "in_channel_query": 8, **kw}),
+        "num_classes",
+    ),  # fmt: skip
+    (lambda **kw: psnn.KMaXDecoderLayer(**{"in_channel_pixel": C, **kw}), "num_heads"),
+]
+
+
+@pytest.mark.parametrize("value", [True, 2.0, 0, -1], ids=["bool", "float", "zero", "negative"])
+@pytest.mark.parametrize("make, name", INT_ARGUMENTS, ids=lambda v: v if isinstance(v, str) else "")
+def test_integer_arguments_are_checked_by_one_helper(make, name, value):
+    """Oracle: the wording of ``pointset._checks.check_positive_int``. ``True`` and ``2.0``
+    pass ``int(value) >= 1`` but are not integers; 0 and -1 are not positive."""
+    with pytest.raises(ValueError, match=rf"^{name} must be a positive int, got {value!r}$"):
+        make(**{name: value})
