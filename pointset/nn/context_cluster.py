@@ -97,6 +97,9 @@ class ContextCluster(MessagePassing):
           (the :class:`~pointset.data.PointSet` record) -> ``[N, out_dim]``.
         - **input (points):** ``x [N, dim]``, ``pos [N, D]``, ``batch [N]`` (optional),
           ``centers [M, D]`` and ``center_batch [M]`` (optional) or ``plan`` -> ``[N, out_dim]``.
+        - **output with** ``return_assignment=True``: ``(out, assignment)``, ``assignment``
+          ``[N, heads]`` (grid: ``[B * H * W, heads]``) long, the center of every point per
+          head, numbered like the plan's centers.
     """
 
     def __init__(
@@ -157,8 +160,6 @@ class ContextCluster(MessagePassing):
         self.f = nn.Conv2d(dim, inner, kernel_size=1)
         self.proj = nn.Conv2d(inner, self.out_dim, kernel_size=1)
         self.v = nn.Conv2d(dim, inner, kernel_size=1)
-        self.record_assignment = False
-        self.last_assignment: Tensor | None = None
         self.sim_alpha = nn.Parameter(torch.empty(1))
         self.sim_beta = nn.Parameter(torch.empty(1))
         self.reset_parameters()
@@ -182,8 +183,15 @@ class ContextCluster(MessagePassing):
         plan: ClusterPlan | None = None,
         centers: Tensor | None = None,
         center_batch: Tensor | None = None,
-    ) -> Tensor:
-        """Mix ``x``; see the class docstring for the grid and point paths."""
+        return_assignment: bool = False,
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        """Mix ``x``; see the class docstring for the grid and point paths.
+
+        With ``return_assignment=True`` the result is ``(out, assignment)``:
+        ``assignment [N, heads]`` (``[B * H * W, heads]`` for a ``[B, C, H, W]`` map, cells
+        in row-major order) is the center id each point is assigned to in each head, numbered
+        like the plan's centers (:func:`~pointset.nn.grid_plan` on the grid path).
+        """
         if not isinstance(x, Tensor):
             raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if not x.is_floating_point():
@@ -197,7 +205,7 @@ class ContextCluster(MessagePassing):
             self._check_channels(x.size(1), tuple(x.shape))
             if x.size(0) == 0 or x.size(2) == 0 or x.size(3) == 0:
                 raise ValueError(f"x is empty: shape {tuple(x.shape)}")
-            return self._forward_grid(x)
+            return self._result(*self._forward_grid(x, return_assignment), return_assignment)
         if x.dim() != 2:
             raise ValueError(
                 f"x must be [B, C, H, W] (grid) or [N, C] (points), got shape {tuple(x.shape)}"
@@ -210,14 +218,21 @@ class ContextCluster(MessagePassing):
             shape = tuple(pos.shape) if isinstance(pos, Tensor) else type(pos).__name__
             raise ValueError(f"pos must have shape [{n}, D] to match x, got {shape}")
         if grid_size is not None:
-            return self._forward_packed_grid(x, grid_size)
+            out = self._forward_packed_grid(x, grid_size, return_assignment)
+            return self._result(*out, return_assignment)
         if plan is None:
             if pos is None:
                 raise ValueError("the point path needs pos (or a plan)")
             plan = self.plan(pos, batch, centers=centers, center_batch=center_batch)
         else:
             plan.validate(n)
-        return self._forward_points(x, plan)
+        return self._result(*self._forward_points(x, plan, return_assignment), return_assignment)
+
+    @staticmethod
+    def _result(
+        out: Tensor, assignment: Tensor | None, return_assignment: bool
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        return (out, assignment) if return_assignment else out
 
     def plan(
         self,
@@ -261,24 +276,23 @@ class ContextCluster(MessagePassing):
             )
 
     # ------------------------------------------------------------------ grid path
-    def _forward_packed_grid(self, x: Tensor, grid_size) -> Tensor:
+    def _forward_packed_grid(
+        self, x: Tensor, grid_size, want: bool
+    ) -> Tuple[Tensor, Tensor | None]:
+        """Run the grid path on each run of same-size grids; centers of a run are numbered
+        after those of the previous runs."""
         outs, assigned, offset = [], [], 0
+        per_image = self.proposal_w * self.proposal_h * math.prod(folds(self.fold_w, self.fold_h))
         for (h, w), part in grid_runs(grid_size, x):
             image = part.view(-1, h, w, self.dim).permute(0, 3, 1, 2)
-            outs.append(self._forward_grid(image).permute(0, 2, 3, 1).reshape(-1, self.out_dim))
-            if self.record_assignment:  # renumber the run's centers after the previous runs
-                assigned.append(self.last_assignment + offset)
-                offset += (
-                    image.size(0)
-                    * self.proposal_w
-                    * self.proposal_h
-                    * math.prod(folds(self.fold_w, self.fold_h))
-                )
-        if self.record_assignment:
-            self.last_assignment = torch.cat(assigned)
-        return torch.cat(outs)
+            out, ids = self._forward_grid(image, want)
+            outs.append(out.permute(0, 2, 3, 1).reshape(-1, self.out_dim))
+            if want:
+                assigned.append(ids + offset)
+                offset += image.size(0) * per_image
+        return torch.cat(outs), (torch.cat(assigned) if want else None)
 
-    def _forward_grid(self, x: Tensor) -> Tensor:
+    def _forward_grid(self, x: Tensor, want: bool = False) -> Tuple[Tensor, Tensor | None]:
         b, _, h, w = x.shape
         e, d = self.heads, self.head_dim
         fw, fh = folds(self.fold_w, self.fold_h)
@@ -304,17 +318,16 @@ class ContextCluster(MessagePassing):
         best = sim.argmax(dim=1, keepdim=True)  # [R, 1, n]
         mask = torch.zeros_like(sim).scatter_(1, best, 1.0)
         sim = sim * mask
-        if self.record_assignment:
-            self._record_grid(best.detach(), b, h, w)
+        ids = self._grid_ids(best.detach(), b, h, w) if want else None
         weight = sim if self.denominator == "sim" else mask
         out = (sim @ value + value_centers) / (weight.sum(-1, keepdim=True) + 1.0)  # [R, M, d]
         y = sim.transpose(1, 2) @ out  # [R, n, d]
 
         y = y.transpose(1, 2).reshape(b * e, fw, fh, d, rh, rw).permute(0, 3, 1, 4, 2, 5)
-        return self.proj(y.reshape(b, e * d, h, w))
+        return self.proj(y.reshape(b, e * d, h, w)), ids
 
-    def _record_grid(self, best: Tensor, b: int, h: int, w: int) -> None:
-        """Store ``best [B*e*fw*fh, 1, rh*rw]`` (center per point within its region) as
+    def _grid_ids(self, best: Tensor, b: int, h: int, w: int) -> Tensor:
+        """``best [B*e*fw*fh, 1, rh*rw]`` (center per point within its region) as
         ``[B*H*W, e]`` center ids numbered like :func:`grid_plan`."""
         e = self.heads
         fw, fh = folds(self.fold_w, self.fold_h)
@@ -327,10 +340,12 @@ class ContextCluster(MessagePassing):
             + torch.arange(fw, device=dev).view(1, 1, -1, 1, 1, 1)
         ) * fh + torch.arange(fh, device=dev).view(1, 1, 1, -1, 1, 1)
         ids = region * per_region + local  # [B, e, fw, fh, rh, rw]
-        self.last_assignment = ids.permute(0, 2, 4, 3, 5, 1).reshape(b * h * w, e)
+        return ids.permute(0, 2, 4, 3, 5, 1).reshape(b * h * w, e)
 
     # ------------------------------------------------------------------ point path
-    def _forward_points(self, x: Tensor, plan: ClusterPlan) -> Tensor:
+    def _forward_points(
+        self, x: Tensor, plan: ClusterPlan, want: bool = False
+    ) -> Tuple[Tensor, Tensor | None]:
         n, e, d = x.size(0), self.heads, self.head_dim
         m = int(plan.num_centers)
         feat = _pointwise(self.f, x).view(n, e, d)
@@ -349,8 +364,6 @@ class ContextCluster(MessagePassing):
         head = torch.arange(e, device=x.device)
         src = (torch.arange(n, device=x.device).view(-1, 1) * e + head).view(-1)
         assigned = cand[chosen]  # [N, e] center id of every (point, head)
-        if self.record_assignment:
-            self.last_assignment = assigned.detach()
         dst = (assigned * e + head).view(-1)
         s = sim.gather(0, chosen).view(-1)  # [N*e]
         edge_index = torch.stack([src, dst])
@@ -361,7 +374,7 @@ class ContextCluster(MessagePassing):
         out = (agg + value_centers.view(m * e, d)) / norm.unsqueeze(-1)  # [M*e, d]
 
         y = self.propagate(edge_index.flip(0), x=(out, None), s=s, size=(m * e, n * e))
-        return _pointwise(self.proj, y.view(n, e * d))
+        return _pointwise(self.proj, y.view(n, e * d)), (assigned.detach() if want else None)
 
     def message(self, x_j: Tensor, s: Tensor) -> Tensor:
         return s.unsqueeze(-1) * x_j

@@ -311,48 +311,44 @@ def test_gradcheck_general_path_reaches_sim_alpha_and_beta():
     assert ga.abs() > 0 and gb.abs() > 0
 
 
-# --------------------------------------------------------------------------- assignment record
+# --------------------------------------------------------------------------- assignment
 
 
 @pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[1], CONFIGS[3]])
-def test_recorded_grid_assignment_equals_point_path_with_grid_plan(config):
+def test_returned_grid_assignment_equals_point_path_with_grid_plan(config):
     """Oracle: the point path given grid_plan, whose center ids the grid path must reuse;
-    recording leaves the output unchanged."""
+    asking for the assignment leaves the output unchanged."""
     h, w = config[:2]
     layer = _layer(config=config)
     x = torch.randn(2, 6, h, w, dtype=torch.float64)
     with torch.no_grad():
         plain = layer(x)
-        layer.record_assignment = True
-        recorded = layer(x)
-        grid_ids = layer.last_assignment
-        layer(_packed(x), plan=layer.grid_plan(2, h, w))
-        plan_ids = layer.last_assignment
+        recorded, grid_ids = layer(x, return_assignment=True)
+        _, plan_ids = layer(_packed(x), plan=layer.grid_plan(2, h, w), return_assignment=True)
     assert torch.equal(plain, recorded)
     assert grid_ids.shape == (2 * h * w, layer.heads) and grid_ids.dtype == torch.long
     assert torch.equal(grid_ids, plan_ids)
 
 
-def test_recorded_assignment_is_a_candidate_of_every_point():
-    """Oracle: the plan's candidate edges (general path) and the per-image grid record
+def test_returned_assignment_is_a_candidate_of_every_point():
+    """Oracle: the plan's candidate edges (general path) and the per-image grid assignment
     renumbered after the previous images (packed grids of two sizes)."""
     layer = _layer(dim=6, num_centers=5, center_k=4, candidates=3)
-    layer.record_assignment = True
     x, pos = torch.randn(40, 6, dtype=torch.float64), torch.rand(40, 3, dtype=torch.float64)
     plan = layer.plan(pos)
     with torch.no_grad():
-        layer(x, plan=plan)
-    ids = layer.last_assignment
+        out, ids = layer(x, plan=plan, return_assignment=True)
+        assert torch.equal(out, layer(x, plan=plan))
     cands = {(int(p), int(c)) for p, c in plan.cand_index.t()}
     assert all((i, int(ids[i, e])) in cands for i in range(40) for e in range(layer.heads))
 
     a = torch.randn(1, 6, 8, 8, dtype=torch.float64)
     b = torch.randn(1, 6, 4, 6, dtype=torch.float64)
     with torch.no_grad():
-        layer(b)
-        alone_b = layer.last_assignment
-        layer(torch.cat([_packed(a), _packed(b)]), grid_size=torch.tensor([[8, 8], [4, 6]]))
-    assert torch.equal(layer.last_assignment[64:], alone_b + 16)  # image a has 4 x 4 centers
+        _, alone_b = layer(b, return_assignment=True)
+        packed = torch.cat([_packed(a), _packed(b)])
+        _, ids = layer(packed, grid_size=torch.tensor([[8, 8], [4, 6]]), return_assignment=True)
+    assert torch.equal(ids[64:], alone_b + 16)  # image a has 4 x 4 centers
 
 
 def test_reset_parameters_restores_alpha_one_beta_zero():
