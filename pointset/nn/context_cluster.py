@@ -12,6 +12,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
 
 from pointset._checks import check_positive_int
+from pointset.nn._lattice import check_lattice, is_row_major_grid
 from pointset.nn.cluster_plan import ClusterPlan, folds, grid_plan, grid_runs, point_plan
 
 __all__ = ["ContextCluster"]
@@ -254,6 +255,63 @@ class ContextCluster(MessagePassing):
             candidates=self.candidates,
             centers=centers,
             center_batch=center_batch,
+        )
+
+    @property
+    def regions(self) -> Tuple[int, int]:
+        """The fold regions used along rows and columns: ``(fold_w, fold_h)`` when both
+        exceed 1, else ``(1, 1)`` (the official rule)."""
+        return folds(self.fold_w, self.fold_h)
+
+    def lattice_plan(
+        self,
+        pos: Tensor,
+        batch: Tensor | None = None,
+        size: Union[Tuple[int, int], Tensor] | None = None,
+        mode: str = "auto",
+    ) -> ClusterPlan:
+        """The :class:`ClusterPlan` for points on integer pixel lattices.
+
+        ``pos [N, 2]`` are ``(row, col)`` cells, ``batch [N]`` their clouds and ``size``
+        ``(H, W)`` or ``[B, 2]`` the lattice extents (default: largest cell + 1 per cloud),
+        the output layout of :class:`~pointset.nn.GridPointReducer`.
+
+        * ``"grid"``: :meth:`grid_plan`, the official fold regions and pooled centers;
+          needs whole lattices of one size, in row-major order, that the folds divide.
+          The layer then computes what its dense path computes on the images.
+        * ``"fps"``: :func:`point_plan` with FPS centers at the grid path's density (its
+          centers per image over the cells of the largest lattice of the batch), each
+          pooled from ``min(center_k, smallest cloud)`` nearest points; each point's
+          candidates are its ``min(candidates, fewest centers)`` nearest centers.
+        * ``"auto"`` (default): ``"grid"`` where it applies, else ``"fps"``.
+        """
+        if mode not in ("auto", "grid", "fps"):
+            raise ValueError(f"mode must be 'auto', 'grid' or 'fps', got {mode!r}")
+        n = pos.size(0) if isinstance(pos, Tensor) else 0
+        cells, batch, size = check_lattice(pos, batch, size, n)
+        fw, fh = folds(self.fold_w, self.fold_h)
+        h, w = (int(v) for v in size[0])
+        grid_ok = is_row_major_grid(cells, batch, size) and h % fw == 0 and w % fh == 0
+        if mode == "grid" and not grid_ok:
+            counts = torch.bincount(batch, minlength=size.size(0)).tolist()
+            raise ValueError(
+                f"the grid plan needs whole images of one size (every cell, in row-major "
+                f"order) that the folds ({fw}x{fh}) divide; got lattices {size.tolist()} "
+                f"with {counts} points"
+            )
+        if grid_ok and mode != "fps":
+            return self.grid_plan(size.size(0), h, w, device=cells.device)
+
+        per_image = self.proposal_w * self.proposal_h * fw * fh
+        # just below the exact density, so that a whole image gets exactly ``per_image``
+        ratio = min(1.0, per_image / float(size.prod(1).max()) * (1.0 - 1e-9))
+        smallest = int(torch.bincount(batch, minlength=size.size(0)).min())
+        return point_plan(
+            cells.to(torch.float32),
+            batch,
+            center_ratio=ratio,
+            center_k=min(self.center_k, smallest),
+            candidates=min(self.candidates, math.ceil(ratio * smallest)),
         )
 
     def grid_plan(self, batch_size: int, height: int, width: int, device=None) -> ClusterPlan:

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pointset.nn import ClusterPlan, ContextCluster, grid_plan
+from pointset.nn import ClusterPlan, ContextCluster, grid_plan, point_plan
 from pointset.nn.cluster_plan import adaptive_windows
 
 # (H, W, proposal_w, proposal_h, fold_w, fold_h): divisible, overlapping windows in regions,
@@ -408,3 +408,36 @@ def test_bad_input_raises_value_error():
         ContextCluster(6, heads=0)
     with pytest.raises(ValueError, match="denominator"):
         ContextCluster(6, denominator="mean")
+
+
+def test_lattice_plan_picks_the_grid_plan_only_for_whole_row_major_images():
+    """Oracle: grid_plan for whole row-major images; point_plan with the grid path's density
+    (16 centers per 8x8 image, FPS ratio 16/64) for a partial image or a shuffled order."""
+    layer = ContextCluster(4, heads=1, head_dim=4, fold_w=2, fold_h=2, center_k=4)
+    rows, cols = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    cells = torch.stack([rows.flatten(), cols.flatten()], 1).repeat(2, 1)
+    batch = torch.arange(2).repeat_interleave(64)
+    plan = layer.lattice_plan(cells, batch, (8, 8))
+    expected = layer.grid_plan(2, 8, 8)
+    assert torch.equal(plan.pool_index, expected.pool_index)
+    assert torch.equal(plan.cand_index, expected.cand_index)
+
+    fps = layer.lattice_plan(cells, batch, (8, 8), mode="fps")
+    assert fps.num_centers == 32 and fps.cand_index.size(1) == 128 * 4
+    keep = torch.ones(128, dtype=torch.bool)
+    keep[5] = False
+    partial = layer.lattice_plan(cells[keep], batch[keep], (8, 8))
+    reference = point_plan(
+        cells[keep].float(), batch[keep], center_ratio=16 / 64 * (1 - 1e-9), center_k=4
+    )
+    assert torch.equal(partial.pool_index, reference.pool_index)
+    assert torch.equal(partial.cand_index, reference.cand_index)
+    perm = torch.cat([torch.arange(64).flip(0), torch.arange(64, 128)])
+    assert layer.lattice_plan(cells[perm], batch, (8, 8)).num_centers == 16 + 16
+    assert not torch.equal(
+        layer.lattice_plan(cells[perm], batch, (8, 8)).cand_index, plan.cand_index
+    )
+    with pytest.raises(ValueError, match="grid plan needs whole images"):
+        layer.lattice_plan(cells[perm], batch, (8, 8), mode="grid")
+    with pytest.raises(ValueError, match="mode"):
+        layer.lattice_plan(cells, batch, (8, 8), mode="kmeans")

@@ -16,6 +16,7 @@ import torch
 import pointset.nn as psnn
 from pointset.nn import (
     AdaptiveDownsample,
+    CloudGroupNorm,
     ClusterAttention,
     ContextCluster,
     ConvBNReLU1D,
@@ -44,7 +45,8 @@ def _upsample(layer, x, pos, batch):
     return layer(x, pos, guidance, pos_out, batch, batch_out)
 
 
-# layers taking packed point sets (x [N, C], pos [N, D], batch [N]); pos_dim None: any D
+# layers taking packed point sets (x [N, C], pos [N, D], batch [N]); pos_dim None: any D,
+# "unused": the layer does not read positions
 POINT_LAYERS = {
     "JointBilateralUpsample": (lambda: JointBilateralUpsample(3, C), _upsample, None),
     "JBUStack": (lambda: JBUStack(C), _upsample, None),
@@ -72,6 +74,11 @@ POINT_LAYERS = {
         lambda: LocalGrouper(C, 3, 3, pos_dim=D),
         lambda layer, x, pos, batch: layer.forward_packed(x, pos, batch),
         D,
+    ),
+    "CloudGroupNorm": (
+        lambda: CloudGroupNorm(C),
+        lambda layer, x, pos, batch: layer(x, pos, batch),
+        "unused",
     ),
     # skip features x at every point, coarse features at every other point
     "FeaturePropagation": (
@@ -151,11 +158,12 @@ def test_point_layer_rejects_bad_input(name):
     run(layer, x, pos, batch)  # the good input works
     with pytest.raises(ValueError, match="channel|shape"):
         run(layer, torch.randn(x.size(0), C + 1), pos, batch)
-    with pytest.raises(ValueError, match="pos"):
-        run(layer, x, pos[:, 0], batch)  # [N] instead of [N, D]
-    with pytest.raises(ValueError, match="pos"):
-        run(layer, x, pos.unsqueeze(-1), batch)  # [N, D, 1]
-    if pos_dim is not None:
+    if pos_dim != "unused":
+        with pytest.raises(ValueError, match="pos"):
+            run(layer, x, pos[:, 0], batch)  # [N] instead of [N, D]
+        with pytest.raises(ValueError, match="pos"):
+            run(layer, x, pos.unsqueeze(-1), batch)  # [N, D, 1]
+    if pos_dim not in (None, "unused"):
         with pytest.raises(ValueError, match="coordinates|pos_dim"):
             run(layer, x, torch.rand(x.size(0), pos_dim + 1), batch)
     with pytest.raises(ValueError, match="empty"):
