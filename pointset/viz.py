@@ -85,7 +85,8 @@ def _display(image: Tensor) -> Tensor:
 
 class _Recording:
     """Capture ``layer``'s assignment during one forward of ``model`` (in eval mode, without
-    grad): hooks call the layer with ``return_assignment=True`` and hand its usual output on.
+    grad): the layer's ``forward`` and ``forward_dense`` are wrapped for the duration so
+    that they run with ``return_assignment=True`` and hand their usual output on.
 
     After the forward, ``assignment`` holds the layer's last ``[N, heads]`` assignment and
     ``shape`` the shape of its input ``x``.
@@ -96,28 +97,26 @@ class _Recording:
         self.assignment: Tensor | None = None
         self.shape: tuple[int, ...] | None = None
 
-    def _before(self, _module, args, kwargs):
-        self.shape = tuple(args[0].shape)
-        return args, {**kwargs, "return_assignment": True}
+    def _wrap(self, method):
+        def call(x, *args, return_assignment: bool = False, **kwargs):
+            out, self.assignment = method(x, *args, return_assignment=True, **kwargs)
+            self.shape = tuple(x.shape)
+            return (out, self.assignment) if return_assignment else out
 
-    def _after(self, _module, _args, _kwargs, output):
-        out, self.assignment = output
-        return out
+        return call
 
     def __enter__(self) -> _Recording:
         self.training = self.model.training
         self.grad = torch.is_grad_enabled()
         self.model.eval()
         torch.set_grad_enabled(False)
-        self.hooks = [
-            self.layer.register_forward_pre_hook(self._before, with_kwargs=True),
-            self.layer.register_forward_hook(self._after, with_kwargs=True),
-        ]
+        for name in ("forward", "forward_dense"):  # instance attributes shadow the methods
+            setattr(self.layer, name, self._wrap(getattr(self.layer, name)))
         return self
 
     def __exit__(self, *exc) -> None:
-        for hook in self.hooks:
-            hook.remove()
+        for name in ("forward", "forward_dense"):
+            delattr(self.layer, name)
         torch.set_grad_enabled(self.grad)
         self.model.train(self.training)
 

@@ -101,7 +101,7 @@ class ClusterBlock(nn.Module):
         return x + self.drop_path(fed)
 
     def forward(self, x: Tensor) -> Tensor:
-        mixed = self.token_mixer(self.norm1.forward_dense(x))
+        mixed = self.token_mixer.forward_dense(self.norm1.forward_dense(x))
         if self.use_layer_scale:
             mixed = self.layer_scale_1.view(-1, 1, 1) * mixed
         x = x + self.drop_path(mixed)
@@ -346,7 +346,7 @@ class ContextClusterNet(nn.Module):
         ph, pw = self.padded_size(h, w)
         if (ph, pw) != (h, w):
             inp = _pad_coc_input(inp, ph, pw)
-        return self.patch_embed(inp)
+        return self.patch_embed.forward_dense(inp)
 
     def forward_tokens(
         self, x: Tensor, sizes: Sequence[Tuple[int, int]] | None = None
@@ -355,7 +355,7 @@ class ContextClusterNet(nn.Module):
         cropped to ``sizes[i]`` (the unpadded stage sizes) first."""
         outs = []
         for idx, block in enumerate(self.network):
-            x = block(x)
+            x = block.forward_dense(x) if isinstance(block, GridPointReducer) else block(x)
             if self.fork_feat and idx in self.out_indices:
                 if sizes is not None:
                     h, w = sizes[len(outs)]

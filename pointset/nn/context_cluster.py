@@ -59,8 +59,8 @@ class ContextCluster(MessagePassing):
 
     Two paths compute this:
 
-    * **grid path** (``x [B, C, H, W]``, or packed ``x [N, C]`` with ``grid_size``):
-      the official dense computation. The map is folded into ``fold_w x fold_h`` contiguous
+    * **grid path** (:meth:`forward_dense` on ``x [B, C, H, W]``, or :meth:`forward` on
+      packed ``x [N, C]`` with ``grid_size``): the official dense computation. The map is folded into ``fold_w x fold_h`` contiguous
       regions (only if both folds exceed 1), each region proposes
       ``proposal_w x proposal_h`` centers by adaptive average pooling (overlapping windows
       when the sizes do not divide), and every point's candidates are the centers of its
@@ -93,9 +93,10 @@ class ContextCluster(MessagePassing):
             code before 2023-05-31, with which the first released checkpoints were trained).
 
     Shapes:
-        - **input (grid):** ``x [B, dim, H, W]`` -> ``[B, out_dim, H, W]``; or packed
-          ``x [N, dim]`` (row-major per image) with ``grid_size`` ``(H, W)`` or ``[B, 2]``
-          (the :class:`~pointset.data.PointSet` record) -> ``[N, out_dim]``.
+        - **input (grid):** packed ``x [N, dim]`` (row-major per image) with ``grid_size``
+          ``(H, W)`` or ``[B, 2]`` (the :class:`~pointset.data.PointSet` record) ->
+          ``[N, out_dim]``; dense (:meth:`forward_dense`): ``x [B, dim, H, W]`` ->
+          ``[B, out_dim, H, W]``.
         - **input (points):** ``x [N, dim]``, ``pos [N, D]``, ``batch [N]`` (optional),
           ``centers [M, D]`` and ``center_batch [M]`` (optional) or ``plan`` -> ``[N, out_dim]``.
         - **output with** ``return_assignment=True``: ``(out, assignment)``, ``assignment``
@@ -197,19 +198,10 @@ class ContextCluster(MessagePassing):
             raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if not x.is_floating_point():
             raise ValueError(f"x must be a floating tensor, got dtype {x.dtype}")
-        if x.dim() == 4:
-            if any(a is not None for a in (pos, batch, grid_size, plan, centers)):
-                raise ValueError(
-                    "a [B, C, H, W] input takes the grid path; pos, batch, grid_size, plan "
-                    "and centers apply to packed [N, C] inputs only"
-                )
-            self._check_channels(x.size(1), tuple(x.shape))
-            if x.size(0) == 0 or x.size(2) == 0 or x.size(3) == 0:
-                raise ValueError(f"x is empty: shape {tuple(x.shape)}")
-            return self._result(*self._forward_grid(x, return_assignment), return_assignment)
         if x.dim() != 2:
             raise ValueError(
-                f"x must be [B, C, H, W] (grid) or [N, C] (points), got shape {tuple(x.shape)}"
+                f"x must be packed points [N, C], got shape {tuple(x.shape)} (feature maps "
+                "[B, C, H, W] go to forward_dense)"
             )
         self._check_channels(x.size(1), tuple(x.shape))
         n = x.size(0)
@@ -228,6 +220,22 @@ class ContextCluster(MessagePassing):
         else:
             plan.validate(n)
         return self._result(*self._forward_points(x, plan, return_assignment), return_assignment)
+
+    def forward_dense(
+        self, x: Tensor, return_assignment: bool = False
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        """The official grid path on feature maps ``x [B, C, H, W]`` -> ``[B, out_dim, H, W]``
+        (with ``return_assignment=True`` also the ``[B * H * W, heads]`` assignment, cells in
+        row-major order, centers numbered like :func:`~pointset.nn.grid_plan`)."""
+        if not isinstance(x, Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must be a feature map [B, C, H, W], got shape {shape}")
+        if not x.is_floating_point():
+            raise ValueError(f"x must be a floating tensor, got dtype {x.dtype}")
+        self._check_channels(x.size(1), tuple(x.shape))
+        if x.size(0) == 0 or x.size(2) == 0 or x.size(3) == 0:
+            raise ValueError(f"x is empty: shape {tuple(x.shape)}")
+        return self._result(*self._forward_grid(x, return_assignment), return_assignment)
 
     @staticmethod
     def _result(

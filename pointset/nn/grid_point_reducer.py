@@ -84,10 +84,8 @@ class GridPointReducer(nn.Module):
         pos: Tensor | None = None,
         batch: Tensor | None = None,
         size: Union[Tuple[int, int], Tensor] | None = None,
-    ) -> Union[Tensor, Tuple[Tensor, Tensor, Tensor, Tensor]]:
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """Reduce points on a lattice (see the class docstring)."""
-        if isinstance(x, Tensor) and x.dim() == 4 and pos is None and batch is None:
-            return self.forward_dense(x)
         self._check_features(x, 2)
         if pos is None:
             if size is None:
@@ -128,7 +126,7 @@ class GridPointReducer(nn.Module):
         return self.proj(x)
 
     def _check_features(self, x: Tensor, dims: int) -> None:
-        layout = "[N, C]" if dims == 2 else "[B, C, H, W]"
+        layout = "packed points [N, C]" if dims == 2 else "a feature map [B, C, H, W]"
         if not isinstance(x, Tensor) or x.dim() != dims:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"x must be {layout}, got shape {shape}")

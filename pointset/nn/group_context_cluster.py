@@ -29,10 +29,10 @@ class GroupContextCluster(nn.Module):
     ``alpha`` and ``beta`` are the learnable scalars ``sim_alpha`` and ``sim_beta``;
     ``W_1``, ``W_v``, ``W_2`` are the linear layers ``fc1``, ``fc_v``, ``fc2`` (with biases).
 
-    The layer is dense: :meth:`forward` takes groups of equal size in the channel-first
-    layout of PointMLP. :meth:`forward_grouped` takes packed points with a group index (any
-    group sizes) and computes the same formula with scatter reductions; the whole cluster
-    is one group, so no message-passing edges are involved.
+    :meth:`forward` takes packed points whose ``batch`` vector is the group index (any
+    group sizes) and computes the formula with scatter reductions; the whole cluster is one
+    group, so no message-passing edges are involved. :meth:`forward_dense` takes groups of
+    equal size in the channel-first layout of PointMLP.
 
     Args:
         dim (int): Channels of the points.
@@ -41,9 +41,9 @@ class GroupContextCluster(nn.Module):
             as PointMLP-CoC does. (default: ``None``)
 
     Shapes:
+        - **input:** points :math:`(N, C)`, ``pos`` (unused), ``batch`` (the group of every
+          point) :math:`(N)` -> **output:** :math:`(N, C)`
         - **dense input:** :math:`(G, C, k)` -> **output:** :math:`(G, C, k)`
-        - **grouped input:** points :math:`(N, C)`, group :math:`(N)` ->
-          **output:** :math:`(N, C)`
     """
 
     def __init__(self, dim: int, heads: int = 1, head_dim: int | None = None) -> None:
@@ -75,7 +75,7 @@ class GroupContextCluster(nn.Module):
         cos = (F.normalize(center, dim=-1) * F.normalize(feats, dim=-1)).sum(dim=-1)
         return torch.sigmoid(self.sim_beta + self.sim_alpha * cos)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_dense(self, x: Tensor) -> Tensor:
         """Cluster each of ``G`` groups of ``k`` points.
 
         Args:
@@ -111,32 +111,40 @@ class GroupContextCluster(nn.Module):
         out = (agg * sim).reshape(g, k, self.heads * self.head_dim)
         return tokens + self.fc2(out)
 
-    def forward_grouped(self, x: Tensor, group: Tensor, num_groups: int | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        pos: Tensor | None = None,
+        batch: Tensor | None = None,
+        num_groups: int | None = None,
+    ) -> Tensor:
         """Cluster packed points, each group being one cluster.
 
         Args:
             x: ``[N, C]`` points.
-            group: ``[N]`` group of every point (any order, any sizes).
-            num_groups: number of groups (default ``group.max() + 1``).
+            pos: not used (the groups carry the geometry).
+            batch: ``[N]`` group of every point (any order, any sizes); ``None``: one group.
+            num_groups: number of groups (default ``batch.max() + 1``).
 
         Returns:
             ``[N, C]``.
         """
+        group = batch if batch is not None else x.new_zeros(x.size(0), dtype=torch.long)
         if x.dim() != 2 or x.size(1) != self.dim:
             raise ValueError(f"x must have shape [N, {self.dim}], got {tuple(x.shape)}")
         if x.size(0) == 0:
             raise ValueError("x is empty (0 points)")
         if group.dim() != 1 or group.numel() != x.size(0) or group.is_floating_point():
             raise ValueError(
-                f"group must be an integer tensor of shape [{x.size(0)}], got "
+                f"batch (the group of every point) must be an integer tensor of shape [{x.size(0)}], got "
                 f"{tuple(group.shape)} {group.dtype}"
             )
         lo, hi = int(group.min()), int(group.max())
         if lo < 0 or (num_groups is not None and hi >= num_groups):
             raise ValueError(
-                f"group ids span [{lo}, {hi}], outside [0, num_groups={num_groups})"
+                f"group ids (batch) span [{lo}, {hi}], outside [0, num_groups={num_groups})"
                 if num_groups is not None
-                else f"group ids must be >= 0, got {lo}"
+                else f"group ids (batch) must be >= 0, got {lo}"
             )
         n = x.size(0)
         feats = self.fc1(x).view(n, self.heads, self.head_dim)

@@ -66,8 +66,8 @@ class KMaXDecoderLayer(nn.Module):
     (misspelt) name ``_predcitor``. State-dict keys and shapes equal the official layer's, so
     its checkpoints load with ``strict=True``.
 
-    **Dense vs packed.** The dense call (``pixel_feature [B, Cp, H, W]``) is the official
-    computation. The packed call (``x [N, Cp]``, ``batch [N]``) runs the same arithmetic on
+    **Dense vs packed.** :meth:`forward_dense` (``pixel_feature [B, Cp, H, W]``) is the
+    official computation. :meth:`forward` (``x [N, Cp]``, ``pos``, ``batch [N]``) runs the same arithmetic on
     ragged point sets: each point only meets the centers of its own cloud. The depthwise 5x5
     conv of the pixel head reads the taps of :func:`~pointset.nn.kmax_predictor.pixel_window`
     when ``pos [N, 2]`` is given (exact on full grids: a grid packed with its ``(row, col)``
@@ -98,8 +98,8 @@ class KMaXDecoderLayer(nn.Module):
         - **output (dense):** ``(query [B, Dq, L], {"class_logits": [B, L, num_classes],
           "mask_logits": [B, L, H, W], "pixel_feature": [B, embed_dim, H, W],
           "assignment": [B, H * W]})``.
-        - **input (packed):** ``pixel_feature [N, Cp]`` (points sorted by cloud),
-          ``query_feature [B, Dq, L]``, ``batch [N]`` (optional), ``pos [N, 2]`` (optional),
+        - **input (packed):** ``x [N, Cp]`` (points sorted by cloud), ``pos [N, 2]``
+          (optional), ``batch [N]`` (optional); keywords ``query_feature [B, Dq, L]``,
           ``spacing`` (float, grid step of ``pos``) or a precomputed ``window``.
         - **output (packed):** ``(query [B, Dq, L], {"class_logits": [B, L, num_classes],
           "mask_logits": [N, L], "pixel_feature": [N, embed_dim], "assignment": [N]})``.
@@ -177,19 +177,18 @@ class KMaXDecoderLayer(nn.Module):
     # ------------------------------------------------------------------ entry point
     def forward(
         self,
-        pixel_feature: Tensor,
-        query_feature: Tensor,
-        batch: Tensor | None = None,
+        x: Tensor,
         pos: Tensor | None = None,
+        batch: Tensor | None = None,
+        *,
+        query_feature: Tensor,
         spacing: float = 1.0,
         window: PixelWindow | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """One decoder layer; see the class docstring for the dense and packed calls."""
+        """One decoder layer on packed pixels / points ``x [N, Cp]``; see the class
+        docstring."""
         self._check_query(query_feature)
-        if isinstance(pixel_feature, Tensor) and pixel_feature.dim() == 4:
-            if any(a is not None for a in (batch, pos, window)):
-                raise ValueError("batch, pos and window apply to packed [N, C] pixel features only")
-            return self._forward_dense(pixel_feature, query_feature)
+        pixel_feature = x
         batch = self._check_packed(pixel_feature, query_feature, batch)
         if window is None and pos is not None:
             if pos.dim() != 2 or pos.size(0) != pixel_feature.size(0):
@@ -199,8 +198,16 @@ class KMaXDecoderLayer(nn.Module):
             window = pixel_window(pos, batch, spacing)
         return self._run(pixel_feature, query_feature, batch, None, window)
 
-    def _forward_dense(self, pixel: Tensor, query: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """The official dense call, computed on the row-major packed pixels."""
+    def forward_dense(
+        self, pixel_feature: Tensor, query_feature: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The official dense call on ``pixel_feature [B, Cp, H, W]``, computed on the
+        row-major packed pixels."""
+        self._check_query(query_feature)
+        pixel, query = pixel_feature, query_feature
+        if not isinstance(pixel, Tensor) or pixel.dim() != 4:
+            shape = tuple(pixel.shape) if isinstance(pixel, Tensor) else type(pixel).__name__
+            raise ValueError(f"pixel_feature must be [B, Cp, H, W], got {shape}")
         b, c, h, w = pixel.shape
         if c != self.in_channel_pixel:
             raise ValueError(f"pixel_feature has {c} channels, expected {self.in_channel_pixel}")
@@ -236,10 +243,11 @@ class KMaXDecoderLayer(nn.Module):
         feature = pred.pixel_embedding(pixel_space, grid, window)
         step = self.kmeans(
             feature,
-            pred.mask_kernels(query_space),
-            pixel_value,
+            None,
             batch,
-            pred._pixel_space_mask_batch_norm,
+            centers=pred.mask_kernels(query_space),
+            value=pixel_value,
+            logit_norm=pred._pixel_space_mask_batch_norm,
         )
         kmeans_update = self._kmeans_query_conv3_bn(
             self._kmeans_query_batch_norm_retrieved_value(step.update.transpose(1, 2))

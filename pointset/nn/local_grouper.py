@@ -15,7 +15,7 @@ NORMALIZE_MODES = ("anchor", "center")
 
 
 class PackedGroups(NamedTuple):
-    """Output of :meth:`LocalGrouper.forward_packed` (``M`` anchors over all clouds).
+    """Output of :meth:`LocalGrouper.forward` (``M`` anchors over all clouds).
 
     Attributes:
         x: ``[M, k, C_out]`` grouped, normalised features followed by the anchor features.
@@ -56,9 +56,9 @@ class LocalGrouper(nn.Module):
     ``use_xyz=True`` the neighbour positions are appended to :math:`f_j` (and the anchor
     position to :math:`f_a`) before normalising.
 
-    The dense entry (:meth:`forward`) follows the official layout and numbers; the packed
-    entry (:meth:`forward_packed`) takes PyG's ``(x, pos, batch)`` and treats every cloud
-    exactly as the dense entry treats one sample.
+    :meth:`forward` takes PyG's packed ``(x, pos, batch)`` and treats every cloud exactly
+    as :meth:`forward_dense`, which follows the official layout and numbers, treats one
+    sample.
 
     Args:
         channel (int): Feature channels ``C`` of the input points.
@@ -71,12 +71,12 @@ class LocalGrouper(nn.Module):
         pos_dim (int, optional): Coordinates per position ``D``. (default: ``3``)
 
     Shapes:
+        - **input:** features :math:`(N, C)`, positions :math:`(N, D)`,
+          batch :math:`(N)` (optional)
+        - **output:** :class:`PackedGroups` with ``x`` :math:`(B S, k, C_{out})`
         - **dense input:** positions :math:`(B, N, D)`, features :math:`(B, N, C)`
         - **dense output:** anchor positions :math:`(B, S, D)`, groups
           :math:`(B, S, k, C_{out})`
-        - **packed input:** features :math:`(N, C)`, positions :math:`(N, D)`,
-          batch :math:`(N)` (optional)
-        - **packed output:** :class:`PackedGroups` with ``x`` :math:`(B S, k, C_{out})`
 
         with :math:`C_{out} = 2C + D` if ``use_xyz`` else :math:`2C`.
     """
@@ -147,7 +147,7 @@ class LocalGrouper(nn.Module):
         _, knn_idx = knn_dense(xyz, new_xyz, self.kneighbors)
         return fps_idx, knn_idx
 
-    def forward(self, xyz: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
+    def forward_dense(self, xyz: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
         """Group dense clouds.
 
         Args:
@@ -172,7 +172,7 @@ class LocalGrouper(nn.Module):
         return new_xyz, torch.cat([grouped, repeated], dim=-1)
 
     # ----------------------------------------------------------------- packed entry
-    def forward_packed(self, x: Tensor, pos: Tensor, batch: Tensor | None = None) -> PackedGroups:
+    def forward(self, x: Tensor, pos: Tensor, batch: Tensor | None = None) -> PackedGroups:
         """Group a PyG batch of clouds of any sizes (``groups`` anchors per cloud).
 
         Args:

@@ -27,6 +27,17 @@ CONFIGS = [
 ]
 
 
+class _DenseCall(torch.nn.Module):
+    """Calls ``layer.forward_dense`` from ``forward`` (for ``torch.func.functional_call``)."""
+
+    def __init__(self, layer: ContextCluster) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer.forward_dense(x)
+
+
 def _layer(dim=6, heads=2, head_dim=3, *, config=(8, 8, 2, 2, 2, 2), dtype=torch.float64, **kw):
     _, _, pw, ph, fw, fh = config
     torch.manual_seed(0)
@@ -149,7 +160,9 @@ def test_grid_path_equals_naive_loop_reference(config, denominator):
     layer = _layer(config=config, denominator=denominator)
     x = torch.randn(2, 6, config[0], config[1], dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(layer(x), naive_grid_reference(layer, x), atol=1e-12, rtol=0)
+        torch.testing.assert_close(
+            layer.forward_dense(x), naive_grid_reference(layer, x), atol=1e-12, rtol=0
+        )
 
 
 def test_adaptive_windows_match_adaptive_avg_pool():
@@ -175,7 +188,7 @@ def test_point_path_with_grid_plan_equals_grid_path_forward_and_backward(config)
     xp = _packed(x).clone().requires_grad_()
     params = list(layer.parameters())
 
-    yi = layer(xi)
+    yi = layer.forward_dense(xi)
     yp = layer(xp, plan=grid_plan(2, h, w, *config[2:]))
     torch.testing.assert_close(yp, _packed(yi), atol=1e-5, rtol=0)
 
@@ -208,7 +221,7 @@ def test_packed_grid_size_equals_image_path():
     a = torch.randn(2, 6, 8, 8, dtype=torch.float64)
     b = torch.randn(1, 6, 4, 6, dtype=torch.float64)
     with torch.no_grad():
-        ya, yb = _packed(layer(a)), _packed(layer(b))
+        ya, yb = _packed(layer.forward_dense(a)), _packed(layer.forward_dense(b))
         torch.testing.assert_close(layer(_packed(a), grid_size=(8, 8)), ya)
         torch.testing.assert_close(layer(_packed(a), grid_size=torch.tensor([8, 8])), ya)
         mixed = torch.cat([_packed(a), _packed(b)])
@@ -274,8 +287,11 @@ def test_gradcheck_reaches_sim_alpha_and_beta():
     beta = layer.sim_beta.detach().clone().requires_grad_()
     plan = layer.grid_plan(1, 6, 6)
 
+    dense = _DenseCall(layer)
+
     def grid(x, a, b):
-        return torch.func.functional_call(layer, {"sim_alpha": a, "sim_beta": b}, (x,))
+        params = {"layer.sim_alpha": a, "layer.sim_beta": b}
+        return torch.func.functional_call(dense, params, (x,))
 
     def points(x, a, b):
         args = (_packed(x),)
@@ -322,8 +338,8 @@ def test_returned_grid_assignment_equals_point_path_with_grid_plan(config):
     layer = _layer(config=config)
     x = torch.randn(2, 6, h, w, dtype=torch.float64)
     with torch.no_grad():
-        plain = layer(x)
-        recorded, grid_ids = layer(x, return_assignment=True)
+        plain = layer.forward_dense(x)
+        recorded, grid_ids = layer.forward_dense(x, return_assignment=True)
         _, plan_ids = layer(_packed(x), plan=layer.grid_plan(2, h, w), return_assignment=True)
     assert torch.equal(plain, recorded)
     assert grid_ids.shape == (2 * h * w, layer.heads) and grid_ids.dtype == torch.long
@@ -345,7 +361,7 @@ def test_returned_assignment_is_a_candidate_of_every_point():
     a = torch.randn(1, 6, 8, 8, dtype=torch.float64)
     b = torch.randn(1, 6, 4, 6, dtype=torch.float64)
     with torch.no_grad():
-        _, alone_b = layer(b, return_assignment=True)
+        _, alone_b = layer.forward_dense(b, return_assignment=True)
         packed = torch.cat([_packed(a), _packed(b)])
         _, ids = layer(packed, grid_size=torch.tensor([[8, 8], [4, 6]]), return_assignment=True)
     assert torch.equal(ids[64:], alone_b + 16)  # image a has 4 x 4 centers
@@ -378,7 +394,7 @@ def test_bad_input_raises_value_error():
     with pytest.raises(ValueError, match="channels"):
         layer(torch.randn(20, 5), pos)
     with pytest.raises(ValueError, match="channels"):
-        layer(torch.randn(1, 5, 8, 8))
+        layer.forward_dense(torch.randn(1, 5, 8, 8))
     with pytest.raises(ValueError, match="pos must have shape"):
         layer(x, torch.rand(20))
     with pytest.raises(ValueError, match="pos must have shape"):
@@ -390,20 +406,22 @@ def test_bad_input_raises_value_error():
     with pytest.raises(ValueError, match="empty"):
         layer(torch.randn(0, 6), torch.rand(0, 3))
     with pytest.raises(ValueError, match="empty"):
-        layer(torch.randn(1, 6, 0, 8))
+        layer.forward_dense(torch.randn(1, 6, 0, 8))
     with pytest.raises(ValueError, match="cloud 1 .*empty"):
         layer(x, pos, torch.tensor([0] * 10 + [2] * 10))
     with pytest.raises(ValueError, match="fewer than center_k"):
         layer(x, pos, torch.tensor([0] * 17 + [1] * 3))
     with pytest.raises(ValueError, match="divisible"):
-        layer(torch.randn(1, 6, 7, 8))
+        layer.forward_dense(torch.randn(1, 6, 7, 8))
     with pytest.raises(ValueError, match="whole"):
         layer(x, grid_size=(3, 3))
     with pytest.raises(ValueError, match="no candidate"):
         plan = ClusterPlan(torch.tensor([[0], [0]]), torch.tensor([[0], [0]]), 1)
         layer(x, plan=plan)
-    with pytest.raises(ValueError, match="grid path"):
+    with pytest.raises(ValueError, match="forward_dense"):
         layer(torch.randn(1, 6, 8, 8), pos)
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        layer.forward_dense(x)
     with pytest.raises(ValueError, match="heads"):
         ContextCluster(6, heads=0)
     with pytest.raises(ValueError, match="denominator"):
