@@ -84,11 +84,24 @@ def test_gradcheck_reaches_sim_alpha_and_beta():
     alpha = torch.tensor([0.8], dtype=torch.float64, requires_grad=True)
     beta = torch.tensor([0.2], dtype=torch.float64, requires_grad=True)
 
+    dense = _DenseCall(layer)
+
     def fn(x, alpha, beta):
-        params = {"sim_alpha": alpha, "sim_beta": beta}
-        return torch.func.functional_call(layer, params, (x,))
+        params = {"layer.sim_alpha": alpha, "layer.sim_beta": beta}
+        return torch.func.functional_call(dense, params, (x,))
 
     assert torch.autograd.gradcheck(fn, (x, alpha, beta))
+
+
+class _DenseCall(torch.nn.Module):
+    """Calls ``layer.forward_dense`` from ``forward``, for torch.func.functional_call."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer.forward_dense(x)
 
 
 class _Grouped(torch.nn.Module):

@@ -137,6 +137,7 @@ def test_grid_gradcheck():
     source = torch.randn(1, 2, 3, 2, dtype=torch.float64, requires_grad=True)
     guidance = torch.randn(1, 2, 5, 4, dtype=torch.float64, requires_grad=True)
     params = (layer.range_temp, layer.sigma_spatial)
+    layer.forward = layer.forward_dense  # functional_call invokes forward
 
     def f(s, g, temp, sigma):
         state = {"range_temp": temp, "sigma_spatial": sigma}

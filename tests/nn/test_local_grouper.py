@@ -172,9 +172,19 @@ def test_gradcheck_reaches_affine_parameters():
     alpha = torch.rand(1, 1, 1, 2, dtype=torch.float64, generator=gen).requires_grad_()
     beta = torch.rand(1, 1, 1, 2, dtype=torch.float64, generator=gen).requires_grad_()
 
+    class Dense(torch.nn.Module):  # forward_dense as forward, for functional_call
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, xyz, points):
+            return self.layer.forward_dense(xyz, points)
+
+    dense = Dense()
+
     def fn(points, alpha, beta):
-        params = {"affine_alpha": alpha, "affine_beta": beta}
-        return torch.func.functional_call(layer, params, (xyz, points))[1]
+        params = {"layer.affine_alpha": alpha, "layer.affine_beta": beta}
+        return torch.func.functional_call(dense, params, (xyz, points))[1]
 
     assert torch.autograd.gradcheck(fn, (points, alpha, beta))
     fn(points, alpha, beta).sum().backward()
