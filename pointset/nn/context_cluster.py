@@ -73,8 +73,8 @@ class ContextCluster(MessagePassing):
       reproduces the grid path exactly, forward and backward.
 
     Args:
-        dim (int): input channels.
-        out_dim (int, optional): output channels (default: ``dim``).
+        in_channels (int): input channels.
+        out_channels (int, optional): output channels (default: ``in_channels``).
         heads (int): number of heads (default: 4).
         head_dim (int): channels per head (default: 24).
         proposal_w, proposal_h (int): centers per region along rows / columns (grid path,
@@ -93,12 +93,12 @@ class ContextCluster(MessagePassing):
             code before 2023-05-31, with which the first released checkpoints were trained).
 
     Shapes:
-        - **input (grid):** packed ``x [N, dim]`` (row-major per image) with ``grid_size``
+        - **input (grid):** packed ``x [N, in_channels]`` (row-major per image) with ``grid_size``
           ``(H, W)`` or ``[B, 2]`` (the :class:`~pointset.data.PointSet` record) ->
-          ``[N, out_dim]``; dense (:meth:`forward_dense`): ``x [B, dim, H, W]`` ->
-          ``[B, out_dim, H, W]``.
-        - **input (points):** ``x [N, dim]``, ``pos [N, D]``, ``batch [N]`` (optional),
-          ``centers [M, D]`` and ``center_batch [M]`` (optional) or ``plan`` -> ``[N, out_dim]``.
+          ``[N, out_channels]``; dense (:meth:`forward_dense`): ``x [B, in_channels, H, W]`` ->
+          ``[B, out_channels, H, W]``.
+        - **input (points):** ``x [N, in_channels]``, ``pos [N, D]``, ``batch [N]`` (optional),
+          ``centers [M, D]`` and ``center_batch [M]`` (optional) or ``plan`` -> ``[N, out_channels]``.
         - **output with** ``return_assignment=True``: ``(out, assignment)``, ``assignment``
           ``[N, heads]`` (grid: ``[B * H * W, heads]``) long, the center of every point per
           head, numbered like the plan's centers.
@@ -106,8 +106,8 @@ class ContextCluster(MessagePassing):
 
     def __init__(
         self,
-        dim: int,
-        out_dim: int | None = None,
+        in_channels: int,
+        out_channels: int | None = None,
         heads: int = 4,
         head_dim: int = 24,
         proposal_w: int = 2,
@@ -122,7 +122,7 @@ class ContextCluster(MessagePassing):
     ) -> None:
         super().__init__(aggr="sum", node_dim=0)
         for name, value in (
-            ("dim", dim),
+            ("in_channels", in_channels),
             ("heads", heads),
             ("head_dim", head_dim),
             ("proposal_w", proposal_w),
@@ -133,7 +133,7 @@ class ContextCluster(MessagePassing):
         ):
             check_positive_int(value, name)
         for name, value in (
-            ("out_dim", out_dim),
+            ("out_channels", out_channels),
             ("num_centers", num_centers),
             ("candidates", candidates),
         ):
@@ -143,8 +143,8 @@ class ContextCluster(MessagePassing):
             raise ValueError(f"denominator must be 'sim' or 'count', got {denominator!r}")
         if num_centers is not None and center_ratio is not None:
             raise ValueError("give num_centers or center_ratio, not both")
-        self.dim = dim
-        self.out_dim = out_dim if out_dim is not None else dim
+        self.in_channels = in_channels
+        self.out_channels = out_channels if out_channels is not None else in_channels
         self.heads = heads
         self.head_dim = head_dim
         self.proposal_w, self.proposal_h = proposal_w, proposal_h
@@ -159,9 +159,9 @@ class ContextCluster(MessagePassing):
         self.denominator = denominator
 
         inner = heads * head_dim
-        self.f = nn.Conv2d(dim, inner, kernel_size=1)
-        self.proj = nn.Conv2d(inner, self.out_dim, kernel_size=1)
-        self.v = nn.Conv2d(dim, inner, kernel_size=1)
+        self.f = nn.Conv2d(in_channels, inner, kernel_size=1)
+        self.proj = nn.Conv2d(inner, self.out_channels, kernel_size=1)
+        self.v = nn.Conv2d(in_channels, inner, kernel_size=1)
         self.sim_alpha = nn.Parameter(torch.empty(1))
         self.sim_beta = nn.Parameter(torch.empty(1))
         self.reset_parameters()
@@ -224,7 +224,7 @@ class ContextCluster(MessagePassing):
     def forward_dense(
         self, x: Tensor, return_assignment: bool = False
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
-        """The official grid path on feature maps ``x [B, C, H, W]`` -> ``[B, out_dim, H, W]``
+        """The official grid path on feature maps ``x [B, C, H, W]`` -> ``[B, out_channels, H, W]``
         (with ``return_assignment=True`` also the ``[B * H * W, heads]`` assignment, cells in
         row-major order, centers numbered like :func:`~pointset.nn.grid_plan`)."""
         if not isinstance(x, Tensor) or x.dim() != 4:
@@ -336,9 +336,9 @@ class ContextCluster(MessagePassing):
         )
 
     def _check_channels(self, channels: int, shape: tuple) -> None:
-        if channels != self.dim:
+        if channels != self.in_channels:
             raise ValueError(
-                f"x has {channels} channels (shape {shape}), but the layer expects dim={self.dim}"
+                f"x has {channels} channels (shape {shape}), but the layer expects in_channels={self.in_channels}"
             )
 
     # ------------------------------------------------------------------ grid path
@@ -350,9 +350,9 @@ class ContextCluster(MessagePassing):
         outs, assigned, offset = [], [], 0
         per_image = self.proposal_w * self.proposal_h * math.prod(folds(self.fold_w, self.fold_h))
         for (h, w), part in grid_runs(grid_size, x):
-            image = part.view(-1, h, w, self.dim).permute(0, 3, 1, 2)
+            image = part.view(-1, h, w, self.in_channels).permute(0, 3, 1, 2)
             out, ids = self._forward_grid(image, want)
-            outs.append(out.permute(0, 2, 3, 1).reshape(-1, self.out_dim))
+            outs.append(out.permute(0, 2, 3, 1).reshape(-1, self.out_channels))
             if want:
                 assigned.append(ids + offset)
                 offset += image.size(0) * per_image
@@ -447,7 +447,7 @@ class ContextCluster(MessagePassing):
 
     def __repr__(self) -> str:
         return (
-            f"{self.__class__.__name__}({self.dim}, {self.out_dim}, heads={self.heads}, "
+            f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}, "
             f"head_dim={self.head_dim}, proposal=({self.proposal_w}, {self.proposal_h}), "
             f"fold=({self.fold_w}, {self.fold_h}))"
         )

@@ -35,9 +35,9 @@ class GroupContextCluster(nn.Module):
     equal size in the channel-first layout of PointMLP.
 
     Args:
-        dim (int): Channels of the points.
+        in_channels (int): Channels of the points.
         heads (int, optional): Heads; the similarity is computed per head. (default: ``1``)
-        head_dim (int, optional): Channels per head; ``None`` takes ``max(dim // 4, 32)``
+        head_dim (int, optional): Channels per head; ``None`` takes ``max(in_channels // 4, 32)``
             as PointMLP-CoC does. (default: ``None``)
 
     Shapes:
@@ -46,18 +46,18 @@ class GroupContextCluster(nn.Module):
         - **dense input:** :math:`(G, C, k)` -> **output:** :math:`(G, C, k)`
     """
 
-    def __init__(self, dim: int, heads: int = 1, head_dim: int | None = None) -> None:
+    def __init__(self, in_channels: int, heads: int = 1, head_dim: int | None = None) -> None:
         super().__init__()
         if head_dim is None:
-            head_dim = max(dim // 4, 32)
-        for name, value in (("dim", dim), ("heads", heads), ("head_dim", head_dim)):
+            head_dim = max(in_channels // 4, 32)
+        for name, value in (("in_channels", in_channels), ("heads", heads), ("head_dim", head_dim)):
             check_positive_int(value, name)
-        self.dim = dim
+        self.in_channels = in_channels
         self.heads = heads
         self.head_dim = head_dim
-        self.fc1 = nn.Linear(dim, heads * head_dim)
-        self.fc2 = nn.Linear(heads * head_dim, dim)
-        self.fc_v = nn.Linear(dim, heads * head_dim)
+        self.fc1 = nn.Linear(in_channels, heads * head_dim)
+        self.fc2 = nn.Linear(heads * head_dim, in_channels)
+        self.fc_v = nn.Linear(in_channels, heads * head_dim)
         self.sim_alpha = nn.Parameter(torch.empty(1))
         self.sim_beta = nn.Parameter(torch.empty(1))
         self.reset_parameters()
@@ -84,8 +84,8 @@ class GroupContextCluster(nn.Module):
         Returns:
             ``[G, C, k]``.
         """
-        if x.dim() != 3 or x.size(1) != self.dim:
-            raise ValueError(f"x must have shape [G, {self.dim}, k], got {tuple(x.shape)}")
+        if x.dim() != 3 or x.size(1) != self.in_channels:
+            raise ValueError(f"x must have shape [G, {self.in_channels}, k], got {tuple(x.shape)}")
         if x.size(0) == 0 or x.size(2) == 0:
             raise ValueError(f"x is empty: shape {tuple(x.shape)} (no groups or no members)")
         return self.forward_tokens(x.transpose(1, 2)).transpose(1, 2)
@@ -130,8 +130,8 @@ class GroupContextCluster(nn.Module):
             ``[N, C]``.
         """
         group = batch if batch is not None else x.new_zeros(x.size(0), dtype=torch.long)
-        if x.dim() != 2 or x.size(1) != self.dim:
-            raise ValueError(f"x must have shape [N, {self.dim}], got {tuple(x.shape)}")
+        if x.dim() != 2 or x.size(1) != self.in_channels:
+            raise ValueError(f"x must have shape [N, {self.in_channels}], got {tuple(x.shape)}")
         if x.size(0) == 0:
             raise ValueError("x is empty (0 points)")
         if group.dim() != 1 or group.numel() != x.size(0) or group.is_floating_point():
@@ -158,4 +158,4 @@ class GroupContextCluster(nn.Module):
         return x + self.fc2(out.reshape(n, self.heads * self.head_dim))
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, heads={self.heads}, head_dim={self.head_dim}"
+        return f"in_channels={self.in_channels}, heads={self.heads}, head_dim={self.head_dim}"

@@ -61,7 +61,7 @@ class LocalGrouper(nn.Module):
     sample.
 
     Args:
-        channel (int): Feature channels ``C`` of the input points.
+        in_channels (int): Feature channels ``C`` of the input points.
         groups (int): Anchors per cloud ``S``.
         kneighbors (int): Group size ``k`` (the anchor itself is its own nearest neighbour).
         use_xyz (bool, optional): Append positions to the grouped features.
@@ -83,7 +83,7 @@ class LocalGrouper(nn.Module):
 
     def __init__(
         self,
-        channel: int,
+        in_channels: int,
         groups: int,
         kneighbors: int,
         use_xyz: bool = False,
@@ -92,7 +92,7 @@ class LocalGrouper(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (
-            ("channel", channel),
+            ("in_channels", in_channels),
             ("groups", groups),
             ("kneighbors", kneighbors),
             ("pos_dim", pos_dim),
@@ -104,13 +104,13 @@ class LocalGrouper(nn.Module):
                 raise ValueError(
                     f"normalize must be one of {NORMALIZE_MODES} or None, got {normalize!r}"
                 )
-        self.channel = int(channel)
+        self.in_channels = int(in_channels)
         self.groups = int(groups)
         self.kneighbors = int(kneighbors)
         self.use_xyz = bool(use_xyz)
         self.normalize = normalize
         self.pos_dim = int(pos_dim)
-        grouped = self.channel + (self.pos_dim if self.use_xyz else 0)
+        grouped = self.in_channels + (self.pos_dim if self.use_xyz else 0)
         if normalize is not None:
             self.affine_alpha = nn.Parameter(torch.empty(1, 1, 1, grouped))
             self.affine_beta = nn.Parameter(torch.empty(1, 1, 1, grouped))
@@ -122,7 +122,7 @@ class LocalGrouper(nn.Module):
     @property
     def out_channels(self) -> int:
         """Channels of every grouped point: ``2C (+D with use_xyz)``."""
-        return 2 * self.channel + (self.pos_dim if self.use_xyz else 0)
+        return 2 * self.in_channels + (self.pos_dim if self.use_xyz else 0)
 
     def reset_parameters(self) -> None:
         """Identity affine transform (``alpha = 1``, ``beta = 0``)."""
@@ -188,11 +188,11 @@ class LocalGrouper(nn.Module):
             raise ValueError(f"pos must have {self.pos_dim} coordinates, got {pos.size(1)}")
         if x.dim() != 2 or x.size(0) != pos.size(0):
             raise ValueError(
-                f"x must have shape [{pos.size(0)}, {self.channel}] (one row per point), "
+                f"x must have shape [{pos.size(0)}, {self.in_channels}] (one row per point), "
                 f"got {tuple(x.shape)}"
             )
-        if x.size(1) != self.channel:
-            raise ValueError(f"x must have {self.channel} channels, got {x.size(1)}")
+        if x.size(1) != self.in_channels:
+            raise ValueError(f"x must have {self.in_channels} channels, got {x.size(1)}")
         batch = check_batch(batch, pos.size(0))
         counts = batch_counts(batch, pos.size(0)).to(pos.device)
         if bool((counts == 0).any()):
@@ -255,17 +255,17 @@ class LocalGrouper(nn.Module):
         self._check_dense_pos(xyz)
         if not isinstance(points, Tensor) or points.dim() != 3:
             shape = tuple(points.shape) if isinstance(points, Tensor) else type(points).__name__
-            raise ValueError(f"points must have shape [B, N, {self.channel}], got {shape}")
+            raise ValueError(f"points must have shape [B, N, {self.in_channels}], got {shape}")
         if points.shape[:2] != xyz.shape[:2]:
             raise ValueError(
                 f"points {tuple(points.shape)} and xyz {tuple(xyz.shape)} must agree in B and N"
             )
-        if points.size(-1) != self.channel:
-            raise ValueError(f"points must have {self.channel} channels, got {points.size(-1)}")
+        if points.size(-1) != self.in_channels:
+            raise ValueError(f"points must have {self.in_channels} channels, got {points.size(-1)}")
 
     def extra_repr(self) -> str:
         return (
-            f"channel={self.channel}, groups={self.groups}, kneighbors={self.kneighbors}, "
+            f"in_channels={self.in_channels}, groups={self.groups}, kneighbors={self.kneighbors}, "
             f"use_xyz={self.use_xyz}, normalize={self.normalize!r}, pos_dim={self.pos_dim}"
         )
 

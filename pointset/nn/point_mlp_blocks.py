@@ -188,12 +188,12 @@ class ConvBNReLURes1D(nn.Module):
     .. math::
         y = \mathrm{act}\big(\mathrm{BN}_2(W_2\, \mathrm{act}(\mathrm{BN}_1(W_1 x))) + x\big)
 
-    ``W_1`` maps ``channel`` to ``int(channel * res_expansion)`` and ``W_2`` maps back. With
+    ``W_1`` maps ``in_channels`` to ``int(in_channels * res_expansion)`` and ``W_2`` maps back. With
     ``groups > 1`` both convolutions are grouped and ``net2`` gains a second, dense
     ``Conv1d + BatchNorm1d`` after an activation (as in the official code).
 
     Args:
-        channel (int): Channels in and out.
+        in_channels (int): Channels in and out.
         kernel_size (int, optional): Convolution width (``1`` keeps ``L``). (default: ``1``)
         groups (int, optional): Convolution groups. (default: ``1``)
         res_expansion (float, optional): Hidden width factor. (default: ``1.0``)
@@ -208,7 +208,7 @@ class ConvBNReLURes1D(nn.Module):
 
     def __init__(
         self,
-        channel: int,
+        in_channels: int,
         kernel_size: int = 1,
         groups: int = 1,
         res_expansion: float = 1.0,
@@ -216,31 +216,35 @@ class ConvBNReLURes1D(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        for name, value in (("channel", channel), ("kernel_size", kernel_size), ("groups", groups)):
+        for name, value in (
+            ("in_channels", in_channels),
+            ("kernel_size", kernel_size),
+            ("groups", groups),
+        ):
             check_positive_int(value, name)
-        hidden = int(channel * res_expansion)
+        hidden = int(in_channels * res_expansion)
         if hidden < 1:
             raise ValueError(
-                f"res_expansion={res_expansion} leaves no hidden channels for channel={channel}"
+                f"res_expansion={res_expansion} leaves no hidden channels for in_channels={in_channels}"
             )
         self.act = activation_layer(activation)
         self.net1 = nn.Sequential(
-            nn.Conv1d(channel, hidden, kernel_size, groups=groups, bias=bias),
+            nn.Conv1d(in_channels, hidden, kernel_size, groups=groups, bias=bias),
             nn.BatchNorm1d(hidden),
             activation_layer(activation),
         )
         if groups > 1:
             self.net2 = nn.Sequential(
-                nn.Conv1d(hidden, channel, kernel_size, groups=groups, bias=bias),
-                nn.BatchNorm1d(channel),
+                nn.Conv1d(hidden, in_channels, kernel_size, groups=groups, bias=bias),
+                nn.BatchNorm1d(in_channels),
                 activation_layer(activation),
-                nn.Conv1d(channel, channel, kernel_size, bias=bias),
-                nn.BatchNorm1d(channel),
+                nn.Conv1d(in_channels, in_channels, kernel_size, bias=bias),
+                nn.BatchNorm1d(in_channels),
             )
         else:
             self.net2 = nn.Sequential(
-                nn.Conv1d(hidden, channel, kernel_size, bias=bias),
-                nn.BatchNorm1d(channel),
+                nn.Conv1d(hidden, in_channels, kernel_size, bias=bias),
+                nn.BatchNorm1d(in_channels),
             )
 
     def reset_parameters(self) -> None:
@@ -274,7 +278,7 @@ class PreExtraction(nn.Module):
     PointMLP-CoC), and a max over the ``k`` members gives one vector per group.
 
     Args:
-        channels (int): Point feature channels ``C`` before grouping.
+        in_channels (int): Point feature channels ``C`` before grouping.
         out_channels (int): Output channels.
         blocks (int, optional): Residual blocks. (default: ``1``)
         groups (int, optional): Convolution groups. (default: ``1``)
@@ -297,7 +301,7 @@ class PreExtraction(nn.Module):
 
     def __init__(
         self,
-        channels: int,
+        in_channels: int,
         out_channels: int,
         blocks: int = 1,
         groups: int = 1,
@@ -309,12 +313,14 @@ class PreExtraction(nn.Module):
         pos_dim: int = 3,
     ) -> None:
         super().__init__()
-        for name, value in (("channels", channels), ("out_channels", out_channels)):
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             check_positive_int(value, name)
         check_int(blocks, "blocks", minimum=0)
-        self.in_channels = 2 * channels + (pos_dim if use_xyz else 0)
+        self.in_channels = in_channels
+        #: channels of a grouped point: ``2 C (+ D)``
+        self.group_channels = 2 * in_channels + (pos_dim if use_xyz else 0)
         self.transfer = ConvBNReLU1D(
-            self.in_channels, out_channels, bias=bias, activation=activation
+            self.group_channels, out_channels, bias=bias, activation=activation
         )
         operation: list[nn.Module] = []
         for _ in range(blocks):
@@ -336,19 +342,19 @@ class PreExtraction(nn.Module):
 
     def forward(self, x: Tensor, pos: Tensor | None = None, batch: Tensor | None = None) -> Tensor:
         """Packed groups ``x [M, k, C_in]`` -> one vector per group ``[M, C_out]``."""
-        if not isinstance(x, Tensor) or x.dim() != 3 or x.size(-1) != self.in_channels:
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.size(-1) != self.group_channels:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(
-                f"PreExtraction expects packed groups [M, k, {self.in_channels}], got {shape}"
+                f"PreExtraction expects packed groups [M, k, {self.group_channels}], got {shape}"
             )
         return self._groups(x.unsqueeze(0))[0]
 
     def forward_dense(self, x: Tensor) -> Tensor:
         """The official layout: grouped points ``x [B, S, k, C_in]`` -> ``[B, C_out, S]``."""
-        if not isinstance(x, Tensor) or x.dim() != 4 or x.size(-1) != self.in_channels:
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.size(-1) != self.group_channels:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(
-                f"PreExtraction expects grouped points [B, S, k, {self.in_channels}], got {shape}"
+                f"PreExtraction expects grouped points [B, S, k, {self.group_channels}], got {shape}"
             )
         return self._groups(x).transpose(1, 2)
 
@@ -370,7 +376,7 @@ class PosExtraction(nn.Module):
     r"""PointMLP's per-anchor extractor :math:`\Phi_{pos}`: ``blocks`` residual blocks.
 
     Args:
-        channels (int): Channels in and out.
+        in_channels (int): Channels in and out.
         blocks (int, optional): Residual blocks. (default: ``1``)
         groups (int, optional): Convolution groups. (default: ``1``)
         res_expansion (float, optional): Hidden width factor. (default: ``1``)
@@ -385,7 +391,7 @@ class PosExtraction(nn.Module):
 
     def __init__(
         self,
-        channels: int,
+        in_channels: int,
         blocks: int = 1,
         groups: int = 1,
         res_expansion: float = 1,
@@ -393,13 +399,13 @@ class PosExtraction(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        check_positive_int(channels, "channels")
+        check_positive_int(in_channels, "in_channels")
         check_int(blocks, "blocks", minimum=0)
-        self.channels = channels
+        self.in_channels = in_channels
         self.operation = nn.Sequential(
             *(
                 ConvBNReLURes1D(
-                    channels,
+                    in_channels,
                     groups=groups,
                     res_expansion=res_expansion,
                     bias=bias,
@@ -414,12 +420,12 @@ class PosExtraction(nn.Module):
 
     def forward(self, x: Tensor, pos: Tensor | None = None, batch: Tensor | None = None) -> Tensor:
         """Packed points ``x [N, C]`` -> ``[N, C]`` (``pos`` and ``batch`` are not used)."""
-        check_rows(x, self.channels, type(self).__name__)
+        check_rows(x, self.in_channels, type(self).__name__)
         return self._rows(x)
 
     def forward_dense(self, x: Tensor) -> Tensor:
         """The official layout ``x [B, C, S]`` -> ``[B, C, S]``."""
-        check_channel_first(x, self.channels, type(self).__name__)
+        check_channel_first(x, self.in_channels, type(self).__name__)
         return _from_rows(self._rows(_to_rows(x)), x.size(0))
 
     def _rows(self, rows: Tensor) -> Tensor:

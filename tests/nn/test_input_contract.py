@@ -201,19 +201,19 @@ def test_group_context_cluster_grouped_entry_rejects_bad_groups():
 
 # integer constructor arguments: (layer factory taking the argument by keyword, its name)
 INT_ARGUMENTS = [
-    (lambda **kw: ContextCluster(**{"dim": C, **kw}), "heads"),
-    (lambda **kw: ContextCluster(**{"dim": C, **kw}), "center_k"),
-    (lambda **kw: ClusterAttention(**{"channels": C, "heads": 2, **kw}), "pos_dim"),
+    (lambda **kw: ContextCluster(**{"in_channels": C, **kw}), "heads"),
+    (lambda **kw: ContextCluster(**{"in_channels": C, **kw}), "center_k"),
+    (lambda **kw: ClusterAttention(**{"in_channels": C, "heads": 2, **kw}), "pos_dim"),
     (lambda **kw: AdaptiveDownsample(**{"in_channels": C, "out_channels": 8, **kw}), "pos_dim"),
-    (lambda **kw: LocalGrouper(**{"channel": C, "groups": 3, "kneighbors": 3, **kw}), "groups"),
+    (lambda **kw: LocalGrouper(**{"in_channels": C, "groups": 3, "kneighbors": 3, **kw}), "groups"),
     (lambda **kw: PointReducer(**{"in_channels": C, "out_channels": 8, **kw}), "k"),
     (lambda **kw: GridPointReducer(**{"in_channels": C, **kw}), "out_channels"),
     (lambda **kw: FeaturePropagation(**{"in_channels": C, "out_channels": 8, **kw}), "k"),
-    (lambda **kw: GroupContextCluster(**{"dim": C, **kw}), "heads"),
+    (lambda **kw: GroupContextCluster(**{"in_channels": C, **kw}), "heads"),
     (lambda **kw: JointBilateralUpsample(**{"guidance_dim": 3, "feat_dim": C, **kw}), "radius"),
     (lambda **kw: ConvBNReLU1D(**{"in_channels": C, **kw}), "out_channels"),
-    (lambda **kw: ConvBNReLURes1D(**{"channel": C, **kw}), "groups"),
-    (lambda **kw: PosExtraction(**{"channels": C, **kw}), "channels"),
+    (lambda **kw: ConvBNReLURes1D(**{"in_channels": C, **kw}), "groups"),
+    (lambda **kw: PosExtraction(**{"in_channels": C, **kw}), "in_channels"),
     (
         lambda **kw: psnn.KMaXPredictor(**{"in_channel_pixel": C, "in_channel_query": 8, **kw}),
         "num_classes",
