@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from pointset.data.image import _as_float_image
 from pointset.data.point_set import PointSet
-from pointset.nn.context_cluster import ContextCluster
+from pointset.nn import ContextCluster
 
 __all__ = ["ClusterMap", "cluster_map", "save_cluster_map"]
 
