@@ -286,11 +286,11 @@ def test_dense_equals_packed(train):
     layer = tiny_layer().double().train(train)
     pixel = _random_grid_batch(2, 5, 7, 6, seed=1)
     query = torch.randn(2, 8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    dense_q, dense = copy.deepcopy(layer)(pixel, query)
+    dense_q, dense = copy.deepcopy(layer).forward_dense(pixel, query)
     x = pixel.flatten(2).transpose(1, 2).reshape(-1, 6)
     pos = grid_positions(5, 7, dtype=torch.float64).repeat(2, 1) * 0.25
     batch = torch.arange(2).repeat_interleave(35)
-    packed_q, packed = copy.deepcopy(layer)(x, query, batch, pos=pos, spacing=0.25)
+    packed_q, packed = copy.deepcopy(layer)(x, pos, batch, query_feature=query, spacing=0.25)
     assert_close(packed_q, dense_q, atol=1e-10, rtol=0)
     assert_close(packed["class_logits"], dense["class_logits"], atol=1e-10, rtol=0)
     assert_close(
@@ -426,6 +426,7 @@ def test_bfloat16_runs_close_to_float32():
     pixel = torch.randn(2, 6, 4, 5, generator=torch.Generator().manual_seed(8))
     query = torch.randn(2, 8, 3, generator=torch.Generator().manual_seed(9))
     ref = layer.forward_dense(pixel, query)[0]
-    low = copy.deepcopy(layer).to(torch.bfloat16)(pixel.bfloat16(), query.bfloat16())[0]
+    low = copy.deepcopy(layer).to(torch.bfloat16).forward_dense(pixel.bfloat16(), query.bfloat16())
+    low = low[0]
     assert low.dtype == torch.bfloat16
     assert (low.float() - ref).abs().max() < 0.05 * ref.abs().max()
