@@ -6,7 +6,7 @@ Two groups of cases, each computing one layer on one input in several ways:
 56x56: the first stage of CoC-Small, 4 heads x 32 channels, 8x8 fold regions of 7x7 points,
 2x2 centers per region with overlapping pooling windows):
 
-- ``grid``: the dense path, ``layer(x)`` on ``[B, C, H, W]``.
+- ``grid``: the dense path, ``layer.forward_dense(x)`` on ``[B, C, H, W]``.
 - ``points + grid plan``: the message-passing path on the packed points with the plan that
   reproduces the grid path (built once outside the timing, as a stage reuses it).
 - ``points + FPS plan``: the general path on the 2-D pixel positions, FPS centers (same
@@ -31,7 +31,7 @@ timing, as a stage reuses it for all its blocks; its own time is a separate colu
 centers, 128 clusters, 134 classes, 8 heads) on the stride-32 map of a 640x640 image
 (20x20), ``--kmax-batch`` images (default 2), train mode (BatchNorm batch statistics):
 
-- ``dense``: the official call, ``layer(pixel [B, 2048, 20, 20], query [B, 256, 128])``.
+- ``dense``: the official call, ``layer.forward_dense(pixel [B, 2048, 20, 20], query [B, 256, 128])``.
 - ``packed + 5x5 window``: the same pixels as a packed point set ``[B * 400, 2048]`` with
   their (row, col) positions; the depthwise 5x5 window is built from the positions inside
   the timing (same numbers as ``dense``).
@@ -198,8 +198,7 @@ def naive_region_loop(layer, x: torch.Tensor) -> torch.Tensor:
 
 
 def measure_coc(variant: str, args: argparse.Namespace) -> dict:
-    from pointset.nn import ContextCluster
-    from pointset.nn.context_cluster import grid_plan
+    from pointset.nn import ContextCluster, grid_plan
 
     torch.manual_seed(0)
     b, c, s = args.batch, args.channels, args.size
@@ -217,7 +216,7 @@ def measure_coc(variant: str, args: argparse.Namespace) -> dict:
     def step():
         if variant == "grid":
             x = image.clone().requires_grad_()
-            out = layer(x)
+            out = layer.forward_dense(x)
         elif variant == "points + grid plan":
             x = packed.clone().requires_grad_()
             out = layer(x, plan=plan)
@@ -319,11 +318,11 @@ def kmax_steps(args: argparse.Namespace) -> dict:
             q = query.clone().requires_grad_()
             if variant == "dense":
                 x = pixel.clone().requires_grad_()
-                out, pred = layer(x, q)
+                out, pred = layer.forward_dense(x, q)
             else:
                 x = packed.clone().requires_grad_()
                 window = variant == "packed + 5x5 window"
-                out, pred = layer(x, q, batch, pos=pos if window else None)
+                out, pred = layer(x, pos if window else None, batch, query_feature=q)
             loss = out.square().mean() + pred["mask_logits"].square().mean()
             (loss + pred["class_logits"].square().mean()).backward()
             layer.zero_grad(set_to_none=True)
@@ -412,9 +411,9 @@ def measure_jbu(kind: str, variant: str, args: argparse.Namespace) -> dict:
         x = x0.clone().requires_grad_()
         guidance = guid0.clone().requires_grad_()
         if variant == "points":
-            y = layer(x, pos, guidance, pos_out)
+            y = layer(x, pos, guidance=guidance, pos_out=pos_out)
         elif variant == "tap by tap":
-            y = layer(x, guidance)
+            y = layer.forward_dense(x, guidance)
         elif kind == "stack":
             y = naive_jbu_stack(layer, x, guidance)
         else:

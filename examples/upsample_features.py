@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
         load_upsampler(stack, args.checkpoint)
     guidance = (frame.x - MEAN) / STD
     with torch.no_grad():
-        high = stack(low, frame.pos[centre], guidance, frame.pos)  # [N, 320]
+        high = stack(low, frame.pos[centre], guidance=guidance, pos_out=frame.pos)  # [N, 320]
 
     low_rgb, high_rgb = pca_colours(low, high)
     cell_rgb = torch.zeros(h * w, 3)

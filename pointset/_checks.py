@@ -3,10 +3,30 @@
 from __future__ import annotations
 
 import math
+from numbers import Integral
 
 import numpy as np
 import torch
 from torch import Tensor
+
+
+def check_int(value, name: str, minimum: int = 1) -> int:
+    """Check that ``value`` is an integer ``>= minimum`` and return it as an ``int``.
+
+    Floats (even ``2.0``) and bools are rejected, so a mistyped argument fails where it
+    enters instead of being truncated by ``int()``. Raises ``ValueError`` naming ``name``
+    with the value: "``name`` must be a positive int, got 2.5" (``minimum`` 1) or
+    "``name`` must be an int >= 0, got -1".
+    """
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        wanted = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{name} must be {wanted}, got {value!r}")
+    return int(value)
+
+
+def check_positive_int(value, name: str) -> int:
+    """``check_int(value, name, minimum=1)``: an integer ``>= 1``, returned as ``int``."""
+    return check_int(value, name, 1)
 
 
 def check_points(pos: Tensor, name: str = "pos", allow_empty: bool = False) -> Tensor:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from pointset.data.image import as_float_image, to_image
 from pointset.data.point_set import PointSet
-from pointset.nn.context_cluster import ContextCluster
+from pointset.nn import ContextCluster
 
 __all__ = ["ClusterMap", "cluster_map", "save_cluster_map"]
 
@@ -36,7 +36,8 @@ class ClusterMap(NamedTuple):
 
     Attributes:
         assignment: ``[N]`` long center id of every point (feature-map cell in row-major
-            order for images); ids are the layer's (see ``ContextCluster.last_assignment``).
+            order for images); ids are the layer's (``ContextCluster(...,
+            return_assignment=True)``).
         image: ``[3, H, W]`` float image in ``[0, 1]`` for display, or ``None`` for points.
         grid: ``(H', W')`` of the layer's feature map (images), else ``None``.
         pos: ``[N, D]`` point positions (points; grid point sets as ``(col, -row)`` so
@@ -83,24 +84,40 @@ def _display(image: Tensor) -> Tensor:
 
 
 class _Recording:
-    """Switch on ``record_assignment`` (and eval mode, no grad) for one forward."""
+    """Capture ``layer``'s assignment during one forward of ``model`` (in eval mode, without
+    grad): the layer's ``forward`` and ``forward_dense`` are wrapped for the duration so
+    that they run with ``return_assignment=True`` and hand their usual output on.
+
+    After the forward, ``assignment`` holds the layer's last ``[N, heads]`` assignment and
+    ``shape`` the shape of its input ``x``.
+    """
 
     def __init__(self, model: nn.Module, layer: ContextCluster) -> None:
         self.model, self.layer = model, layer
+        self.assignment: Tensor | None = None
+        self.shape: tuple[int, ...] | None = None
 
-    def __enter__(self) -> ContextCluster:
+    def _wrap(self, method):
+        def call(x, *args, return_assignment: bool = False, **kwargs):
+            out, self.assignment = method(x, *args, return_assignment=True, **kwargs)
+            self.shape = tuple(x.shape)
+            return (out, self.assignment) if return_assignment else out
+
+        return call
+
+    def __enter__(self) -> _Recording:
         self.training = self.model.training
-        self.record = self.layer.record_assignment
         self.grad = torch.is_grad_enabled()
         self.model.eval()
-        self.layer.record_assignment = True
-        self.layer.last_assignment = None
         torch.set_grad_enabled(False)
-        return self.layer
+        for name in ("forward", "forward_dense"):  # instance attributes shadow the methods
+            setattr(self.layer, name, self._wrap(getattr(self.layer, name)))
+        return self
 
     def __exit__(self, *exc) -> None:
+        for name in ("forward", "forward_dense"):
+            delattr(self.layer, name)
         torch.set_grad_enabled(self.grad)
-        self.layer.record_assignment = self.record
         self.model.train(self.training)
 
 
@@ -114,15 +131,10 @@ def _image_map(model: nn.Module, data, stage: int, block: int, head: int) -> Clu
         data = to_image(data)
     image, _ = as_float_image(data, "image")
     layer = _stage_layer(model, stage, block)
-    shape: list[tuple[int, int]] = []
-    hook = layer.register_forward_pre_hook(lambda _m, args: shape.append(tuple(args[0].shape)))
-    try:
-        with _Recording(model, layer):
-            model(image)
-    finally:
-        hook.remove()
-    _, _, h, w = shape[-1]
-    assignment = layer.last_assignment[: h * w, head].clone()
+    with _Recording(model, layer) as record:
+        model(image)
+    _, _, h, w = record.shape
+    assignment = record.assignment[: h * w, head].clone()
     return ClusterMap(assignment, image=_display(image[0]), grid=(h, w))
 
 
@@ -137,7 +149,7 @@ def _point_map(layer: ContextCluster, points: PointSet, head: int) -> ClusterMap
     batch = points.batch
     first = points.pos.size(0) if batch is None else int((batch == batch[0]).sum())
     centers = None
-    with _Recording(layer, layer):
+    with _Recording(layer, layer) as record:
         if points.is_grid:
             layer(points.x, grid_size=points.grid_size)
         else:
@@ -145,7 +157,7 @@ def _point_map(layer: ContextCluster, points: PointSet, head: int) -> ClusterMap
             layer(points.x, plan=plan)
             keep = slice(None) if plan.center_batch is None else plan.center_batch == 0
             centers = plan.center_pos[keep].detach().cpu()
-    assignment = layer.last_assignment[:first, head].clone()
+    assignment = record.assignment[:first, head].clone()
     pos = points.pos[:first].detach().cpu()
     if points.is_grid and pos.size(1) == 2:  # (row, col) -> (x, y) = (col, -row): upright
         pos = torch.stack([pos[:, 1], -pos[:, 0]], dim=1)

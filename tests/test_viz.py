@@ -62,7 +62,7 @@ def test_image_cluster_map_covers_every_cell_and_leaves_the_model_alone(tmp_path
     assert torch.equal(result.assignment // 4, region)
     assert model.training
     mixer = model.network[0][0].token_mixer
-    assert not mixer.record_assignment
+    assert "forward" not in vars(mixer) and "forward_dense" not in vars(mixer)  # undone
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model(image), logits, rtol=0, atol=0)
@@ -105,10 +105,9 @@ def test_grid_point_set_with_a_layer_uses_the_grid_path():
     layer = ContextCluster(3, heads=2, head_dim=4)  # 2x2 folds of 2x2 centers
     image = torch.rand(1, 3, 8, 8)
     result = cluster_map(layer, from_image(image), head=1)
-    layer.record_assignment = True
     with torch.no_grad():
-        layer(image)
-    assert torch.equal(result.assignment, layer.last_assignment[:, 1])
+        _, assignment = layer.forward_dense(image, return_assignment=True)
+    assert torch.equal(result.assignment, assignment[:, 1])
     assert result.centers is None and result.pos.shape == (64, 2)
     assert result.pos[:2].tolist() == [[0.0, 0.0], [1.0, 0.0]]  # (col, -row)
 

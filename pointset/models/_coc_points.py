@@ -1,25 +1,20 @@
 """Pixel point sets as input of the Context Cluster backbone's general path.
 
 :func:`pixel_lattice_input` turns a :class:`~pointset.data.PointSet` of pixels into the
-CoC features ``[r, g, b, row, col]`` and their pixel lattice; :func:`stage_plan` picks the
-:class:`~pointset.nn.ClusterPlan` of a stage (official fold regions on whole images, FPS
-centers otherwise).
+CoC features ``[r, g, b, row, col]`` and their pixel lattice, the layout that
+:class:`~pointset.nn.GridPointReducer` and :meth:`~pointset.nn.ContextCluster.lattice_plan`
+take.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor
 from torch_geometric.utils import scatter
 
 from pointset.data.point_set import PointSet
-from pointset.models._lattice import Lattice
-from pointset.nn.cluster_plan import ClusterPlan, folds, point_plan
-from pointset.nn.context_cluster import ContextCluster
 
-__all__ = ["pixel_lattice_input", "stage_plan"]
+__all__ = ["pixel_lattice_input"]
 
 
 def _pixels(points: PointSet) -> Tensor:
@@ -48,7 +43,7 @@ def _pixels(points: PointSet) -> Tensor:
 
 def pixel_lattice_input(
     points: PointSet, in_chans: int, image_size: tuple[int, int] | None = None
-) -> tuple[Tensor, Lattice]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """CoC features and pixel lattice of a point set of pixels.
 
     Args:
@@ -59,7 +54,9 @@ def pixel_lattice_input(
             has one row per cloud, else the largest pixel + 1 of each cloud.
 
     Returns:
-        ``(x [N, in_chans + 2], Lattice)``; the position channels are
+        ``(x [N, in_chans + 2], pixel [N, 2], batch [N], size [B, 2])``: the features,
+        each point's ``(row, col)``, its cloud and every cloud's image size. The position
+        channels are
         ``row / (H - 1) - 0.5`` and ``col / (W - 1) - 0.5`` computed in float32 as
         :func:`~pointset.data.coc_input` does (``0`` on a side of length 1).
 
@@ -114,41 +111,4 @@ def pixel_lattice_input(
         coords = pixel.to(torch.float32) / extent.clamp_min(1.0) - 0.5
         coords = torch.where(extent > 0, coords, torch.zeros_like(coords))
         x = torch.cat([x, coords.to(x.dtype)], dim=1)
-    return x, Lattice(pixel, batch, size)
-
-
-def stage_plan(mixer: ContextCluster, lattice: Lattice, mode: str = "auto") -> ClusterPlan:
-    """The cluster plan of one stage whose points sit on ``lattice``.
-
-    ``"grid"`` (or ``"auto"`` when possible): the official plan, for whole lattices of one
-    size that the folds divide. ``"fps"``: FPS centers at the grid path's density (its
-    centers per image over the cells of the largest lattice of the batch), each pooled
-    from ``min(center_k, smallest cloud)`` nearest points; each point's candidates are its
-    ``min(proposal_w * proposal_h, centers)`` nearest centers.
-    """
-    fw, fh = folds(mixer.fold_w, mixer.fold_h)
-    size = lattice.size
-    h, w = (int(v) for v in size[0])
-    grid_ok = bool((size == size[:1]).all()) and h % fw == 0 and w % fh == 0 and lattice.is_full()
-    if mode == "grid" and not grid_ok:
-        raise ValueError(
-            f"the grid plan needs whole images of one size divisible by the folds ({fw}x{fh}); "
-            f"got lattices {size.tolist()} with "
-            f"{torch.bincount(lattice.batch, minlength=lattice.num_clouds).tolist()} points"
-        )
-    if grid_ok and mode != "fps":
-        return mixer.grid_plan(lattice.num_clouds, h, w, device=lattice.cells.device)
-
-    per_image = mixer.proposal_w * mixer.proposal_h * fw * fh
-    # just below the exact density, so that a whole image gets exactly ``per_image``
-    ratio = min(1.0, per_image / float(size.prod(1).max()) * (1.0 - 1e-9))
-    counts = torch.bincount(lattice.batch, minlength=lattice.num_clouds)
-    smallest = int(counts.min())
-    fewest_centers = math.ceil(ratio * smallest)
-    return point_plan(
-        lattice.cells.to(torch.float32),
-        lattice.batch,
-        center_ratio=ratio,
-        center_k=min(mixer.center_k, smallest),
-        candidates=min(mixer.candidates, fewest_centers),
-    )
+    return x, pixel, batch, size

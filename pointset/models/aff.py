@@ -18,9 +18,8 @@ from torch import Tensor, nn
 
 from pointset.models._layers import DropPath, Mlp
 from pointset.models.registry import Reported, register_model
-from pointset.nn.adaptive_downsample import AdaptiveDownsample
-from pointset.nn.cluster_attention import ClusterAttention, Neighbourhood
-from pointset.ops import cluster_neighbourhood
+from pointset.nn import AdaptiveDownsample, ClusterAttention
+from pointset.ops import Neighbourhood, cluster_neighbourhood
 
 __all__ = [
     "CONFIGS",

@@ -12,16 +12,14 @@ from typing import Any, List, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch_geometric.nn import global_mean_pool
 
 from pointset.data.image import coc_input
 from pointset.data.point_set import PointSet, batch_from_packed
-from pointset.models._coc_points import pixel_lattice_input, stage_plan
-from pointset.models._lattice import Lattice, cloud_group_norm, cloud_mean, lattice_conv
+from pointset.models._coc_points import pixel_lattice_input
 from pointset.models._layers import DropPath, Mlp
 from pointset.models.registry import Reported, register_model
-from pointset.nn.cluster_plan import folds
-from pointset.nn.context_cluster import ClusterPlan, ContextCluster
-from pointset.nn.point_reducer import GridPointReducer
+from pointset.nn import CloudGroupNorm, ClusterPlan, ContextCluster, GridPointReducer
 
 __all__ = [
     "CONFIGS",
@@ -41,7 +39,7 @@ __all__ = [
 class ClusterBlock(nn.Module):
     """``x + ls1 * ContextCluster(GN(x))``, then ``x + ls2 * Mlp(GN(x))``.
 
-    ``GN`` is ``GroupNorm(1, dim)``; ``ls1``/``ls2`` are per-channel layer scales
+    ``GN`` is ``GroupNorm(1, dim)`` (:class:`~pointset.nn.CloudGroupNorm`); ``ls1``/``ls2`` are per-channel layer scales
     (``layer_scale_1``/``layer_scale_2``, only with ``use_layer_scale``); the MLP runs
     channels-last. ``denominator`` (``"sim"`` or ``"count"``) is passed to the
     :class:`~pointset.nn.ContextCluster`.
@@ -72,7 +70,7 @@ class ClusterBlock(nn.Module):
         if use_layer_scale:
             self.layer_scale_1 = nn.Parameter(torch.full((dim,), float(layer_scale_init_value)))
             self.layer_scale_2 = nn.Parameter(torch.full((dim,), float(layer_scale_init_value)))
-        self.norm1 = nn.GroupNorm(1, dim)
+        self.norm1 = CloudGroupNorm(dim)
         self.token_mixer = ContextCluster(
             dim,
             dim,
@@ -84,7 +82,7 @@ class ClusterBlock(nn.Module):
             fold_h=fold_h,
             denominator=denominator,
         )
-        self.norm2 = nn.GroupNorm(1, dim)
+        self.norm2 = CloudGroupNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
         self.drop_path = DropPath(drop_path)
 
@@ -93,21 +91,21 @@ class ClusterBlock(nn.Module):
     ) -> Tensor:
         """The block on packed points ``x [N, dim]`` (``batch [N]``) with the cluster plan
         of the stage; GroupNorm normalises each cloud over its points."""
-        mixed = self.token_mixer(cloud_group_norm(x, batch, num_clouds, self.norm1), plan=plan)
+        mixed = self.token_mixer(self.norm1(x, None, batch, num_clouds), plan=plan)
         if self.use_layer_scale:
             mixed = self.layer_scale_1 * mixed
         x = x + self.drop_path(mixed)
-        fed = self.mlp(cloud_group_norm(x, batch, num_clouds, self.norm2))
+        fed = self.mlp(self.norm2(x, None, batch, num_clouds))
         if self.use_layer_scale:
             fed = self.layer_scale_2 * fed
         return x + self.drop_path(fed)
 
     def forward(self, x: Tensor) -> Tensor:
-        mixed = self.token_mixer(self.norm1(x))
+        mixed = self.token_mixer.forward_dense(self.norm1.forward_dense(x))
         if self.use_layer_scale:
             mixed = self.layer_scale_1.view(-1, 1, 1) * mixed
         x = x + self.drop_path(mixed)
-        fed = self.mlp(self.norm2(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        fed = self.mlp(self.norm2.forward_dense(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         if self.use_layer_scale:
             fed = self.layer_scale_2.view(-1, 1, 1) * fed
         return x + self.drop_path(fed)
@@ -266,9 +264,9 @@ class ContextClusterNet(nn.Module):
         if fork_feat:
             self.out_indices = [0, 2, 4, 6]
             for i_emb, i_layer in enumerate(self.out_indices):
-                self.add_module(f"norm{i_layer}", nn.GroupNorm(1, embed_dims[i_emb]))
+                self.add_module(f"norm{i_layer}", CloudGroupNorm(embed_dims[i_emb]))
         else:
-            self.norm = nn.GroupNorm(1, embed_dims[-1])
+            self.norm = CloudGroupNorm(embed_dims[-1])
             self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)
 
@@ -315,7 +313,7 @@ class ContextClusterNet(nn.Module):
             mixer = self.network[idx][0].token_mixer if len(self.network[idx]) else None
             if mixer is None:
                 continue
-            fw, fh = folds(mixer.fold_w, mixer.fold_h)
+            fw, fh = mixer.regions
             rows_ok &= h >= 1 and h % fw == 0
             cols_ok &= w >= 1 and w % fh == 0
         return rows_ok, cols_ok
@@ -348,7 +346,7 @@ class ContextClusterNet(nn.Module):
         ph, pw = self.padded_size(h, w)
         if (ph, pw) != (h, w):
             inp = _pad_coc_input(inp, ph, pw)
-        return self.patch_embed(inp)
+        return self.patch_embed.forward_dense(inp)
 
     def forward_tokens(
         self, x: Tensor, sizes: Sequence[Tuple[int, int]] | None = None
@@ -357,14 +355,14 @@ class ContextClusterNet(nn.Module):
         cropped to ``sizes[i]`` (the unpadded stage sizes) first."""
         outs = []
         for idx, block in enumerate(self.network):
-            x = block(x)
+            x = block.forward_dense(x) if isinstance(block, GridPointReducer) else block(x)
             if self.fork_feat and idx in self.out_indices:
                 if sizes is not None:
                     h, w = sizes[len(outs)]
                     x_out = x[..., :h, :w]
                 else:
                     x_out = x
-                outs.append(getattr(self, f"norm{idx}")(x_out))
+                outs.append(getattr(self, f"norm{idx}").forward_dense(x_out))
         return outs if self.fork_feat else x
 
     def forward(self, x: Union[Tensor, PointSet]) -> Union[Tensor, List[Tensor]]:
@@ -378,7 +376,7 @@ class ContextClusterNet(nn.Module):
         if self.fork_feat:
             return x
         h, w = sizes[-1]
-        return self.head(self.norm(x[..., :h, :w]).mean(dim=(-2, -1)))
+        return self.head(self.norm.forward_dense(x[..., :h, :w]).mean(dim=(-2, -1)))
 
     # ------------------------------------------------------------------ point-set input
     def forward_points(
@@ -401,9 +399,10 @@ class ContextClusterNet(nn.Module):
         builds them.
 
         The stem and the reducers apply their convolution weights sparsely on the pixel
-        lattice (absent pixels count as zeros; :func:`~pointset.models._lattice.lattice_conv`),
-        GroupNorm normalises each cloud over its points, and every Context Cluster stage
-        builds one :class:`~pointset.nn.ClusterPlan` shared by its blocks:
+        lattice (absent pixels count as zeros; :class:`~pointset.nn.GridPointReducer`),
+        GroupNorm normalises each cloud over its points (:class:`~pointset.nn.CloudGroupNorm`),
+        and every Context Cluster stage builds one :class:`~pointset.nn.ClusterPlan` shared by
+        its blocks (:meth:`~pointset.nn.ContextCluster.lattice_plan`):
 
         * ``"grid"``: :func:`~pointset.nn.grid_plan`, the official fold regions and pooled
           centers; needs whole images of one size that the folds divide. The result then
@@ -428,31 +427,26 @@ class ContextClusterNet(nn.Module):
         """
         if plan not in ("auto", "grid", "fps"):
             raise ValueError(f"plan must be 'auto', 'grid' or 'fps', got {plan!r}")
-        x, lattice = pixel_lattice_input(points, self.in_chans, image_size)
-        x, lattice = lattice_conv(x, lattice, self.patch_embed.proj)
+        x, cells, batch, size = pixel_lattice_input(points, self.in_chans, image_size)
+        x, cells, batch, size = self.patch_embed(x, cells, batch, size)
+        num_clouds = size.size(0)
         outs = []
         for idx, module in enumerate(self.network):
             if isinstance(module, GridPointReducer):
-                x, lattice = lattice_conv(x, lattice, module.proj)
+                x, cells, batch, size = module(x, cells, batch, size)
                 continue
             if len(module):
-                cluster_plan = stage_plan(module[0].token_mixer, lattice, plan)
+                cluster_plan = module[0].token_mixer.lattice_plan(cells, batch, size, plan)
                 for block in module:
-                    x = block.forward_points(x, lattice.batch, lattice.num_clouds, cluster_plan)
+                    x = block.forward_points(x, batch, num_clouds, cluster_plan)
             if self.fork_feat and idx in self.out_indices:
-                normed = cloud_group_norm(
-                    x, lattice.batch, lattice.num_clouds, getattr(self, f"norm{idx}")
-                )
-                outs.append(_stage_points(normed, lattice))
+                normed = getattr(self, f"norm{idx}")(x, None, batch, num_clouds)
+                sizes = torch.bincount(batch, minlength=num_clouds)
+                outs.append(batch_from_packed(sizes, x=normed, pos=cells.to(x.dtype)))
         if self.fork_feat:
             return outs
-        normed = cloud_group_norm(x, lattice.batch, lattice.num_clouds, self.norm)
-        return self.head(cloud_mean(normed, lattice.batch, lattice.num_clouds))
-
-
-def _stage_points(x: Tensor, lattice: Lattice) -> PointSet:
-    sizes = torch.bincount(lattice.batch, minlength=lattice.num_clouds)
-    return batch_from_packed(sizes, x=x, pos=lattice.cells.to(x.dtype))
+        normed = self.norm(x, None, batch, num_clouds)
+        return self.head(global_mean_pool(normed, batch, num_clouds))
 
 
 def _pad_coc_input(inp: Tensor, height: int, width: int) -> Tensor:

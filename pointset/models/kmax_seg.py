@@ -208,7 +208,7 @@ class KMaXSeg(nn.Module):
             with torch.no_grad():  # FPS levels are subsets of the input: exact 1-NN indices
                 index = torch.cdist(xyz.transpose(1, 2), full_xyz.transpose(1, 2)).argmin(dim=2)
             for _ in range(self.layers_per_scale):
-                query, pred = next(layers)(x, query, batch)
+                query, pred = next(layers)(x, None, batch, query_feature=query)
                 masks = pred["mask_logits"].view(b, feat.size(2), -1)
                 aux.append(
                     {"class_logits": pred["class_logits"], "mask_logits": masks, "index": index}
@@ -216,8 +216,9 @@ class KMaXSeg(nn.Module):
         x, batch = _pack(full)
         pred = self._predictor(
             x,
-            self._mask_embedding_projection(query),
+            None,
             batch,
+            query=self._mask_embedding_projection(query),
             class_query=self._class_embedding_projection(query),
         )
         mask_logits = pred["mask_logits"].view(b, full.size(2), -1)

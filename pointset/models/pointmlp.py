@@ -9,13 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pointset.models.registry import Reported, register_model
-from pointset.nn.local_grouper import LocalGrouper
-from pointset.nn.point_mlp_blocks import (
-    ConvBNReLU1D,
-    PosExtraction,
-    PreExtraction,
-    activation_layer,
-)
+from pointset.nn import ConvBNReLU1D, LocalGrouper, PosExtraction, PreExtraction
+from pointset.nn.point_mlp_blocks import activation_layer
 
 #: Constructor arguments of the published models (``num_classes`` excluded).
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -254,12 +249,12 @@ class PointMLP(nn.Module):
         if x.size(0) == 0 or x.size(2) == 0:
             raise ValueError(f"x is empty (shape {tuple(x.shape)})")
         xyz = x[:, :3].transpose(1, 2)  # [B, N, 3]
-        x = self.embedding(x)  # [B, E, N]
+        x = self.embedding.forward_dense(x)  # [B, E, N]
         for grouper, pre, pos in zip(
             self.local_grouper_list, self.pre_blocks_list, self.pos_blocks_list
         ):
-            xyz, grouped = grouper(xyz, x.transpose(1, 2))  # [B, S, 3], [B, S, k, 2C]
-            x = pos(pre(grouped))  # [B, C', S]
+            xyz, grouped = grouper.forward_dense(xyz, x.transpose(1, 2))  # [B, S, 3], [B, S, k, 2C]
+            x = pos.forward_dense(pre.forward_dense(grouped))  # [B, C', S]
         return F.adaptive_max_pool1d(x, 1).squeeze(-1)
 
     def forward(self, x: Tensor) -> Tensor:

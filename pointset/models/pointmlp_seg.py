@@ -19,8 +19,7 @@ from torch import Tensor, nn
 
 from pointset.models.pointmlp import build_encoder
 from pointset.models.registry import Reported, register_model
-from pointset.nn.feature_propagation import FeaturePropagation
-from pointset.nn.point_mlp_blocks import ConvBNReLU1D
+from pointset.nn import ConvBNReLU1D, FeaturePropagation
 
 #: Constructor arguments of the published ShapeNetPart model (``num_classes`` excluded).
 PARTSEG_CONFIG: dict[str, Any] = dict(
@@ -61,6 +60,14 @@ class SegFeatures(NamedTuple):
 
     encoder: list[tuple[Tensor, Tensor]]
     decoder: list[tuple[Tensor, Tensor]]
+
+
+def _dense(seq: nn.Sequential, x: Tensor) -> Tensor:
+    """Run ``seq`` on channel-first ``x [B, C, N]``: pointset layers through their
+    ``forward_dense`` (the official layout), torch modules as they are."""
+    for module in seq:
+        x = module.forward_dense(x) if isinstance(module, ConvBNReLU1D) else module(x)
+    return x
 
 
 def _reset(module: nn.Module) -> None:
@@ -198,18 +205,20 @@ class PointMLPSegBackbone(nn.Module):
         """Encoder and decoder features of ``points [B, in_channels, N]``."""
         self.check_points(points)
         xyz = points[:, :3].transpose(1, 2)  # [B, N, 3]
-        x = self.embedding(points)  # [B, E, N]
+        x = self.embedding.forward_dense(points)  # [B, E, N]
         levels = [(xyz, x)]
         for grouper, pre, pos in zip(
             self.local_grouper_list, self.pre_blocks_list, self.pos_blocks_list
         ):
-            xyz, grouped = grouper(xyz, x.transpose(1, 2))  # [B, S, 3], [B, S, k, 2C+3]
-            x = pos(pre(grouped))  # [B, C', S]
+            xyz, grouped = grouper.forward_dense(
+                xyz, x.transpose(1, 2)
+            )  # [B, S, 3], [B, S, k, 2C+3]
+            x = pos.forward_dense(pre.forward_dense(grouped))  # [B, C', S]
             levels.append((xyz, x))
         decoded = []
         for i, step in enumerate(self.decode_list):
             fine_xyz, skip = levels[-2 - i]
-            x = step(fine_xyz, levels[-1 - i][0], skip, x)
+            x = step.forward_dense(fine_xyz, levels[-1 - i][0], skip, x)
             decoded.append((fine_xyz, x))
         return SegFeatures(
             encoder=[(p.transpose(1, 2), f) for p, f in levels],
@@ -348,9 +357,11 @@ class PointMLPPartSeg(PointMLPSegBackbone):
         feats = self.forward_features(torch.cat([xyz, normals], dim=1))
         x = feats.decoder[-1][1]  # [B, D, N]
         levels = [f for _, f in reversed(feats.encoder)]  # coarsest first
-        pooled = [m(f).amax(dim=-1, keepdim=True) for m, f in zip(self.gmp_map_list, levels)]
-        context = self.gmp_map_end(torch.cat(pooled, dim=1))  # [B, gmp_dim, 1]
-        token = self.cls_map(token.unsqueeze(-1))  # [B, cls_dim, 1]
+        pooled = [
+            m.forward_dense(f).amax(dim=-1, keepdim=True) for m, f in zip(self.gmp_map_list, levels)
+        ]
+        context = self.gmp_map_end.forward_dense(torch.cat(pooled, dim=1))  # [B, gmp_dim, 1]
+        token = _dense(self.cls_map, token.unsqueeze(-1))  # [B, cls_dim, 1]
         n = x.size(-1)
         x = torch.cat([x, context.expand(-1, -1, n), token.expand(-1, -1, n)], dim=1)
         return F.log_softmax(self.classifier(x), dim=1).transpose(1, 2)
@@ -401,7 +412,7 @@ class PointMLPSeg(nn.Module):
     def forward(self, points: Tensor) -> Tensor:
         """Logits ``[B, N, num_classes]`` of ``points [B, in_channels, N]``."""
         x = self.backbone(points).decoder[-1][1]  # [B, D, N]
-        return self.head(x).transpose(1, 2)
+        return _dense(self.head, x).transpose(1, 2)
 
 
 _PAPER = (

@@ -7,7 +7,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor, nn
 
-from pointset._checks import check_points
+from pointset._checks import check_points, check_positive_int
 from pointset.nn._aff_geometry import (
     neighbour_sum,
     rel_pos_features,
@@ -118,8 +118,13 @@ class AdaptiveDownsample(nn.Module):
         super().__init__()
         if not 0.0 < ratio <= 1.0:
             raise ValueError(f"ratio must lie in (0, 1], got {ratio}")
-        if pos_dim < 1:
-            raise ValueError(f"pos_dim must be positive, got {pos_dim}")
+        for name, value in (
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+            ("pos_dim", pos_dim),
+            ("inner_channels", inner_channels),
+        ):
+            check_positive_int(value, name)
         check_neighbourhood_sizes(cluster_size, nbhd_size)
         self.in_channels = in_channels
         self.out_channels = out_channels

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import softmax
 
-from pointset._checks import batch_counts, check_batch, check_points
+from pointset._checks import batch_counts, check_batch, check_points, check_positive_int
 from pointset.nn._aff_geometry import (
     PAD_LOGIT,
     neighbour_dot,
@@ -110,8 +110,8 @@ class ClusterAttention(MessagePassing):
     Positions receive no gradient (the features are constants of the geometry).
 
     Args:
-        channels (int): token channels ``C`` (input = output).
-        heads (int): attention heads; must divide ``channels``.
+        in_channels (int): token channels ``C`` (input = output).
+        heads (int): attention heads; must divide ``in_channels``.
         cluster_size (int): tokens per cluster (default: 8).
         nbhd_size (int): neighbourhood size, rounded to a multiple of ``cluster_size``
             (default: 48).
@@ -134,7 +134,7 @@ class ClusterAttention(MessagePassing):
 
     def __init__(
         self,
-        channels: int,
+        in_channels: int,
         heads: int,
         cluster_size: int = 8,
         nbhd_size: int = 48,
@@ -143,24 +143,24 @@ class ClusterAttention(MessagePassing):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(aggr="add", node_dim=0)
-        if channels < 1 or heads < 1 or channels % heads:
-            raise ValueError(f"heads={heads} must divide channels={channels}")
-        if pos_dim < 1:
-            raise ValueError(f"pos_dim must be positive, got {pos_dim}")
+        for name, value in (("in_channels", in_channels), ("heads", heads), ("pos_dim", pos_dim)):
+            check_positive_int(value, name)
+        if in_channels % heads:
+            raise ValueError(f"heads={heads} must divide in_channels={in_channels}")
         check_neighbourhood_sizes(cluster_size, nbhd_size)
-        self.channels = channels
+        self.in_channels = in_channels
         self.heads = heads
         self.cluster_size = cluster_size
         self.nbhd_size = nbhd_size
         self.pos_dim = pos_dim
-        self.scale = (channels // heads) ** -0.5
-        self.blank_k = nn.Parameter(torch.empty(channels))
-        self.blank_v = nn.Parameter(torch.empty(channels))
-        self.q = nn.Linear(channels, channels)
-        self.kv = nn.Linear(channels, 2 * channels)
+        self.scale = (in_channels // heads) ** -0.5
+        self.blank_k = nn.Parameter(torch.empty(in_channels))
+        self.blank_v = nn.Parameter(torch.empty(in_channels))
+        self.q = nn.Linear(in_channels, in_channels)
+        self.kv = nn.Linear(in_channels, 2 * in_channels)
         self.pos_embed = nn.Linear(2 * pos_dim + 1, heads)
         self.attn_drop = nn.Dropout(attn_dropout)
-        self.proj = nn.Linear(channels, channels)
+        self.proj = nn.Linear(in_channels, in_channels)
         self.proj_drop = nn.Dropout(dropout)
         self.reset_parameters()
 
@@ -173,7 +173,7 @@ class ClusterAttention(MessagePassing):
 
     def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Heads-split ``q`` (scaled), ``k``, ``v``: ``[..., H, C / H]`` each."""
-        h, c = self.heads, self.channels // self.heads
+        h, c = self.heads, self.in_channels // self.heads
         q = (self.q(x) * self.scale).unflatten(-1, (h, c))
         kv = self.kv(x).unflatten(-1, (h, 2, c))  # the reference's channel layout
         return q, kv[..., 0, :], kv[..., 1, :]
@@ -193,7 +193,7 @@ class ClusterAttention(MessagePassing):
         ``edge_index [2, E]`` every target attends to its sources.
         """
         check_points(pos)
-        check_features(x, self.channels, pos.size(0))
+        check_features(x, self.in_channels, pos.size(0))
         check_pos_dim(pos, self.pos_dim)
         if edge_index is not None:
             return self._forward_edges(x, pos, edge_index)
@@ -219,7 +219,7 @@ class ClusterAttention(MessagePassing):
         alpha_e, alpha_blank = alpha[: dst.numel()], alpha[dst.numel() :]
         out = self.propagate(edge_index, v=v, alpha=alpha_e, size=(num, num))
         out = out + alpha_blank.unsqueeze(-1) * self.blank_v.view(self.heads, -1)
-        return self.proj_drop(self.proj(out.reshape(num, self.channels)))
+        return self.proj_drop(self.proj(out.reshape(num, self.in_channels)))
 
     def message(self, v_j: Tensor, alpha: Tensor) -> Tensor:
         return alpha.unsqueeze(-1) * v_j
@@ -247,12 +247,12 @@ class ClusterAttention(MessagePassing):
         weights, blank_w = attn[..., :-1], attn[..., -1:]
         out = torch.matmul(weights, v) if nbhd.index is None else neighbour_sum(weights, v, index)
         out = out + blank_w * self.blank_v.view(self.heads, 1, -1)
-        out = out.transpose(1, 2).reshape(batch, num, self.channels)
+        out = out.transpose(1, 2).reshape(batch, num, self.in_channels)
         return self.proj_drop(self.proj(out))
 
     def __repr__(self) -> str:
         return (
-            f"{self.__class__.__name__}({self.channels}, heads={self.heads}, "
+            f"{self.__class__.__name__}({self.in_channels}, heads={self.heads}, "
             f"cluster_size={self.cluster_size}, nbhd_size={self.nbhd_size}, "
             f"pos_dim={self.pos_dim})"
         )

@@ -26,7 +26,7 @@ from typing import Iterator, NamedTuple
 import torch
 from torch import Tensor
 
-from pointset._checks import batch_counts, check_batch, check_points
+from pointset._checks import batch_counts, check_batch, check_points, check_positive_int
 from pointset.ops import fps, knn
 
 
@@ -95,8 +95,8 @@ def adaptive_windows(size: int, parts: int) -> list[tuple[int, int]]:
     ``start = floor(i * size / parts)``, ``end = ceil((i + 1) * size / parts)``; windows
     overlap when ``parts`` does not divide ``size`` (e.g. 7 into 2: ``[0, 4)`` and ``[3, 7)``).
     """
-    if size < 1 or parts < 1:
-        raise ValueError(f"adaptive windows need size >= 1 and parts >= 1, got {size}, {parts}")
+    check_positive_int(size, "size")
+    check_positive_int(parts, "parts")
     return [((i * size) // parts, -((-(i + 1) * size) // parts)) for i in range(parts)]
 
 
@@ -198,8 +198,7 @@ def grid_plan(
         ("fold_w", fold_w),
         ("fold_h", fold_h),
     ):
-        if int(value) < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+        check_positive_int(value, name)
     fw, fh = folds(fold_w, fold_h)
     if height % fw or width % fh:
         raise ValueError(
@@ -298,8 +297,8 @@ def point_plan(
     if bool((counts == 0).any()):
         bad = int((counts == 0).nonzero()[0, 0])
         raise ValueError(f"cloud {bad} of the batch is empty; every cloud needs points")
-    if center_k < 1 or candidates < 1:
-        raise ValueError(f"center_k and candidates must be >= 1, got {center_k}, {candidates}")
+    check_positive_int(center_k, "center_k")
+    check_positive_int(candidates, "candidates")
     small = int(counts.min())
     if small < center_k:
         bad = int((counts < center_k).nonzero()[0, 0])
@@ -318,8 +317,7 @@ def point_plan(
             )
             idx = fps(pos, batch, ratio=center_ratio)
         else:
-            if num_centers < 1:
-                raise ValueError(f"num_centers must be >= 1, got {num_centers}")
+            check_positive_int(num_centers, "num_centers")
             if small < num_centers:
                 bad = int((counts < num_centers).nonzero()[0, 0])
                 raise ValueError(

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
+from pointset._checks import check_positive_int
 from pointset.ops import knn, knn_dense
 
 from .point_mlp_blocks import ConvBNReLU1D, PosExtraction, check_channel_first
@@ -139,14 +140,15 @@ class FeaturePropagation(nn.Module):
         k (int, optional): Interpolation neighbours. (default: ``3``)
 
     Shapes:
-        - **input:** fine positions :math:`(B, N, D)`, coarse positions :math:`(B, S, D)`,
-          skip features :math:`(B, C_{skip}, N)` or ``None``, coarse features
-          :math:`(B, C, S)` with :math:`C_{skip} + C = C_{in}`
-        - **output:** :math:`(B, C_{out}, N)`
-        - **packed input** (:meth:`forward_packed`): skip features :math:`(N, C_{skip})` or
-          ``None``, positions :math:`(N, D)`, batch :math:`(N)`, coarse features
-          :math:`(S, C)`, coarse positions :math:`(S, D)`, coarse batch :math:`(S)`
-        - **packed output:** :math:`(N, C_{out})`
+        - **input:** skip features ``x`` :math:`(N, C_{skip})` or ``None``, positions
+          :math:`(N, D)`, batch :math:`(N)`; keywords ``x_coarse`` :math:`(S, C)`,
+          ``pos_coarse`` :math:`(S, D)`, ``batch_coarse`` :math:`(S)`, with
+          :math:`C_{skip} + C = C_{in}`
+        - **output:** :math:`(N, C_{out})`
+        - **dense input** (:meth:`forward_dense`): fine positions :math:`(B, N, D)`, coarse
+          positions :math:`(B, S, D)`, skip features :math:`(B, C_{skip}, N)` or ``None``,
+          coarse features :math:`(B, C, S)`
+        - **dense output:** :math:`(B, C_{out}, N)`
     """
 
     def __init__(
@@ -161,8 +163,8 @@ class FeaturePropagation(nn.Module):
         k: int = 3,
     ) -> None:
         super().__init__()
-        if int(k) < 1:
-            raise ValueError(f"k must be a positive integer, got {k}")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("k", k)):
+            check_positive_int(value, name)
         self.in_channels, self.out_channels, self.k = in_channels, out_channels, int(k)
         self.fuse = ConvBNReLU1D(in_channels, out_channels, 1, bias=bias, activation="relu")
         self.extraction = PosExtraction(
@@ -178,25 +180,30 @@ class FeaturePropagation(nn.Module):
         self.fuse.reset_parameters()
         self.extraction.reset_parameters()
 
-    def forward(
+    def forward_dense(
         self, xyz: Tensor, xyz_coarse: Tensor, x_skip: Tensor | None, x_coarse: Tensor
     ) -> Tensor:
+        """The official layout (see the class docstring): ``[B, C_out, N]``."""
         x = interpolate_dense(xyz, xyz_coarse, x_coarse, self.k)  # [B, C, N]
         if x_skip is not None:
             check_channel_first(x_skip, self.in_channels - x.size(1), type(self).__name__)
             x = torch.cat([x_skip, x], dim=1)
-        return self.extraction(self.fuse(x))
+        return self.extraction.forward_dense(self.fuse.forward_dense(x))
 
-    def forward_packed(
+    def forward(
         self,
-        x_skip: Tensor | None,
+        x: Tensor | None,
         pos: Tensor,
-        batch: Tensor | None,
+        batch: Tensor | None = None,
+        *,
         x_coarse: Tensor,
         pos_coarse: Tensor,
-        batch_coarse: Tensor | None,
+        batch_coarse: Tensor | None = None,
     ) -> Tensor:
-        """The same step on PyG batches (every point of every cloud in one column set)."""
+        """The step on PyG batches: skip features ``x [N, C_skip]`` (or ``None``) at
+        ``pos [N, D]``, coarse features ``x_coarse [S, C]`` at ``pos_coarse [S, D]``.
+        Batch statistics run over every point of every cloud. Returns ``[N, C_out]``."""
+        x_skip = x
         x = interpolate_packed(pos, pos_coarse, x_coarse, batch, batch_coarse, self.k)
         if x_skip is not None:
             channels = self.in_channels - x.size(1)
@@ -206,7 +213,7 @@ class FeaturePropagation(nn.Module):
                     f"{channels} channels per point), got {tuple(x_skip.shape)}"
                 )
             x = torch.cat([x_skip, x], dim=1)
-        return self.extraction(self.fuse(x.t().unsqueeze(0)))[0].t()
+        return self.extraction(self.fuse(x))
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, k={self.k}"

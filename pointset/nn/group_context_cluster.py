@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
+from pointset._checks import check_positive_int
+
 
 class GroupContextCluster(nn.Module):
     r"""The Context Cluster block of PointMLP-CoC, one cluster per point group.
@@ -27,37 +29,35 @@ class GroupContextCluster(nn.Module):
     ``alpha`` and ``beta`` are the learnable scalars ``sim_alpha`` and ``sim_beta``;
     ``W_1``, ``W_v``, ``W_2`` are the linear layers ``fc1``, ``fc_v``, ``fc2`` (with biases).
 
-    The layer is dense: :meth:`forward` takes groups of equal size in the channel-first
-    layout of PointMLP. :meth:`forward_grouped` takes packed points with a group index (any
-    group sizes) and computes the same formula with scatter reductions; the whole cluster
-    is one group, so no message-passing edges are involved.
+    :meth:`forward` takes packed points whose ``batch`` vector is the group index (any
+    group sizes) and computes the formula with scatter reductions; the whole cluster is one
+    group, so no message-passing edges are involved. :meth:`forward_dense` takes groups of
+    equal size in the channel-first layout of PointMLP.
 
     Args:
-        dim (int): Channels of the points.
+        in_channels (int): Channels of the points.
         heads (int, optional): Heads; the similarity is computed per head. (default: ``1``)
-        head_dim (int, optional): Channels per head; ``None`` takes ``max(dim // 4, 32)``
+        head_dim (int, optional): Channels per head; ``None`` takes ``max(in_channels // 4, 32)``
             as PointMLP-CoC does. (default: ``None``)
 
     Shapes:
+        - **input:** points :math:`(N, C)`, ``pos`` (unused), ``batch`` (the group of every
+          point) :math:`(N)` -> **output:** :math:`(N, C)`
         - **dense input:** :math:`(G, C, k)` -> **output:** :math:`(G, C, k)`
-        - **grouped input:** points :math:`(N, C)`, group :math:`(N)` ->
-          **output:** :math:`(N, C)`
     """
 
-    def __init__(self, dim: int, heads: int = 1, head_dim: int | None = None) -> None:
+    def __init__(self, in_channels: int, heads: int = 1, head_dim: int | None = None) -> None:
         super().__init__()
         if head_dim is None:
-            head_dim = max(dim // 4, 32)
-        if dim < 1 or heads < 1 or head_dim < 1:
-            raise ValueError(
-                f"dim, heads and head_dim must be positive, got {dim}, {heads}, {head_dim}"
-            )
-        self.dim = dim
+            head_dim = max(in_channels // 4, 32)
+        for name, value in (("in_channels", in_channels), ("heads", heads), ("head_dim", head_dim)):
+            check_positive_int(value, name)
+        self.in_channels = in_channels
         self.heads = heads
         self.head_dim = head_dim
-        self.fc1 = nn.Linear(dim, heads * head_dim)
-        self.fc2 = nn.Linear(heads * head_dim, dim)
-        self.fc_v = nn.Linear(dim, heads * head_dim)
+        self.fc1 = nn.Linear(in_channels, heads * head_dim)
+        self.fc2 = nn.Linear(heads * head_dim, in_channels)
+        self.fc_v = nn.Linear(in_channels, heads * head_dim)
         self.sim_alpha = nn.Parameter(torch.empty(1))
         self.sim_beta = nn.Parameter(torch.empty(1))
         self.reset_parameters()
@@ -75,7 +75,7 @@ class GroupContextCluster(nn.Module):
         cos = (F.normalize(center, dim=-1) * F.normalize(feats, dim=-1)).sum(dim=-1)
         return torch.sigmoid(self.sim_beta + self.sim_alpha * cos)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_dense(self, x: Tensor) -> Tensor:
         """Cluster each of ``G`` groups of ``k`` points.
 
         Args:
@@ -84,8 +84,8 @@ class GroupContextCluster(nn.Module):
         Returns:
             ``[G, C, k]``.
         """
-        if x.dim() != 3 or x.size(1) != self.dim:
-            raise ValueError(f"x must have shape [G, {self.dim}, k], got {tuple(x.shape)}")
+        if x.dim() != 3 or x.size(1) != self.in_channels:
+            raise ValueError(f"x must have shape [G, {self.in_channels}, k], got {tuple(x.shape)}")
         if x.size(0) == 0 or x.size(2) == 0:
             raise ValueError(f"x is empty: shape {tuple(x.shape)} (no groups or no members)")
         return self.forward_tokens(x.transpose(1, 2)).transpose(1, 2)
@@ -111,32 +111,40 @@ class GroupContextCluster(nn.Module):
         out = (agg * sim).reshape(g, k, self.heads * self.head_dim)
         return tokens + self.fc2(out)
 
-    def forward_grouped(self, x: Tensor, group: Tensor, num_groups: int | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        pos: Tensor | None = None,
+        batch: Tensor | None = None,
+        num_groups: int | None = None,
+    ) -> Tensor:
         """Cluster packed points, each group being one cluster.
 
         Args:
             x: ``[N, C]`` points.
-            group: ``[N]`` group of every point (any order, any sizes).
-            num_groups: number of groups (default ``group.max() + 1``).
+            pos: not used (the groups carry the geometry).
+            batch: ``[N]`` group of every point (any order, any sizes); ``None``: one group.
+            num_groups: number of groups (default ``batch.max() + 1``).
 
         Returns:
             ``[N, C]``.
         """
-        if x.dim() != 2 or x.size(1) != self.dim:
-            raise ValueError(f"x must have shape [N, {self.dim}], got {tuple(x.shape)}")
+        group = batch if batch is not None else x.new_zeros(x.size(0), dtype=torch.long)
+        if x.dim() != 2 or x.size(1) != self.in_channels:
+            raise ValueError(f"x must have shape [N, {self.in_channels}], got {tuple(x.shape)}")
         if x.size(0) == 0:
             raise ValueError("x is empty (0 points)")
         if group.dim() != 1 or group.numel() != x.size(0) or group.is_floating_point():
             raise ValueError(
-                f"group must be an integer tensor of shape [{x.size(0)}], got "
+                f"batch (the group of every point) must be an integer tensor of shape [{x.size(0)}], got "
                 f"{tuple(group.shape)} {group.dtype}"
             )
         lo, hi = int(group.min()), int(group.max())
         if lo < 0 or (num_groups is not None and hi >= num_groups):
             raise ValueError(
-                f"group ids span [{lo}, {hi}], outside [0, num_groups={num_groups})"
+                f"group ids (batch) span [{lo}, {hi}], outside [0, num_groups={num_groups})"
                 if num_groups is not None
-                else f"group ids must be >= 0, got {lo}"
+                else f"group ids (batch) must be >= 0, got {lo}"
             )
         n = x.size(0)
         feats = self.fc1(x).view(n, self.heads, self.head_dim)
@@ -150,4 +158,4 @@ class GroupContextCluster(nn.Module):
         return x + self.fc2(out.reshape(n, self.heads * self.head_dim))
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, heads={self.heads}, head_dim={self.head_dim}"
+        return f"in_channels={self.in_channels}, heads={self.heads}, head_dim={self.head_dim}"

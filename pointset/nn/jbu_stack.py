@@ -45,13 +45,13 @@ class JBUStack(nn.Module):
     official module's (``JBUStack(384)``: 172,772 parameters), so FeatUp's upsampler weights
     (the ``upsampler.`` part of a hub checkpoint) load with ``strict=True``.
 
-    **Grid path** ``forward(source [B, C, h, w], guidance [B, G, H, W])``, official: step
+    **Grid path** ``forward_dense(source [B, C, h, w], guidance [B, G, H, W])``, official: step
     :math:`k` gets ``adaptive_avg_pool2d(guidance, (2 h_{k-1}, 2 w_{k-1}))``, so the output
     is always ``16h x 16w`` whatever the guidance size (a smaller guidance is upsampled by
     the pooling's overlapping windows, as upstream).
 
-    **Point path** ``forward(x [M, C], pos [M, D], guidance [N, G], pos_out [N, D],
-    batch=None, batch_out=None, spacing=None)``: a 4-level pyramid of the output points.
+    **Point path** ``forward(x [M, C], pos [M, D], batch=None, *, guidance [N, G],
+    pos_out [N, D], batch_out=None, spacing=None)``: a 4-level pyramid of the output points.
     With :math:`\Delta` the source spacing per cloud (``spacing``, else the median
     nearest-neighbour distance of the source points), level :math:`k = 1, 2, 3` is the
     voxel grid of cell :math:`\Delta / 2^k` anchored at the cloud's minimum corner
@@ -72,7 +72,8 @@ class JBUStack(nn.Module):
     Shapes:
         - **grid input:** ``source [B, C, h, w]`` (``h, w >= 2``), ``guidance [B, G, H, W]``
         - **grid output:** ``[B, C, 16h, 16w]``
-        - **point input:** ``x [M, C]``, ``pos [M, D]``, ``guidance [N, G]``,
+        - **point input:** ``x [M, C]``, ``pos [M, D]``, ``batch [M]``; keywords
+          ``guidance [N, G]``,
           ``pos_out [N, D]``, ``batch [M]``, ``batch_out [N]`` (optional)
         - **point output:** ``[N, C]``
     """
@@ -100,7 +101,7 @@ class JBUStack(nn.Module):
         return y + 0.1 * self.fixup_proj(y)
 
     # ------------------------------------------------------------------ grid path
-    def forward_grid(self, source: Tensor, guidance: Tensor) -> Tensor:
+    def forward_dense(self, source: Tensor, guidance: Tensor) -> Tensor:
         """Grid path: ``[B, C, h, w], [B, G, H, W] -> [B, C, 16h, 16w]``."""
         if not isinstance(guidance, Tensor) or guidance.dim() != 4:
             shape = (
@@ -114,7 +115,7 @@ class JBUStack(nn.Module):
         y = source
         for up in self.steps:
             h, w = y.shape[-2:]
-            y = up.forward_grid(y, F.adaptive_avg_pool2d(guidance, (2 * h, 2 * w)))
+            y = up.forward_dense(y, F.adaptive_avg_pool2d(guidance, (2 * h, 2 * w)))
         return self._fixup(y)
 
     # ------------------------------------------------------------------ point path
@@ -138,13 +139,14 @@ class JBUStack(nn.Module):
         levels.append(PyramidLevel(pos_out, guidance, batch_out, None))
         return levels
 
-    def forward_points(
+    def forward(
         self,
         x: Tensor,
         pos: Tensor,
+        batch: Tensor | None = None,
+        *,
         guidance: Tensor,
         pos_out: Tensor,
-        batch: Tensor | None = None,
         batch_out: Tensor | None = None,
         spacing=None,
     ) -> Tensor:
@@ -161,17 +163,6 @@ class JBUStack(nn.Module):
                                     counts_k, counts_next, level.spacing)  # fmt: skip
             pos_k, batch_k, counts_k = level.pos, level.batch, counts_next
         return self._fixup(y.t()[None, :, :, None])[0, :, :, 0].t()
-
-    def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
-        """Dispatch on the rank of ``x``: 4-D -> :meth:`forward_grid` ``(source,
-        guidance)``; 2-D -> :meth:`forward_points` ``(x, pos, guidance, pos_out, batch=None,
-        batch_out=None, spacing=None)``."""
-        if isinstance(x, Tensor) and x.dim() == 4:
-            return self.forward_grid(x, *args, **kwargs)
-        if isinstance(x, Tensor) and x.dim() == 2:
-            return self.forward_points(x, *args, **kwargs)
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"source must be [B, C, h, w] (grid) or [M, C] (points), got {shape}")
 
     def __repr__(self) -> str:
         return (

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pointset._checks import batch_counts, check_batch, check_points
+from pointset._checks import batch_counts, check_batch, check_points, check_positive_int
 from pointset.nn._windows import cloud_knn, gather_dot, gather_sum, shifted_dot, shifted_sum
 
 __all__ = ["JointBilateralUpsample"]
@@ -101,7 +101,7 @@ class JointBilateralUpsample(nn.Module):
     ``sigma_spatial`` and :math:`\Delta` the output spacing. The final taps are not
     renormalised (they may be negative), as upstream.
 
-    **Grid path** ``forward(source [B, C, h, w], guidance [B, G, H, W])``: FeatUp's numbers.
+    **Grid path** ``forward_dense(source [B, C, h, w], guidance [B, G, H, W])``: FeatUp's numbers.
     :math:`\tilde f` is PyTorch's bicubic resize (``align_corners=False``) to ``H x W``, the
     window is the ``(2r+1) x (2r+1)`` square around each pixel with reflect padding at the
     borders (a mirrored pixel counts again), slots in row-major ``(dy, dx)`` order. Any
@@ -111,8 +111,8 @@ class JointBilateralUpsample(nn.Module):
     unfold exists, and the gradients are the exact ones (FeatUp's CUDA kernel gives the
     kernel gradient of only 7 of the 49 taps).
 
-    **Point path** ``forward(x [M, C], pos [M, D], guidance [N, G], pos_out [N, D],
-    batch=None, batch_out=None, spacing=None)``, packed PyG clouds:
+    **Point path** ``forward(x [M, C], pos [M, D], batch=None, *, guidance [N, G],
+    pos_out [N, D], batch_out=None, spacing=None)``, packed PyG clouds:
 
     1. :math:`\tilde f_i` = inverse-squared-distance weighted mean of the ``interp_k``
        nearest source points of the same cloud (an exact hit takes that point's value).
@@ -150,7 +150,8 @@ class JointBilateralUpsample(nn.Module):
         - **grid input:** ``source [B, C, h, w]``, ``guidance [B, G, H, W]`` with
           ``h <= H``, ``w <= W``, ``H, W > r``
         - **grid output:** ``[B, C, H, W]``
-        - **point input:** ``x [M, C]``, ``pos [M, D]``, ``guidance [N, G]``,
+        - **point input:** ``x [M, C]``, ``pos [M, D]``, ``batch [M]``; keywords
+          ``guidance [N, G]``,
           ``pos_out [N, D]``, ``batch [M]`` and ``batch_out [N]`` (optional, same clouds,
           none empty, no cloud with more source than output points)
         - **point output:** ``[N, C]``
@@ -166,10 +167,9 @@ class JointBilateralUpsample(nn.Module):
         interp_k: int = 4,
     ) -> None:
         super().__init__()
-        for name, v in (("guidance_dim", guidance_dim), ("feat_dim", feat_dim),
-                        ("key_dim", key_dim), ("radius", radius), ("interp_k", interp_k)):  # fmt: skip
-            if int(v) != v or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name, v in (("guidance_dim", guidance_dim), ("feat_dim", feat_dim), ("key_dim", key_dim),
+                        ("scale", scale), ("radius", radius), ("interp_k", interp_k)):  # fmt: skip
+            check_positive_int(v, name)
         self.guidance_dim, self.feat_dim, self.key_dim = guidance_dim, feat_dim, key_dim
         self.scale, self.radius, self.interp_k = scale, radius, interp_k
         self.diameter = 2 * radius + 1
@@ -226,7 +226,7 @@ class JointBilateralUpsample(nn.Module):
         combined = self._normalise(combined, 1)
         return combined + 0.1 * self.fixup_proj(torch.cat([combined, guidance], dim=1))
 
-    def forward_grid(self, source: Tensor, guidance: Tensor) -> Tensor:
+    def forward_dense(self, source: Tensor, guidance: Tensor) -> Tensor:
         """Grid path (see the class docstring): ``[B, C, h, w], [B, G, H, W] -> [B, C, H, W]``."""
         self._check_grid(source, guidance)
         kernel = self.grid_kernel(guidance)
@@ -421,13 +421,14 @@ class JointBilateralUpsample(nn.Module):
             )
         return pos, pos_out, batch, batch_out, counts, counts_out
 
-    def forward_points(
+    def forward(
         self,
         x: Tensor,
         pos: Tensor,
+        batch: Tensor | None = None,
+        *,
         guidance: Tensor,
         pos_out: Tensor,
-        batch: Tensor | None = None,
         batch_out: Tensor | None = None,
         spacing=None,
     ) -> Tensor:
@@ -446,17 +447,6 @@ class JointBilateralUpsample(nn.Module):
         hr = self._interpolate(x, pos, pos_out, batch, batch_out, counts, counts_out)
         index, off = self._windows(pos_out, batch_out, counts_out, spacing)
         return self._filter(hr, guidance, index, off)
-
-    def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
-        """Dispatch on the rank of ``x``: 4-D -> :meth:`forward_grid` ``(source,
-        guidance)``; 2-D -> :meth:`forward_points` ``(x, pos, guidance, pos_out, batch=None,
-        batch_out=None, spacing=None)``."""
-        if isinstance(x, Tensor) and x.dim() == 4:
-            return self.forward_grid(x, *args, **kwargs)
-        if isinstance(x, Tensor) and x.dim() == 2:
-            return self.forward_points(x, *args, **kwargs)
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"source must be [B, C, h, w] (grid) or [M, C] (points), got {shape}")
 
     def __repr__(self) -> str:
         return (

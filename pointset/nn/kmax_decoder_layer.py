@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pointset._checks import batch_counts, check_batch
+from pointset._checks import batch_counts, check_batch, check_positive_int
 from pointset.nn._kmax_blocks import ConvBN, drop_path, kmax_norm
 from pointset.nn.kmax_predictor import KMaXPredictor, PixelWindow, pixel_window
 from pointset.nn.kmeans_cross_attention import KMeansCrossAttention
@@ -66,8 +66,8 @@ class KMaXDecoderLayer(nn.Module):
     (misspelt) name ``_predcitor``. State-dict keys and shapes equal the official layer's, so
     its checkpoints load with ``strict=True``.
 
-    **Dense vs packed.** The dense call (``pixel_feature [B, Cp, H, W]``) is the official
-    computation. The packed call (``x [N, Cp]``, ``batch [N]``) runs the same arithmetic on
+    **Dense vs packed.** :meth:`forward_dense` (``pixel_feature [B, Cp, H, W]``) is the
+    official computation. :meth:`forward` (``x [N, Cp]``, ``pos``, ``batch [N]``) runs the same arithmetic on
     ragged point sets: each point only meets the centers of its own cloud. The depthwise 5x5
     conv of the pixel head reads the taps of :func:`~pointset.nn.kmax_predictor.pixel_window`
     when ``pos [N, 2]`` is given (exact on full grids: a grid packed with its ``(row, col)``
@@ -98,8 +98,8 @@ class KMaXDecoderLayer(nn.Module):
         - **output (dense):** ``(query [B, Dq, L], {"class_logits": [B, L, num_classes],
           "mask_logits": [B, L, H, W], "pixel_feature": [B, embed_dim, H, W],
           "assignment": [B, H * W]})``.
-        - **input (packed):** ``pixel_feature [N, Cp]`` (points sorted by cloud),
-          ``query_feature [B, Dq, L]``, ``batch [N]`` (optional), ``pos [N, 2]`` (optional),
+        - **input (packed):** ``x [N, Cp]`` (points sorted by cloud), ``pos [N, 2]``
+          (optional), ``batch [N]`` (optional); keywords ``query_feature [B, Dq, L]``,
           ``spacing`` (float, grid step of ``pos``) or a precomputed ``window``.
         - **output (packed):** ``(query [B, Dq, L], {"class_logits": [B, L, num_classes],
           "mask_logits": [N, L], "pixel_feature": [N, embed_dim], "assignment": [N]})``.
@@ -121,16 +121,25 @@ class KMaXDecoderLayer(nn.Module):
         ffn_dim: int = 2048,
     ) -> None:
         super().__init__()
+        for name, value in (
+            ("num_classes", num_classes),
+            ("in_channel_pixel", in_channel_pixel),
+            ("in_channel_query", in_channel_query),
+            ("base_filters", base_filters),
+            ("num_heads", num_heads),
+            ("pixel_head_dim", pixel_head_dim),
+            ("embed_dim", embed_dim),
+            ("ffn_dim", ffn_dim),
+        ):
+            check_positive_int(value, name)
         bottleneck = int(round(base_filters * bottleneck_expansion))
         key_depth = int(round(base_filters * key_expansion))
         value_depth = int(round(base_filters * value_expansion))
-        for name, value in (
-            ("num_classes", num_classes),
-            ("num_heads", num_heads),
-            ("bottleneck", bottleneck),
-        ):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        if bottleneck < 1:
+            raise ValueError(
+                f"bottleneck_expansion={bottleneck_expansion} leaves no bottleneck channels "
+                f"for base_filters={base_filters}"
+            )
         if key_depth % num_heads or value_depth % num_heads:
             raise ValueError(
                 f"key depth {key_depth} and value depth {value_depth} must divide by num_heads={num_heads}"
@@ -168,19 +177,18 @@ class KMaXDecoderLayer(nn.Module):
     # ------------------------------------------------------------------ entry point
     def forward(
         self,
-        pixel_feature: Tensor,
-        query_feature: Tensor,
-        batch: Tensor | None = None,
+        x: Tensor,
         pos: Tensor | None = None,
+        batch: Tensor | None = None,
+        *,
+        query_feature: Tensor,
         spacing: float = 1.0,
         window: PixelWindow | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """One decoder layer; see the class docstring for the dense and packed calls."""
+        """One decoder layer on packed pixels / points ``x [N, Cp]``; see the class
+        docstring."""
         self._check_query(query_feature)
-        if isinstance(pixel_feature, Tensor) and pixel_feature.dim() == 4:
-            if any(a is not None for a in (batch, pos, window)):
-                raise ValueError("batch, pos and window apply to packed [N, C] pixel features only")
-            return self._forward_dense(pixel_feature, query_feature)
+        pixel_feature = x
         batch = self._check_packed(pixel_feature, query_feature, batch)
         if window is None and pos is not None:
             if pos.dim() != 2 or pos.size(0) != pixel_feature.size(0):
@@ -190,8 +198,16 @@ class KMaXDecoderLayer(nn.Module):
             window = pixel_window(pos, batch, spacing)
         return self._run(pixel_feature, query_feature, batch, None, window)
 
-    def _forward_dense(self, pixel: Tensor, query: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """The official dense call, computed on the row-major packed pixels."""
+    def forward_dense(
+        self, pixel_feature: Tensor, query_feature: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The official dense call on ``pixel_feature [B, Cp, H, W]``, computed on the
+        row-major packed pixels."""
+        self._check_query(query_feature)
+        pixel, query = pixel_feature, query_feature
+        if not isinstance(pixel, Tensor) or pixel.dim() != 4:
+            shape = tuple(pixel.shape) if isinstance(pixel, Tensor) else type(pixel).__name__
+            raise ValueError(f"pixel_feature must be [B, Cp, H, W], got {shape}")
         b, c, h, w = pixel.shape
         if c != self.in_channel_pixel:
             raise ValueError(f"pixel_feature has {c} channels, expected {self.in_channel_pixel}")
@@ -227,10 +243,11 @@ class KMaXDecoderLayer(nn.Module):
         feature = pred.pixel_embedding(pixel_space, grid, window)
         step = self.kmeans(
             feature,
-            pred.mask_kernels(query_space),
-            pixel_value,
+            None,
             batch,
-            pred._pixel_space_mask_batch_norm,
+            centers=pred.mask_kernels(query_space),
+            value=pixel_value,
+            logit_norm=pred._pixel_space_mask_batch_norm,
         )
         kmeans_update = self._kmeans_query_conv3_bn(
             self._kmeans_query_batch_norm_retrieved_value(step.update.transpose(1, 2))

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pointset._checks import check_points
+from pointset._checks import check_points, check_positive_int
 from pointset.nn._kmax_blocks import ConvBN, kmax_norm
 from pointset.nn.kmeans_cross_attention import cloud_logits
 from pointset.ops import radius
@@ -146,10 +146,11 @@ class KMaXPredictor(nn.Module):
         embed_dim (int): pixel embedding / mask kernel width (official literal 128).
 
     Shapes:
-        - **input:** ``pixel [N, in_channel_pixel]`` packed (or ``[B, C, H, W]``),
-          ``query [B, in_channel_query, L]``, ``batch [N]`` (optional), ``pos [N, 2]``
-          (optional, ``(row, col)``), ``spacing`` (grid step of ``pos``), ``class_query``
-          (optional, ``[B, in_channel_query, L]``).
+        - **input:** ``x [N, in_channel_pixel]`` packed, ``pos [N, 2]`` (optional,
+          ``(row, col)``), ``batch [N]`` (optional); keywords
+          ``query [B, in_channel_query, L]``, ``spacing`` (grid step of ``pos``),
+          ``class_query`` (optional, ``[B, in_channel_query, L]``). Dense
+          (:meth:`forward_dense`): ``pixel [B, C, H, W]``, ``query``, ``class_query``.
         - **output:** dict with ``class_logits [B, L, num_classes]``, ``mask_logits [N, L]``
           (dense: ``[B, L, H, W]``) and ``pixel_feature [N, embed_dim]`` (dense:
           ``[B, embed_dim, H, W]``).
@@ -164,6 +165,14 @@ class KMaXPredictor(nn.Module):
         embed_dim: int = 128,
     ) -> None:
         super().__init__()
+        for name, value in (
+            ("in_channel_pixel", in_channel_pixel),
+            ("in_channel_query", in_channel_query),
+            ("num_classes", num_classes),
+            ("pixel_head_dim", pixel_head_dim),
+            ("embed_dim", embed_dim),
+        ):
+            check_positive_int(value, name)
         self.in_channel_pixel = in_channel_pixel
         self.in_channel_query = in_channel_query
         self.num_classes = num_classes
@@ -209,16 +218,45 @@ class KMaXPredictor(nn.Module):
 
     def forward(
         self,
-        pixel: Tensor,
-        query: Tensor,
-        batch: Tensor | None = None,
+        x: Tensor,
         pos: Tensor | None = None,
+        batch: Tensor | None = None,
+        *,
+        query: Tensor,
         spacing: float = 1.0,
         class_query: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """Predict class and mask logits; see the class docstring. ``class_query`` (same
-        shape as ``query``) feeds the class head instead of ``query`` (the official final
-        prediction uses separate class and mask embeddings of the centers)."""
+        """Predict class and mask logits of packed pixels / points ``x [N, C]``; see the
+        class docstring. ``class_query`` (same shape as ``query``) feeds the class head
+        instead of ``query`` (the official final prediction uses separate class and mask
+        embeddings of the centers)."""
+        if not isinstance(x, Tensor) or x.dim() != 2:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"x must be packed pixels [N, {self.in_channel_pixel}], got {shape} "
+                "(feature maps go to forward_dense)"
+            )
+        return self._predict(x, query, batch, pos, spacing, class_query)
+
+    def forward_dense(
+        self, pixel: Tensor, query: Tensor, class_query: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """The official layout: ``pixel [B, C, H, W]`` -> mask logits ``[B, L, H, W]`` and
+        pixel features ``[B, embed_dim, H, W]``."""
+        if not isinstance(pixel, Tensor) or pixel.dim() != 4:
+            shape = tuple(pixel.shape) if isinstance(pixel, Tensor) else type(pixel).__name__
+            raise ValueError(f"pixel must be [B, C, H, W], got {shape}")
+        return self._predict(pixel, query, None, None, 1.0, class_query)
+
+    def _predict(
+        self,
+        pixel: Tensor,
+        query: Tensor,
+        batch: Tensor | None,
+        pos: Tensor | None,
+        spacing: float,
+        class_query: Tensor | None,
+    ) -> dict[str, Tensor]:
         if (
             not isinstance(query, Tensor)
             or query.dim() != 3

@@ -79,9 +79,9 @@ class KMeansCrossAttention(nn.Module):
         None. (The module is stateless; it is an ``nn.Module`` so it composes and prints.)
 
     Shapes:
-        - **input:** ``x [N, E]`` point embeddings (points sorted by cloud),
-          ``centers [B, L, E]`` (the mask kernels), ``value [N, V]``, ``batch [N]``
-          (optional, default one cloud), ``logit_norm``: a callable ``[N * L, 1] -> [N * L, 1]``
+        - **input:** ``x [N, E]`` point embeddings (points sorted by cloud), ``pos``
+          (unused), ``batch [N]`` (optional, default one cloud); keywords
+          ``centers [B, L, E]`` (the mask kernels), ``value [N, V]``, ``logit_norm``: a callable ``[N * L, 1] -> [N * L, 1]``
           (e.g. a 1-channel ``BatchNorm1d``, statistics over all valid (point, cluster)
           pairs) or ``None``.
         - **output:** :class:`KMeansStep` with ``update [B, L, V]``, ``mask_logits [N, L]``,
@@ -94,12 +94,14 @@ class KMeansCrossAttention(nn.Module):
     def forward(
         self,
         x: Tensor,
+        pos: Tensor | None = None,
+        batch: Tensor | None = None,
+        *,
         centers: Tensor,
         value: Tensor,
-        batch: Tensor | None = None,
         logit_norm: Callable[[Tensor], Tensor] | None = None,
     ) -> KMeansStep:
-        """One k-means step; see the class docstring."""
+        """One k-means step; see the class docstring (``pos`` is not used)."""
         counts = self._check(x, centers, value, batch)
         num_clouds, num_clusters = centers.size(0), centers.size(1)
         if batch is None:

@@ -8,14 +8,14 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
-from pointset._checks import batch_counts, check_batch, check_points
+from pointset._checks import batch_counts, check_batch, check_points, check_positive_int
 from pointset.ops import fps, fps_dense, knn, knn_dense
 
 NORMALIZE_MODES = ("anchor", "center")
 
 
 class PackedGroups(NamedTuple):
-    """Output of :meth:`LocalGrouper.forward_packed` (``M`` anchors over all clouds).
+    """Output of :meth:`LocalGrouper.forward` (``M`` anchors over all clouds).
 
     Attributes:
         x: ``[M, k, C_out]`` grouped, normalised features followed by the anchor features.
@@ -56,12 +56,12 @@ class LocalGrouper(nn.Module):
     ``use_xyz=True`` the neighbour positions are appended to :math:`f_j` (and the anchor
     position to :math:`f_a`) before normalising.
 
-    The dense entry (:meth:`forward`) follows the official layout and numbers; the packed
-    entry (:meth:`forward_packed`) takes PyG's ``(x, pos, batch)`` and treats every cloud
-    exactly as the dense entry treats one sample.
+    :meth:`forward` takes PyG's packed ``(x, pos, batch)`` and treats every cloud exactly
+    as :meth:`forward_dense`, which follows the official layout and numbers, treats one
+    sample.
 
     Args:
-        channel (int): Feature channels ``C`` of the input points.
+        in_channels (int): Feature channels ``C`` of the input points.
         groups (int): Anchors per cloud ``S``.
         kneighbors (int): Group size ``k`` (the anchor itself is its own nearest neighbour).
         use_xyz (bool, optional): Append positions to the grouped features.
@@ -71,19 +71,19 @@ class LocalGrouper(nn.Module):
         pos_dim (int, optional): Coordinates per position ``D``. (default: ``3``)
 
     Shapes:
+        - **input:** features :math:`(N, C)`, positions :math:`(N, D)`,
+          batch :math:`(N)` (optional)
+        - **output:** :class:`PackedGroups` with ``x`` :math:`(B S, k, C_{out})`
         - **dense input:** positions :math:`(B, N, D)`, features :math:`(B, N, C)`
         - **dense output:** anchor positions :math:`(B, S, D)`, groups
           :math:`(B, S, k, C_{out})`
-        - **packed input:** features :math:`(N, C)`, positions :math:`(N, D)`,
-          batch :math:`(N)` (optional)
-        - **packed output:** :class:`PackedGroups` with ``x`` :math:`(B S, k, C_{out})`
 
         with :math:`C_{out} = 2C + D` if ``use_xyz`` else :math:`2C`.
     """
 
     def __init__(
         self,
-        channel: int,
+        in_channels: int,
         groups: int,
         kneighbors: int,
         use_xyz: bool = False,
@@ -92,26 +92,25 @@ class LocalGrouper(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (
-            ("channel", channel),
+            ("in_channels", in_channels),
             ("groups", groups),
             ("kneighbors", kneighbors),
             ("pos_dim", pos_dim),
         ):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value}")
+            check_positive_int(value, name)
         if normalize is not None:
             normalize = normalize.lower()
             if normalize not in NORMALIZE_MODES:
                 raise ValueError(
                     f"normalize must be one of {NORMALIZE_MODES} or None, got {normalize!r}"
                 )
-        self.channel = int(channel)
+        self.in_channels = int(in_channels)
         self.groups = int(groups)
         self.kneighbors = int(kneighbors)
         self.use_xyz = bool(use_xyz)
         self.normalize = normalize
         self.pos_dim = int(pos_dim)
-        grouped = self.channel + (self.pos_dim if self.use_xyz else 0)
+        grouped = self.in_channels + (self.pos_dim if self.use_xyz else 0)
         if normalize is not None:
             self.affine_alpha = nn.Parameter(torch.empty(1, 1, 1, grouped))
             self.affine_beta = nn.Parameter(torch.empty(1, 1, 1, grouped))
@@ -123,7 +122,7 @@ class LocalGrouper(nn.Module):
     @property
     def out_channels(self) -> int:
         """Channels of every grouped point: ``2C (+D with use_xyz)``."""
-        return 2 * self.channel + (self.pos_dim if self.use_xyz else 0)
+        return 2 * self.in_channels + (self.pos_dim if self.use_xyz else 0)
 
     def reset_parameters(self) -> None:
         """Identity affine transform (``alpha = 1``, ``beta = 0``)."""
@@ -148,7 +147,7 @@ class LocalGrouper(nn.Module):
         _, knn_idx = knn_dense(xyz, new_xyz, self.kneighbors)
         return fps_idx, knn_idx
 
-    def forward(self, xyz: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
+    def forward_dense(self, xyz: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
         """Group dense clouds.
 
         Args:
@@ -173,7 +172,7 @@ class LocalGrouper(nn.Module):
         return new_xyz, torch.cat([grouped, repeated], dim=-1)
 
     # ----------------------------------------------------------------- packed entry
-    def forward_packed(self, x: Tensor, pos: Tensor, batch: Tensor | None = None) -> PackedGroups:
+    def forward(self, x: Tensor, pos: Tensor, batch: Tensor | None = None) -> PackedGroups:
         """Group a PyG batch of clouds of any sizes (``groups`` anchors per cloud).
 
         Args:
@@ -189,11 +188,11 @@ class LocalGrouper(nn.Module):
             raise ValueError(f"pos must have {self.pos_dim} coordinates, got {pos.size(1)}")
         if x.dim() != 2 or x.size(0) != pos.size(0):
             raise ValueError(
-                f"x must have shape [{pos.size(0)}, {self.channel}] (one row per point), "
+                f"x must have shape [{pos.size(0)}, {self.in_channels}] (one row per point), "
                 f"got {tuple(x.shape)}"
             )
-        if x.size(1) != self.channel:
-            raise ValueError(f"x must have {self.channel} channels, got {x.size(1)}")
+        if x.size(1) != self.in_channels:
+            raise ValueError(f"x must have {self.in_channels} channels, got {x.size(1)}")
         batch = check_batch(batch, pos.size(0))
         counts = batch_counts(batch, pos.size(0)).to(pos.device)
         if bool((counts == 0).any()):
@@ -256,17 +255,17 @@ class LocalGrouper(nn.Module):
         self._check_dense_pos(xyz)
         if not isinstance(points, Tensor) or points.dim() != 3:
             shape = tuple(points.shape) if isinstance(points, Tensor) else type(points).__name__
-            raise ValueError(f"points must have shape [B, N, {self.channel}], got {shape}")
+            raise ValueError(f"points must have shape [B, N, {self.in_channels}], got {shape}")
         if points.shape[:2] != xyz.shape[:2]:
             raise ValueError(
                 f"points {tuple(points.shape)} and xyz {tuple(xyz.shape)} must agree in B and N"
             )
-        if points.size(-1) != self.channel:
-            raise ValueError(f"points must have {self.channel} channels, got {points.size(-1)}")
+        if points.size(-1) != self.in_channels:
+            raise ValueError(f"points must have {self.in_channels} channels, got {points.size(-1)}")
 
     def extra_repr(self) -> str:
         return (
-            f"channel={self.channel}, groups={self.groups}, kneighbors={self.kneighbors}, "
+            f"in_channels={self.in_channels}, groups={self.groups}, kneighbors={self.kneighbors}, "
             f"use_xyz={self.use_xyz}, normalize={self.normalize!r}, pos_dim={self.pos_dim}"
         )
 

@@ -1,11 +1,12 @@
 """PointMLP's residual point MLP blocks (kernel-1 ``Conv1d`` + ``BatchNorm1d`` + activation).
 
-All blocks take channel-first tensors ``[B, C, L]`` (``L`` points or group members) and
+``forward`` takes packed points ``[N, C]`` (channels last), ``forward_dense`` the official
+channel-first tensors ``[B, C, L]`` (``L`` points or group members); the blocks
 keep the official submodule names, so official checkpoints load with ``strict=True``.
 
 A kernel-1 ``Conv1d`` is a matrix product applied to every point, and ``BatchNorm1d`` on
 ``[B, C, L]`` normalises over ``B * L`` exactly as on the rows of ``[B * L, C]``. So the
-blocks compute on channels-last rows ``[M, C]`` (:meth:`forward_rows`): one ``F.linear``
+blocks compute on channels-last rows ``[M, C]`` in both layouts: one ``F.linear``
 with ``weight.squeeze(-1)`` per convolution and a 2-D batch norm, which on CPU is several
 times faster than ``Conv1d`` on ``[B * S, C, k]`` (many tiny convolutions). The
 parameters and buffers stay those of the ``Conv1d`` / ``BatchNorm1d`` modules.
@@ -16,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from pointset._checks import check_int, check_positive_int
 
 from .group_context_cluster import GroupContextCluster
 
@@ -64,6 +67,24 @@ def check_channel_first(x: Tensor, channels: int, name: str) -> None:
         raise ValueError(f"{name} expects [B, {channels}, L] (channels first), got {shape}")
     if x.size(0) == 0 or x.size(2) == 0:
         raise ValueError(f"{name} got an empty input of shape {tuple(x.shape)}")
+
+
+def check_rows(x: Tensor, channels: int, name: str) -> None:
+    """``x`` must be a non-empty ``[N, channels]`` tensor of packed points (raise ``ValueError``)."""
+    if not isinstance(x, Tensor) or x.dim() != 2 or x.size(1) != channels:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name} expects packed points [N, {channels}], got {shape}")
+    if x.size(0) == 0:
+        raise ValueError(f"{name} got an empty input of shape {tuple(x.shape)}")
+
+
+def _check_pointwise(module: nn.Module, *seqs: nn.Sequential) -> None:
+    """Packed points have no order along a sequence: only kernel size 1 applies to them."""
+    if not all(_pointwise(seq) for seq in seqs):
+        raise ValueError(
+            f"{type(module).__name__} with kernel_size > 1 needs the dense layout; "
+            "use forward_dense on [B, C, L]"
+        )
 
 
 def conv_rows(conv: nn.Conv1d, x: Tensor) -> Tensor:
@@ -115,8 +136,11 @@ class ConvBNReLU1D(nn.Module):
         activation (str, optional): See :func:`activation_layer`. (default: ``"relu"``)
 
     Shapes:
-        - **input:** :math:`(B, C_{in}, L)`
-        - **output:** :math:`(B, C_{out}, L - \text{kernel\_size} + 1)`
+        - **input:** :math:`(N, C_{in})` packed points (``pos`` and ``batch`` unused;
+          kernel size 1; batch statistics over the ``N`` rows)
+        - **output:** :math:`(N, C_{out})`
+        - **dense input:** :math:`(B, C_{in}, L)`
+        - **dense output:** :math:`(B, C_{out}, L - \text{kernel\_size} + 1)`
     """
 
     def __init__(
@@ -128,6 +152,12 @@ class ConvBNReLU1D(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
+        for name, value in (
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+            ("kernel_size", kernel_size),
+        ):
+            check_positive_int(value, name)
         self.net = nn.Sequential(
             nn.Conv1d(in_channels, out_channels, kernel_size, bias=bias),
             nn.BatchNorm1d(out_channels),
@@ -137,16 +167,19 @@ class ConvBNReLU1D(nn.Module):
     def reset_parameters(self) -> None:
         _reset_children(self)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, pos: Tensor | None = None, batch: Tensor | None = None) -> Tensor:
+        """Packed points ``x [N, C_in]`` -> ``[N, C_out]`` (kernel size 1 only; batch
+        statistics over the ``N`` rows; ``pos`` and ``batch`` are not used)."""
+        check_rows(x, self.net[0].in_channels, type(self).__name__)
+        _check_pointwise(self, self.net)
+        return sequential_rows(self.net, x)
+
+    def forward_dense(self, x: Tensor) -> Tensor:
+        """The official layout ``x [B, C_in, L]`` -> ``[B, C_out, L']``."""
         check_channel_first(x, self.net[0].in_channels, type(self).__name__)
         if not _pointwise(self.net):
             return self.net(x)
-        return _from_rows(self.forward_rows(_to_rows(x)), x.size(0))
-
-    def forward_rows(self, x: Tensor) -> Tensor:
-        """Channels-last rows ``x [M, C_in]`` -> ``[M, C_out]`` (kernel size 1 only; batch
-        statistics over the ``M`` rows)."""
-        return sequential_rows(self.net, x)
+        return _from_rows(sequential_rows(self.net, _to_rows(x)), x.size(0))
 
 
 class ConvBNReLURes1D(nn.Module):
@@ -155,12 +188,12 @@ class ConvBNReLURes1D(nn.Module):
     .. math::
         y = \mathrm{act}\big(\mathrm{BN}_2(W_2\, \mathrm{act}(\mathrm{BN}_1(W_1 x))) + x\big)
 
-    ``W_1`` maps ``channel`` to ``int(channel * res_expansion)`` and ``W_2`` maps back. With
+    ``W_1`` maps ``in_channels`` to ``int(in_channels * res_expansion)`` and ``W_2`` maps back. With
     ``groups > 1`` both convolutions are grouped and ``net2`` gains a second, dense
     ``Conv1d + BatchNorm1d`` after an activation (as in the official code).
 
     Args:
-        channel (int): Channels in and out.
+        in_channels (int): Channels in and out.
         kernel_size (int, optional): Convolution width (``1`` keeps ``L``). (default: ``1``)
         groups (int, optional): Convolution groups. (default: ``1``)
         res_expansion (float, optional): Hidden width factor. (default: ``1.0``)
@@ -168,13 +201,14 @@ class ConvBNReLURes1D(nn.Module):
         activation (str, optional): See :func:`activation_layer`. (default: ``"relu"``)
 
     Shapes:
-        - **input:** :math:`(B, C, L)`
-        - **output:** :math:`(B, C, L)`
+        - **input:** :math:`(N, C)` packed points (``pos`` and ``batch`` unused; kernel
+          size 1) -> **output:** :math:`(N, C)`
+        - **dense input:** :math:`(B, C, L)` -> **dense output:** :math:`(B, C, L)`
     """
 
     def __init__(
         self,
-        channel: int,
+        in_channels: int,
         kernel_size: int = 1,
         groups: int = 1,
         res_expansion: float = 1.0,
@@ -182,43 +216,57 @@ class ConvBNReLURes1D(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        hidden = int(channel * res_expansion)
+        for name, value in (
+            ("in_channels", in_channels),
+            ("kernel_size", kernel_size),
+            ("groups", groups),
+        ):
+            check_positive_int(value, name)
+        hidden = int(in_channels * res_expansion)
         if hidden < 1:
             raise ValueError(
-                f"res_expansion={res_expansion} leaves no hidden channels for channel={channel}"
+                f"res_expansion={res_expansion} leaves no hidden channels for in_channels={in_channels}"
             )
         self.act = activation_layer(activation)
         self.net1 = nn.Sequential(
-            nn.Conv1d(channel, hidden, kernel_size, groups=groups, bias=bias),
+            nn.Conv1d(in_channels, hidden, kernel_size, groups=groups, bias=bias),
             nn.BatchNorm1d(hidden),
             activation_layer(activation),
         )
         if groups > 1:
             self.net2 = nn.Sequential(
-                nn.Conv1d(hidden, channel, kernel_size, groups=groups, bias=bias),
-                nn.BatchNorm1d(channel),
+                nn.Conv1d(hidden, in_channels, kernel_size, groups=groups, bias=bias),
+                nn.BatchNorm1d(in_channels),
                 activation_layer(activation),
-                nn.Conv1d(channel, channel, kernel_size, bias=bias),
-                nn.BatchNorm1d(channel),
+                nn.Conv1d(in_channels, in_channels, kernel_size, bias=bias),
+                nn.BatchNorm1d(in_channels),
             )
         else:
             self.net2 = nn.Sequential(
-                nn.Conv1d(hidden, channel, kernel_size, bias=bias),
-                nn.BatchNorm1d(channel),
+                nn.Conv1d(hidden, in_channels, kernel_size, bias=bias),
+                nn.BatchNorm1d(in_channels),
             )
 
     def reset_parameters(self) -> None:
         _reset_children(self)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, pos: Tensor | None = None, batch: Tensor | None = None) -> Tensor:
+        """Packed points ``x [N, C]`` -> ``[N, C]`` (kernel size 1 only; ``pos`` and
+        ``batch`` are not used)."""
+        check_rows(x, self.net1[0].in_channels, type(self).__name__)
+        _check_pointwise(self, self.net1, self.net2)
+        return self._rows(x)
+
+    def _rows(self, x: Tensor) -> Tensor:
+        """Checked channels-last rows ``x [M, C]`` -> ``[M, C]``."""
+        return self.act(sequential_rows(self.net2, sequential_rows(self.net1, x)) + x)
+
+    def forward_dense(self, x: Tensor) -> Tensor:
+        """The official layout ``x [B, C, L]`` -> ``[B, C, L]``."""
         check_channel_first(x, self.net1[0].in_channels, type(self).__name__)
         if not (_pointwise(self.net1) and _pointwise(self.net2)):
             return self.act(self.net2(self.net1(x)) + x)
-        return _from_rows(self.forward_rows(_to_rows(x)), x.size(0))
-
-    def forward_rows(self, x: Tensor) -> Tensor:
-        """Channels-last rows ``x [M, C]`` -> ``[M, C]`` (kernel size 1 only)."""
-        return self.act(sequential_rows(self.net2, sequential_rows(self.net1, x)) + x)
+        return _from_rows(self._rows(_to_rows(x)), x.size(0))
 
 
 class PreExtraction(nn.Module):
@@ -230,7 +278,7 @@ class PreExtraction(nn.Module):
     PointMLP-CoC), and a max over the ``k`` members gives one vector per group.
 
     Args:
-        channels (int): Point feature channels ``C`` before grouping.
+        in_channels (int): Point feature channels ``C`` before grouping.
         out_channels (int): Output channels.
         blocks (int, optional): Residual blocks. (default: ``1``)
         groups (int, optional): Convolution groups. (default: ``1``)
@@ -244,13 +292,16 @@ class PreExtraction(nn.Module):
         pos_dim (int, optional): Position channels added by ``use_xyz``. (default: ``3``)
 
     Shapes:
-        - **input:** :math:`(B, S, k, 2C (+D))` grouped points
-        - **output:** :math:`(B, C_{out}, S)`
+        - **input:** :math:`(M, k, 2C (+D))` packed groups (``PackedGroups.x`` of
+          :class:`~pointset.nn.LocalGrouper`; ``pos`` and ``batch`` unused)
+        - **output:** :math:`(M, C_{out})`
+        - **dense input:** :math:`(B, S, k, 2C (+D))` grouped points
+        - **dense output:** :math:`(B, C_{out}, S)`
     """
 
     def __init__(
         self,
-        channels: int,
+        in_channels: int,
         out_channels: int,
         blocks: int = 1,
         groups: int = 1,
@@ -262,9 +313,14 @@ class PreExtraction(nn.Module):
         pos_dim: int = 3,
     ) -> None:
         super().__init__()
-        self.in_channels = 2 * channels + (pos_dim if use_xyz else 0)
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            check_positive_int(value, name)
+        check_int(blocks, "blocks", minimum=0)
+        self.in_channels = in_channels
+        #: channels of a grouped point: ``2 C (+ D)``
+        self.group_channels = 2 * in_channels + (pos_dim if use_xyz else 0)
         self.transfer = ConvBNReLU1D(
-            self.in_channels, out_channels, bias=bias, activation=activation
+            self.group_channels, out_channels, bias=bias, activation=activation
         )
         operation: list[nn.Module] = []
         for _ in range(blocks):
@@ -284,30 +340,43 @@ class PreExtraction(nn.Module):
     def reset_parameters(self) -> None:
         _reset_children(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.size(-1) != self.in_channels:
+    def forward(self, x: Tensor, pos: Tensor | None = None, batch: Tensor | None = None) -> Tensor:
+        """Packed groups ``x [M, k, C_in]`` -> one vector per group ``[M, C_out]``."""
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.size(-1) != self.group_channels:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(
-                f"PreExtraction expects grouped points [B, S, k, {self.in_channels}], "
-                f"got {tuple(x.shape)}"
+                f"PreExtraction expects packed groups [M, k, {self.group_channels}], got {shape}"
             )
+        return self._groups(x.unsqueeze(0))[0]
+
+    def forward_dense(self, x: Tensor) -> Tensor:
+        """The official layout: grouped points ``x [B, S, k, C_in]`` -> ``[B, C_out, S]``."""
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.size(-1) != self.group_channels:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"PreExtraction expects grouped points [B, S, k, {self.group_channels}], got {shape}"
+            )
+        return self._groups(x).transpose(1, 2)
+
+    def _groups(self, x: Tensor) -> Tensor:
+        """``[B, S, k, C_in]`` -> max over the members of every group ``[B, S, C_out]``."""
         b, s, k, d = x.shape
         if b == 0 or s == 0 or k == 0:
             raise ValueError(f"PreExtraction got an empty input of shape {tuple(x.shape)}")
-        rows = self.transfer.forward_rows(x.reshape(b * s * k, d))  # [B*S*k, C_out]
+        rows = sequential_rows(self.transfer.net, x.reshape(b * s * k, d))  # [B*S*k, C_out]
         for layer in self.operation:
             if isinstance(layer, GroupContextCluster):
                 rows = layer.forward_tokens(rows.view(b * s, k, -1)).view(b * s * k, -1)
             else:
-                rows = layer.forward_rows(rows)
-        # max over the k members of every group -> [B, S, C_out], returned as [B, C_out, S]
-        return rows.view(b, s, k, -1).max(dim=2).values.transpose(1, 2)
+                rows = layer._rows(rows)
+        return rows.view(b, s, k, -1).max(dim=2).values
 
 
 class PosExtraction(nn.Module):
     r"""PointMLP's per-anchor extractor :math:`\Phi_{pos}`: ``blocks`` residual blocks.
 
     Args:
-        channels (int): Channels in and out.
+        in_channels (int): Channels in and out.
         blocks (int, optional): Residual blocks. (default: ``1``)
         groups (int, optional): Convolution groups. (default: ``1``)
         res_expansion (float, optional): Hidden width factor. (default: ``1``)
@@ -315,13 +384,14 @@ class PosExtraction(nn.Module):
         activation (str, optional): See :func:`activation_layer`. (default: ``"relu"``)
 
     Shapes:
-        - **input:** :math:`(B, C, S)`
-        - **output:** :math:`(B, C, S)`
+        - **input:** :math:`(N, C)` packed points (``pos`` and ``batch`` unused) ->
+          **output:** :math:`(N, C)`
+        - **dense input:** :math:`(B, C, S)` -> **dense output:** :math:`(B, C, S)`
     """
 
     def __init__(
         self,
-        channels: int,
+        in_channels: int,
         blocks: int = 1,
         groups: int = 1,
         res_expansion: float = 1,
@@ -329,11 +399,13 @@ class PosExtraction(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        self.channels = channels
+        check_positive_int(in_channels, "in_channels")
+        check_int(blocks, "blocks", minimum=0)
+        self.in_channels = in_channels
         self.operation = nn.Sequential(
             *(
                 ConvBNReLURes1D(
-                    channels,
+                    in_channels,
                     groups=groups,
                     res_expansion=res_expansion,
                     bias=bias,
@@ -346,9 +418,17 @@ class PosExtraction(nn.Module):
     def reset_parameters(self) -> None:
         _reset_children(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        check_channel_first(x, self.channels, type(self).__name__)
-        rows = _to_rows(x)
+    def forward(self, x: Tensor, pos: Tensor | None = None, batch: Tensor | None = None) -> Tensor:
+        """Packed points ``x [N, C]`` -> ``[N, C]`` (``pos`` and ``batch`` are not used)."""
+        check_rows(x, self.in_channels, type(self).__name__)
+        return self._rows(x)
+
+    def forward_dense(self, x: Tensor) -> Tensor:
+        """The official layout ``x [B, C, S]`` -> ``[B, C, S]``."""
+        check_channel_first(x, self.in_channels, type(self).__name__)
+        return _from_rows(self._rows(_to_rows(x)), x.size(0))
+
+    def _rows(self, rows: Tensor) -> Tensor:
         for block in self.operation:
-            rows = block.forward_rows(rows)
-        return _from_rows(rows, x.size(0))
+            rows = block._rows(rows)
+        return rows

@@ -27,10 +27,10 @@ def small(name: str = "coc_tiny", seed: int = 0, **kwargs) -> ContextClusterNet:
 
 def unpadded_logits(model: ContextClusterNet, img: torch.Tensor) -> torch.Tensor:
     """The official computation: no padding, no cropping."""
-    x = model.patch_embed(coc_input(img))
-    for module in model.network:
-        x = module(x)
-    return model.head(model.norm(x).mean(dim=(-2, -1)))
+    x = model.patch_embed.forward_dense(coc_input(img))
+    for module in model.network:  # reducers through forward_dense, stages as they are
+        x = getattr(module, "forward_dense", module)(x)
+    return model.head(model.norm.forward_dense(x).mean(dim=(-2, -1)))
 
 
 @pytest.mark.parametrize("name", ["coc_tiny", "coc_tiny_plain", "coc_small", "coc_medium"])
@@ -64,7 +64,7 @@ def test_240_is_padded_bottom_right_and_cropped_back():
     # the stem sees the padded 256 x 256 input; its first 60 x 60 outputs see only real pixels
     assert stem.shape[-2:] == (64, 64)
     with torch.no_grad():
-        real = model.patch_embed(coc_input(img))
+        real = model.patch_embed.forward_dense(coc_input(img))
     torch.testing.assert_close(stem[..., :60, :60], real, atol=0, rtol=0)
     # the feature maps are cropped to the unpadded sizes
     assert [tuple(m.shape[-2:]) for m in maps] == [(60, 60), (30, 30), (15, 15), (8, 8)]

@@ -27,21 +27,31 @@ def _load(shared_dir, name):
 
 
 def _run_recording(model, x):
-    """Logits plus the intermediates the fixtures store (via forward hooks)."""
+    """Logits plus the intermediates the fixtures store. The model calls its layers'
+    ``forward_dense``; each is wrapped for the run to record its inputs and output."""
     rec = {}
-    hooks = [model.embedding.register_forward_hook(lambda m, i, o: rec.__setitem__("embed", o))]
+
+    def record(module, key):
+        method = module.forward_dense
+
+        def call(*args):
+            out = method(*args)
+            rec[key] = (module.sample(args[0]), out[0]) if key.startswith("group") else out
+            return out
+
+        module.forward_dense = call  # an instance attribute shadows the method
+
+    record(model.embedding, "embed")
     for s, grouper in enumerate(model.local_grouper_list):
-        hooks.append(
-            grouper.register_forward_hook(
-                lambda m, i, o, s=s: rec.__setitem__(f"group{s}", (m.sample(i[0]), o[0]))
-            )
-        )
+        record(grouper, f"group{s}")
     for s, pos in enumerate(model.pos_blocks_list):
-        hooks.append(pos.register_forward_hook(lambda m, i, o, s=s: rec.__setitem__(f"pos{s}", o)))
-    with torch.no_grad():
-        logits = model(x)
-    for h in hooks:
-        h.remove()
+        record(pos, f"pos{s}")
+    try:
+        with torch.no_grad():
+            logits = model(x)
+    finally:
+        for module in [model.embedding, *model.local_grouper_list, *model.pos_blocks_list]:
+            del module.forward_dense
     return logits, rec
 
 

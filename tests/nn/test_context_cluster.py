@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pointset.nn.cluster_plan import adaptive_windows, grid_plan
-from pointset.nn.context_cluster import ClusterPlan, ContextCluster
+from pointset.nn import ClusterPlan, ContextCluster, grid_plan, point_plan
+from pointset.nn.cluster_plan import adaptive_windows
 
 # (H, W, proposal_w, proposal_h, fold_w, fold_h): divisible, overlapping windows in regions,
 # unfolded with overlapping windows, fold only on one axis (= unfolded), uneven proposals
@@ -25,6 +25,17 @@ CONFIGS = [
     (6, 10, 2, 3, 2, 1),
     (6, 10, 2, 3, 2, 2),
 ]
+
+
+class _DenseCall(torch.nn.Module):
+    """Calls ``layer.forward_dense`` from ``forward`` (for ``torch.func.functional_call``)."""
+
+    def __init__(self, layer: ContextCluster) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer.forward_dense(x)
 
 
 def _layer(dim=6, heads=2, head_dim=3, *, config=(8, 8, 2, 2, 2, 2), dtype=torch.float64, **kw):
@@ -149,7 +160,9 @@ def test_grid_path_equals_naive_loop_reference(config, denominator):
     layer = _layer(config=config, denominator=denominator)
     x = torch.randn(2, 6, config[0], config[1], dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(layer(x), naive_grid_reference(layer, x), atol=1e-12, rtol=0)
+        torch.testing.assert_close(
+            layer.forward_dense(x), naive_grid_reference(layer, x), atol=1e-12, rtol=0
+        )
 
 
 def test_adaptive_windows_match_adaptive_avg_pool():
@@ -175,7 +188,7 @@ def test_point_path_with_grid_plan_equals_grid_path_forward_and_backward(config)
     xp = _packed(x).clone().requires_grad_()
     params = list(layer.parameters())
 
-    yi = layer(xi)
+    yi = layer.forward_dense(xi)
     yp = layer(xp, plan=grid_plan(2, h, w, *config[2:]))
     torch.testing.assert_close(yp, _packed(yi), atol=1e-5, rtol=0)
 
@@ -208,7 +221,7 @@ def test_packed_grid_size_equals_image_path():
     a = torch.randn(2, 6, 8, 8, dtype=torch.float64)
     b = torch.randn(1, 6, 4, 6, dtype=torch.float64)
     with torch.no_grad():
-        ya, yb = _packed(layer(a)), _packed(layer(b))
+        ya, yb = _packed(layer.forward_dense(a)), _packed(layer.forward_dense(b))
         torch.testing.assert_close(layer(_packed(a), grid_size=(8, 8)), ya)
         torch.testing.assert_close(layer(_packed(a), grid_size=torch.tensor([8, 8])), ya)
         mixed = torch.cat([_packed(a), _packed(b)])
@@ -274,8 +287,11 @@ def test_gradcheck_reaches_sim_alpha_and_beta():
     beta = layer.sim_beta.detach().clone().requires_grad_()
     plan = layer.grid_plan(1, 6, 6)
 
+    dense = _DenseCall(layer)
+
     def grid(x, a, b):
-        return torch.func.functional_call(layer, {"sim_alpha": a, "sim_beta": b}, (x,))
+        params = {"layer.sim_alpha": a, "layer.sim_beta": b}
+        return torch.func.functional_call(dense, params, (x,))
 
     def points(x, a, b):
         args = (_packed(x),)
@@ -311,48 +327,44 @@ def test_gradcheck_general_path_reaches_sim_alpha_and_beta():
     assert ga.abs() > 0 and gb.abs() > 0
 
 
-# --------------------------------------------------------------------------- assignment record
+# --------------------------------------------------------------------------- assignment
 
 
 @pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[1], CONFIGS[3]])
-def test_recorded_grid_assignment_equals_point_path_with_grid_plan(config):
+def test_returned_grid_assignment_equals_point_path_with_grid_plan(config):
     """Oracle: the point path given grid_plan, whose center ids the grid path must reuse;
-    recording leaves the output unchanged."""
+    asking for the assignment leaves the output unchanged."""
     h, w = config[:2]
     layer = _layer(config=config)
     x = torch.randn(2, 6, h, w, dtype=torch.float64)
     with torch.no_grad():
-        plain = layer(x)
-        layer.record_assignment = True
-        recorded = layer(x)
-        grid_ids = layer.last_assignment
-        layer(_packed(x), plan=layer.grid_plan(2, h, w))
-        plan_ids = layer.last_assignment
+        plain = layer.forward_dense(x)
+        recorded, grid_ids = layer.forward_dense(x, return_assignment=True)
+        _, plan_ids = layer(_packed(x), plan=layer.grid_plan(2, h, w), return_assignment=True)
     assert torch.equal(plain, recorded)
     assert grid_ids.shape == (2 * h * w, layer.heads) and grid_ids.dtype == torch.long
     assert torch.equal(grid_ids, plan_ids)
 
 
-def test_recorded_assignment_is_a_candidate_of_every_point():
-    """Oracle: the plan's candidate edges (general path) and the per-image grid record
+def test_returned_assignment_is_a_candidate_of_every_point():
+    """Oracle: the plan's candidate edges (general path) and the per-image grid assignment
     renumbered after the previous images (packed grids of two sizes)."""
     layer = _layer(dim=6, num_centers=5, center_k=4, candidates=3)
-    layer.record_assignment = True
     x, pos = torch.randn(40, 6, dtype=torch.float64), torch.rand(40, 3, dtype=torch.float64)
     plan = layer.plan(pos)
     with torch.no_grad():
-        layer(x, plan=plan)
-    ids = layer.last_assignment
+        out, ids = layer(x, plan=plan, return_assignment=True)
+        assert torch.equal(out, layer(x, plan=plan))
     cands = {(int(p), int(c)) for p, c in plan.cand_index.t()}
     assert all((i, int(ids[i, e])) in cands for i in range(40) for e in range(layer.heads))
 
     a = torch.randn(1, 6, 8, 8, dtype=torch.float64)
     b = torch.randn(1, 6, 4, 6, dtype=torch.float64)
     with torch.no_grad():
-        layer(b)
-        alone_b = layer.last_assignment
-        layer(torch.cat([_packed(a), _packed(b)]), grid_size=torch.tensor([[8, 8], [4, 6]]))
-    assert torch.equal(layer.last_assignment[64:], alone_b + 16)  # image a has 4 x 4 centers
+        _, alone_b = layer.forward_dense(b, return_assignment=True)
+        packed = torch.cat([_packed(a), _packed(b)])
+        _, ids = layer(packed, grid_size=torch.tensor([[8, 8], [4, 6]]), return_assignment=True)
+    assert torch.equal(ids[64:], alone_b + 16)  # image a has 4 x 4 centers
 
 
 def test_reset_parameters_restores_alpha_one_beta_zero():
@@ -382,7 +394,7 @@ def test_bad_input_raises_value_error():
     with pytest.raises(ValueError, match="channels"):
         layer(torch.randn(20, 5), pos)
     with pytest.raises(ValueError, match="channels"):
-        layer(torch.randn(1, 5, 8, 8))
+        layer.forward_dense(torch.randn(1, 5, 8, 8))
     with pytest.raises(ValueError, match="pos must have shape"):
         layer(x, torch.rand(20))
     with pytest.raises(ValueError, match="pos must have shape"):
@@ -394,21 +406,56 @@ def test_bad_input_raises_value_error():
     with pytest.raises(ValueError, match="empty"):
         layer(torch.randn(0, 6), torch.rand(0, 3))
     with pytest.raises(ValueError, match="empty"):
-        layer(torch.randn(1, 6, 0, 8))
+        layer.forward_dense(torch.randn(1, 6, 0, 8))
     with pytest.raises(ValueError, match="cloud 1 .*empty"):
         layer(x, pos, torch.tensor([0] * 10 + [2] * 10))
     with pytest.raises(ValueError, match="fewer than center_k"):
         layer(x, pos, torch.tensor([0] * 17 + [1] * 3))
     with pytest.raises(ValueError, match="divisible"):
-        layer(torch.randn(1, 6, 7, 8))
+        layer.forward_dense(torch.randn(1, 6, 7, 8))
     with pytest.raises(ValueError, match="whole"):
         layer(x, grid_size=(3, 3))
     with pytest.raises(ValueError, match="no candidate"):
         plan = ClusterPlan(torch.tensor([[0], [0]]), torch.tensor([[0], [0]]), 1)
         layer(x, plan=plan)
-    with pytest.raises(ValueError, match="grid path"):
+    with pytest.raises(ValueError, match="forward_dense"):
         layer(torch.randn(1, 6, 8, 8), pos)
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        layer.forward_dense(x)
     with pytest.raises(ValueError, match="heads"):
         ContextCluster(6, heads=0)
     with pytest.raises(ValueError, match="denominator"):
         ContextCluster(6, denominator="mean")
+
+
+def test_lattice_plan_picks_the_grid_plan_only_for_whole_row_major_images():
+    """Oracle: grid_plan for whole row-major images; point_plan with the grid path's density
+    (16 centers per 8x8 image, FPS ratio 16/64) for a partial image or a shuffled order."""
+    layer = ContextCluster(4, heads=1, head_dim=4, fold_w=2, fold_h=2, center_k=4)
+    rows, cols = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    cells = torch.stack([rows.flatten(), cols.flatten()], 1).repeat(2, 1)
+    batch = torch.arange(2).repeat_interleave(64)
+    plan = layer.lattice_plan(cells, batch, (8, 8))
+    expected = layer.grid_plan(2, 8, 8)
+    assert torch.equal(plan.pool_index, expected.pool_index)
+    assert torch.equal(plan.cand_index, expected.cand_index)
+
+    fps = layer.lattice_plan(cells, batch, (8, 8), mode="fps")
+    assert fps.num_centers == 32 and fps.cand_index.size(1) == 128 * 4
+    keep = torch.ones(128, dtype=torch.bool)
+    keep[5] = False
+    partial = layer.lattice_plan(cells[keep], batch[keep], (8, 8))
+    reference = point_plan(
+        cells[keep].float(), batch[keep], center_ratio=16 / 64 * (1 - 1e-9), center_k=4
+    )
+    assert torch.equal(partial.pool_index, reference.pool_index)
+    assert torch.equal(partial.cand_index, reference.cand_index)
+    perm = torch.cat([torch.arange(64).flip(0), torch.arange(64, 128)])
+    assert layer.lattice_plan(cells[perm], batch, (8, 8)).num_centers == 16 + 16
+    assert not torch.equal(
+        layer.lattice_plan(cells[perm], batch, (8, 8)).cand_index, plan.cand_index
+    )
+    with pytest.raises(ValueError, match="grid plan needs whole images"):
+        layer.lattice_plan(cells[perm], batch, (8, 8), mode="grid")
+    with pytest.raises(ValueError, match="mode"):
+        layer.lattice_plan(cells, batch, (8, 8), mode="kmeans")

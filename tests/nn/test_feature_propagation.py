@@ -42,12 +42,12 @@ def test_layer_shapes_keys_and_bad_skip():
     assert {k.split(".")[0] for k in layer.state_dict()} == {"fuse", "extraction"}
     assert "extraction.operation.1.net2.1.weight" in layer.state_dict()
     xyz, xyz_coarse = torch.rand(2, 30, 3), torch.rand(2, 6, 3)
-    out = layer(xyz, xyz_coarse, torch.rand(2, 8, 30), torch.rand(2, 12, 6))
+    out = layer.forward_dense(xyz, xyz_coarse, torch.rand(2, 8, 30), torch.rand(2, 12, 6))
     assert out.shape == (2, 16, 30)
     with pytest.raises(ValueError, match=r"\[B, 8, L\]"):
-        layer(xyz, xyz_coarse, torch.rand(2, 7, 30), torch.rand(2, 12, 6))
+        layer.forward_dense(xyz, xyz_coarse, torch.rand(2, 7, 30), torch.rand(2, 12, 6))
     with pytest.raises(ValueError, match="must match xyz_coarse"):
-        layer(xyz, xyz_coarse, torch.rand(2, 8, 30), torch.rand(2, 12, 5))
+        layer.forward_dense(xyz, xyz_coarse, torch.rand(2, 8, 30), torch.rand(2, 12, 5))
 
 
 def test_packed_path_equals_dense_path():
@@ -68,13 +68,13 @@ def test_packed_path_equals_dense_path():
     dense = interpolate_dense(pos, pos_coarse, coarse)
     torch.testing.assert_close(flat, dense.transpose(1, 2).reshape(-1, 6))
     with torch.no_grad():
-        packed = layer.forward_packed(
+        packed = layer(
             skip.transpose(1, 2).reshape(-1, 4),
             pos.reshape(-1, 3),
             batch,
-            coarse.transpose(1, 2).reshape(-1, 6),
-            pos_coarse.reshape(-1, 3),
-            batch_coarse,
+            x_coarse=coarse.transpose(1, 2).reshape(-1, 6),
+            pos_coarse=pos_coarse.reshape(-1, 3),
+            batch_coarse=batch_coarse,
         )
-        expected = layer(pos, pos_coarse, skip, coarse)
+        expected = layer.forward_dense(pos, pos_coarse, skip, coarse)
     torch.testing.assert_close(packed, expected.transpose(1, 2).reshape(-1, 8))

@@ -46,7 +46,7 @@ def test_dense_matches_member_loop(heads, head_dim):
     """Oracle: loop_oracle (cos, sigmoid, (sum s v + vc) / (sum s + 1), y = out * s, fc2)."""
     layer = _layer(12, heads, head_dim)
     x = torch.randn(4, 12, 7, dtype=torch.float64)  # [G, C, k]
-    out = layer(x)
+    out = layer.forward_dense(x)
     assert out.shape == x.shape
     for g in range(4):
         torch.testing.assert_close(out[g].t(), loop_oracle(layer, x[g].t()))
@@ -56,11 +56,11 @@ def test_grouped_entry_equals_dense_for_shuffled_equal_groups():
     """Oracle: the dense entry; the grouped entry gets the same groups in shuffled order."""
     layer = _layer(8, heads=2, head_dim=4)
     x = torch.randn(5, 8, 6, dtype=torch.float64)
-    dense = layer(x).transpose(1, 2).reshape(30, 8)
+    dense = layer.forward_dense(x).transpose(1, 2).reshape(30, 8)
     group = torch.arange(5).repeat_interleave(6)
     perm = torch.randperm(30, generator=torch.Generator().manual_seed(1))
     packed = x.transpose(1, 2).reshape(30, 8)
-    out = layer.forward_grouped(packed[perm], group[perm])
+    out = layer(packed[perm], None, group[perm])
     torch.testing.assert_close(out, dense[perm])
 
 
@@ -70,7 +70,7 @@ def test_grouped_entry_handles_unequal_groups():
     sizes = [3, 7, 1]
     x = torch.randn(sum(sizes), 6, dtype=torch.float64)
     group = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes))
-    out = layer.forward_grouped(x, group)
+    out = layer(x, None, group)
     start = 0
     for n in sizes:
         torch.testing.assert_close(out[start : start + n], loop_oracle(layer, x[start : start + n]))
@@ -84,22 +84,35 @@ def test_gradcheck_reaches_sim_alpha_and_beta():
     alpha = torch.tensor([0.8], dtype=torch.float64, requires_grad=True)
     beta = torch.tensor([0.2], dtype=torch.float64, requires_grad=True)
 
+    dense = _DenseCall(layer)
+
     def fn(x, alpha, beta):
-        params = {"sim_alpha": alpha, "sim_beta": beta}
-        return torch.func.functional_call(layer, params, (x,))
+        params = {"layer.sim_alpha": alpha, "layer.sim_beta": beta}
+        return torch.func.functional_call(dense, params, (x,))
 
     assert torch.autograd.gradcheck(fn, (x, alpha, beta))
 
 
+class _DenseCall(torch.nn.Module):
+    """Calls ``layer.forward_dense`` from ``forward``, for torch.func.functional_call."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer.forward_dense(x)
+
+
 class _Grouped(torch.nn.Module):
-    """Exposes forward_grouped as forward, for torch.func.functional_call."""
+    """Calls the layer with the group as ``batch``, for torch.func.functional_call."""
 
     def __init__(self, layer):
         super().__init__()
         self.layer = layer
 
     def forward(self, x, group):
-        return self.layer.forward_grouped(x, group)
+        return self.layer(x, None, group)
 
 
 def test_gradcheck_grouped_entry_reaches_sim_alpha_and_beta():
@@ -140,18 +153,18 @@ def test_bad_input_raises_value_error():
     """Oracle: the input contract (ValueError naming the problem)."""
     layer = GroupContextCluster(8)
     with pytest.raises(ValueError, match=r"\[G, 8, k\]"):
-        layer(torch.randn(2, 6, 5))
+        layer.forward_dense(torch.randn(2, 6, 5))
     with pytest.raises(ValueError, match=r"\[N, 8\]"):
-        layer.forward_grouped(torch.randn(5, 6), torch.zeros(5, dtype=torch.long))
+        layer(torch.randn(5, 6), None, torch.zeros(5, dtype=torch.long))
     with pytest.raises(ValueError, match="group"):
-        layer.forward_grouped(torch.randn(5, 8), torch.zeros(4, dtype=torch.long))
+        layer(torch.randn(5, 8), None, torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="empty"):
-        layer.forward_grouped(torch.randn(0, 8), torch.zeros(0, dtype=torch.long))
+        layer(torch.randn(0, 8), None, torch.zeros(0, dtype=torch.long))
 
 
 def test_packed_clouds_of_different_sizes_equal_each_cloud_alone():
     """Oracle: each cloud alone. Clouds of 13, 21 and 9 points are grouped by
-    LocalGrouper.forward_packed (4 groups of 5 per cloud); the grouped entry on all groups
+    LocalGrouper.forward (4 groups of 5 per cloud); the grouped entry on all groups
     at once equals the grouped entry and the dense entry on each cloud's groups alone."""
     from pointset.nn.local_grouper import LocalGrouper
 
@@ -162,17 +175,15 @@ def test_packed_clouds_of_different_sizes_equal_each_cloud_alone():
     batch = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes))
     grouper = LocalGrouper(6, 4, 5).double()
     layer = _layer(12, heads=2, head_dim=3)
-    groups = grouper.forward_packed(x, pos, batch).x  # [12, 5, 12]
+    groups = grouper(x, pos, batch).x  # [12, 5, 12]
     members = groups.reshape(-1, 12)
-    together = layer.forward_grouped(members, torch.arange(12).repeat_interleave(5))
+    together = layer(members, None, torch.arange(12).repeat_interleave(5))
     start = 0
     for b, n in enumerate(sizes):
-        alone = grouper.forward_packed(x[start : start + n], pos[start : start + n]).x
+        alone = grouper(x[start : start + n], pos[start : start + n]).x
         rows = slice(20 * b, 20 * (b + 1))
-        by_group = layer.forward_grouped(
-            alone.reshape(-1, 12), torch.arange(4).repeat_interleave(5)
-        )
+        by_group = layer(alone.reshape(-1, 12), None, torch.arange(4).repeat_interleave(5))
         torch.testing.assert_close(together[rows], by_group, rtol=1e-12, atol=1e-12)
-        dense = layer(alone.transpose(1, 2)).transpose(1, 2).reshape(-1, 12)
+        dense = layer.forward_dense(alone.transpose(1, 2)).transpose(1, 2).reshape(-1, 12)
         torch.testing.assert_close(together[rows], dense, rtol=1e-12, atol=1e-12)
         start += n

@@ -8,6 +8,7 @@ The per-layer test files check further, layer-specific cases.
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import pytest
@@ -16,6 +17,7 @@ import torch
 import pointset.nn as psnn
 from pointset.nn import (
     AdaptiveDownsample,
+    CloudGroupNorm,
     ClusterAttention,
     ContextCluster,
     ConvBNReLU1D,
@@ -41,10 +43,11 @@ def _upsample(layer, x, pos, batch):
         pos_out = torch.cat([pos, pos + 0.01], 1).view(-1, pos.size(1))
     guidance = torch.randn(pos_out.size(0) if pos_out.dim() else 0, 3)
     batch_out = None if batch is None else batch.repeat_interleave(2)
-    return layer(x, pos, guidance, pos_out, batch, batch_out)
+    return layer(x, pos, batch, guidance=guidance, pos_out=pos_out, batch_out=batch_out)
 
 
-# layers taking packed point sets (x [N, C], pos [N, D], batch [N]); pos_dim None: any D
+# layers taking packed point sets (x [N, C], pos [N, D], batch [N]); pos_dim None: any D,
+# "unused": the layer does not read positions
 POINT_LAYERS = {
     "JointBilateralUpsample": (lambda: JointBilateralUpsample(3, C), _upsample, None),
     "JBUStack": (lambda: JBUStack(C), _upsample, None),
@@ -70,25 +73,30 @@ POINT_LAYERS = {
     ),
     "LocalGrouper": (
         lambda: LocalGrouper(C, 3, 3, pos_dim=D),
-        lambda layer, x, pos, batch: layer.forward_packed(x, pos, batch),
+        lambda layer, x, pos, batch: layer(x, pos, batch),
         D,
+    ),
+    "CloudGroupNorm": (
+        lambda: CloudGroupNorm(C),
+        lambda layer, x, pos, batch: layer(x, pos, batch),
+        "unused",
     ),
     # skip features x at every point, coarse features at every other point
     "FeaturePropagation": (
         lambda: FeaturePropagation(C + 4, 8),
-        lambda layer, x, pos, batch: layer.forward_packed(
+        lambda layer, x, pos, batch: layer(
             x,
             pos,
             batch,
-            torch.ones(pos[::2].shape[:1] + (4,)),
-            pos[::2],
-            None if batch is None else batch[::2],
+            x_coarse=torch.ones(pos[::2].shape[:1] + (4,)),
+            pos_coarse=pos[::2],
+            batch_coarse=None if batch is None else batch[::2],
         ),
         None,
     ),
 }
 
-# layers taking dense tensors: (make, good input shape, bad-channel shape, empty shapes)
+# dense entries (forward_dense): (make, good input shape, bad-channel shape, empty shapes)
 DENSE_LAYERS = {
     "GridPointReducer": (
         lambda: GridPointReducer(C, 8),
@@ -120,8 +128,19 @@ DATA_CONTAINERS = {"Downsampled", "PackedGroups", "KMeansStep"}
 CENTER_LAYERS = {"KMeansCrossAttention", "KMaXPredictor", "KMaXDecoderLayer"}
 
 
+def _exported_layers() -> set[str]:
+    """Names in ``pointset.nn.__all__`` that are ``nn.Module`` subclasses."""
+    return {
+        name
+        for name in psnn.__all__
+        if isinstance(getattr(psnn, name), type)
+        and issubclass(getattr(psnn, name), torch.nn.Module)
+    }
+
+
 def test_every_exported_layer_is_covered():
-    layers = set(psnn.__all__) - DATA_CONTAINERS
+    layers = _exported_layers()
+    assert not layers & DATA_CONTAINERS
     assert layers == set(POINT_LAYERS) | set(DENSE_LAYERS) | CENTER_LAYERS
 
 
@@ -140,11 +159,12 @@ def test_point_layer_rejects_bad_input(name):
     run(layer, x, pos, batch)  # the good input works
     with pytest.raises(ValueError, match="channel|shape"):
         run(layer, torch.randn(x.size(0), C + 1), pos, batch)
-    with pytest.raises(ValueError, match="pos"):
-        run(layer, x, pos[:, 0], batch)  # [N] instead of [N, D]
-    with pytest.raises(ValueError, match="pos"):
-        run(layer, x, pos.unsqueeze(-1), batch)  # [N, D, 1]
-    if pos_dim is not None:
+    if pos_dim != "unused":
+        with pytest.raises(ValueError, match="pos"):
+            run(layer, x, pos[:, 0], batch)  # [N] instead of [N, D]
+        with pytest.raises(ValueError, match="pos"):
+            run(layer, x, pos.unsqueeze(-1), batch)  # [N, D, 1]
+    if pos_dim not in (None, "unused"):
         with pytest.raises(ValueError, match="coordinates|pos_dim"):
             run(layer, x, torch.rand(x.size(0), pos_dim + 1), batch)
     with pytest.raises(ValueError, match="empty"):
@@ -158,22 +178,179 @@ def test_point_layer_rejects_bad_input(name):
 def test_dense_layer_rejects_bad_input(name):
     make, good, bad_channels, empties = DENSE_LAYERS[name]
     layer = make()
-    layer(torch.randn(good))  # the good input works
+    layer.forward_dense(torch.randn(good))  # the good input works
     with pytest.raises(ValueError, match=re.escape(str(bad_channels))):  # names the shape
-        layer(torch.randn(bad_channels))
+        layer.forward_dense(torch.randn(bad_channels))
     for shape in empties:
         with pytest.raises(ValueError, match="empty"):
-            layer(torch.randn(shape))
+            layer.forward_dense(torch.randn(shape))
 
 
 def test_group_context_cluster_grouped_entry_rejects_bad_groups():
     layer = GroupContextCluster(C, head_dim=4)
     x = torch.randn(10, C)
     with pytest.raises(ValueError, match="channels|shape"):
-        layer.forward_grouped(torch.randn(10, C + 1), torch.zeros(10, dtype=torch.long))
+        layer(torch.randn(10, C + 1), None, torch.zeros(10, dtype=torch.long))
     with pytest.raises(ValueError, match=">= 0"):
-        layer.forward_grouped(x, torch.full((10,), -1))
+        layer(x, None, torch.full((10,), -1))
     with pytest.raises(ValueError, match="num_groups=2"):
-        layer.forward_grouped(x, torch.arange(10) % 3, num_groups=2)
+        layer(x, None, torch.arange(10) % 3, num_groups=2)
     with pytest.raises(ValueError, match="empty"):
-        layer.forward_grouped(x[:0], torch.zeros(0, dtype=torch.long))
+        layer(x[:0], None, torch.zeros(0, dtype=torch.long))
+
+
+# integer constructor arguments: (layer factory taking the argument by keyword, its name)
+INT_ARGUMENTS = [
+    (lambda **kw: ContextCluster(**{"in_channels": C, **kw}), "heads"),
+    (lambda **kw: ContextCluster(**{"in_channels": C, **kw}), "center_k"),
+    (lambda **kw: ClusterAttention(**{"in_channels": C, "heads": 2, **kw}), "pos_dim"),
+    (lambda **kw: AdaptiveDownsample(**{"in_channels": C, "out_channels": 8, **kw}), "pos_dim"),
+    (lambda **kw: LocalGrouper(**{"in_channels": C, "groups": 3, "kneighbors": 3, **kw}), "groups"),
+    (lambda **kw: PointReducer(**{"in_channels": C, "out_channels": 8, **kw}), "k"),
+    (lambda **kw: GridPointReducer(**{"in_channels": C, **kw}), "out_channels"),
+    (lambda **kw: FeaturePropagation(**{"in_channels": C, "out_channels": 8, **kw}), "k"),
+    (lambda **kw: GroupContextCluster(**{"in_channels": C, **kw}), "heads"),
+    (lambda **kw: JointBilateralUpsample(**{"guidance_dim": 3, "feat_dim": C, **kw}), "radius"),
+    (lambda **kw: ConvBNReLU1D(**{"in_channels": C, **kw}), "out_channels"),
+    (lambda **kw: ConvBNReLURes1D(**{"in_channels": C, **kw}), "groups"),
+    (lambda **kw: PosExtraction(**{"in_channels": C, **kw}), "in_channels"),
+    (
+        lambda **kw: psnn.KMaXPredictor(**{"in_channel_pixel": C, "in_channel_query": 8, **kw}),
+        "num_classes",
+    ),  # fmt: skip
+    (lambda **kw: psnn.KMaXDecoderLayer(**{"in_channel_pixel": C, **kw}), "num_heads"),
+]
+
+
+@pytest.mark.parametrize("value", [True, 2.0, 0, -1], ids=["bool", "float", "zero", "negative"])
+@pytest.mark.parametrize("make, name", INT_ARGUMENTS, ids=lambda v: v if isinstance(v, str) else "")
+def test_integer_arguments_are_checked_by_one_helper(make, name, value):
+    """Oracle: the wording of ``pointset._checks.check_positive_int``. ``True`` and ``2.0``
+    pass ``int(value) >= 1`` but are not integers; 0 and -1 are not positive."""
+    with pytest.raises(ValueError, match=rf"^{name} must be a positive int, got {value!r}$"):
+        make(**{name: value})
+
+
+# --------------------------------------------------------------------------- one forward
+def _lattice_clouds():
+    """Two clouds on pixel lattices: 12 cells of a 4x4 image, 10 cells of another."""
+    rows, cols = torch.meshgrid(torch.arange(4), torch.arange(4), indexing="ij")
+    cells = torch.stack([rows.flatten(), cols.flatten()], 1)
+    pos = torch.cat([cells[:12], cells[3:13]]).float()
+    return pos, torch.tensor([0] * 12 + [1] * 10)
+
+
+def _grouped_clouds(x, pos, batch):
+    """PreExtraction's packed input: the groups LocalGrouper makes of the clouds."""
+    groups = LocalGrouper(C, 3, 3, pos_dim=D)(x, pos, batch)
+    return groups.x, groups.pos, groups.batch
+
+
+# every exported layer: (make, inputs (x, pos, batch) from the clouds, extra arguments)
+_SAME = None
+ONE_FORWARD = {
+    "AdaptiveDownsample": (
+        lambda: AdaptiveDownsample(C, 8, pos_dim=D, cluster_size=4, nbhd_size=8),
+        _SAME,
+        {},
+    ),
+    "ClusterAttention": (
+        lambda: ClusterAttention(C, heads=2, cluster_size=4, nbhd_size=8, pos_dim=D),
+        _SAME,
+        {},
+    ),
+    "CloudGroupNorm": (lambda: CloudGroupNorm(C), _SAME, {}),
+    "ContextCluster": (
+        lambda: ContextCluster(C, heads=2, head_dim=3, num_centers=3, center_k=3, candidates=2),
+        _SAME,
+        {},
+    ),
+    "ConvBNReLU1D": (lambda: ConvBNReLU1D(C, 8), _SAME, {}),
+    "ConvBNReLURes1D": (lambda: ConvBNReLURes1D(C), _SAME, {}),
+    "FeaturePropagation": (
+        lambda: FeaturePropagation(C + 4, 8),
+        _SAME,
+        {
+            "x_coarse": lambda x, pos, batch: torch.randn(11, 4),
+            "pos_coarse": lambda x, pos, batch: pos[::2],
+            "batch_coarse": lambda x, pos, batch: batch[::2],
+        },
+    ),
+    "GridPointReducer": (
+        lambda: GridPointReducer(C, 8),
+        lambda x, pos, batch: (x, *_lattice_clouds()),
+        {},
+    ),
+    "GroupContextCluster": (lambda: GroupContextCluster(C, head_dim=4), _SAME, {}),
+    "JBUStack": (
+        lambda: JBUStack(C),
+        _SAME,
+        {
+            "guidance": lambda x, pos, batch: torch.randn(44, 3),
+            "pos_out": lambda x, pos, batch: torch.cat([pos, pos + 0.01], 1).view(-1, D),
+            "batch_out": lambda x, pos, batch: batch.repeat_interleave(2),
+        },
+    ),
+    "JointBilateralUpsample": (
+        lambda: JointBilateralUpsample(3, C),
+        _SAME,
+        {
+            "guidance": lambda x, pos, batch: torch.randn(44, 3),
+            "pos_out": lambda x, pos, batch: torch.cat([pos, pos + 0.01], 1).view(-1, D),
+            "batch_out": lambda x, pos, batch: batch.repeat_interleave(2),
+        },
+    ),
+    "KMaXDecoderLayer": (
+        lambda: psnn.KMaXDecoderLayer(
+            3, C, 8, base_filters=4, num_heads=2, pixel_head_dim=8, embed_dim=4, ffn_dim=8
+        ),
+        lambda x, pos, batch: (x, *_lattice_clouds()),
+        {"query_feature": lambda x, pos, batch: torch.randn(2, 8, 5)},
+    ),
+    "KMaXPredictor": (
+        lambda: psnn.KMaXPredictor(C, 8, num_classes=3, pixel_head_dim=8, embed_dim=4),
+        lambda x, pos, batch: (x, *_lattice_clouds()),
+        {"query": lambda x, pos, batch: torch.randn(2, 8, 5)},
+    ),
+    "KMeansCrossAttention": (
+        lambda: psnn.KMeansCrossAttention(),
+        _SAME,
+        {
+            "centers": lambda x, pos, batch: torch.randn(2, 5, C),
+            "value": lambda x, pos, batch: torch.randn(x.size(0), 4),
+        },
+    ),
+    "LocalGrouper": (lambda: LocalGrouper(C, 3, 3, pos_dim=D), _SAME, {}),
+    "PointReducer": (lambda: PointReducer(C, 8, k=3, pos_dim=D), _SAME, {}),
+    "PosExtraction": (lambda: PosExtraction(C), _SAME, {}),
+    "PreExtraction": (lambda: PreExtraction(C, 8, use_xyz=False), _grouped_clouds, {}),
+}
+
+
+def test_every_exported_layer_has_one_forward_signature():
+    """Oracle: ``inspect.signature``; ``forward`` of every ``nn.Module`` exported by
+    ``pointset.nn`` starts with PyG's ``(x, pos, batch)``, and the table below covers them."""
+    layers = _exported_layers()
+    assert set(ONE_FORWARD) == layers
+    for name in layers:
+        params = list(inspect.signature(getattr(psnn, name).forward).parameters)
+        assert params[1:4] == ["x", "pos", "batch"], f"{name}.forward{params}"
+
+
+@pytest.mark.parametrize("name", sorted(ONE_FORWARD))
+def test_every_exported_layer_answers_forward_x_pos_batch(name):
+    """Oracle: the call itself. ``layer(x, pos, batch, **extra)`` on two tiny packed clouds
+    runs and returns finite tensors whose leading size is one per point, group or cloud."""
+    make, inputs, extra = ONE_FORWARD[name]
+    torch.manual_seed(0)
+    x, pos, batch = _clouds()
+    if inputs is not None:
+        x, pos, batch = inputs(x, pos, batch)
+    kwargs = {key: value(x, pos, batch) for key, value in extra.items()}
+    with torch.no_grad():
+        out = make()(x, pos, batch, **kwargs)
+    first = out[0] if isinstance(out, tuple) else out
+    if isinstance(first, dict):
+        first = first["mask_logits"]
+    assert isinstance(first, torch.Tensor) and bool(torch.isfinite(first).all())
+    assert first.size(0) <= x.size(0) or name == "JBUStack" or name.startswith("JointBilateral")

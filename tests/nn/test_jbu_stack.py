@@ -67,7 +67,7 @@ def test_float32_output_and_steps_equal_fixture(shared_dir):
     steps = []
     hooks = [up.register_forward_hook(lambda m, a, o: steps.append(o)) for up in stack.steps]
     with torch.no_grad():
-        out = stack(data["source"], data["guidance"])
+        out = stack.forward_dense(data["source"], data["guidance"])
     for h in hooks:
         h.remove()
     torch.testing.assert_close(out, data["out"], atol=ATOL, rtol=RTOL)
@@ -79,7 +79,7 @@ def test_mismatched_guidance_equals_fixture(shared_dir):
     """Official fixture: a guidance that is not 16x the source; the output is still 16x."""
     data = _fixture(shared_dir)
     with torch.no_grad():
-        out = _loaded(data)(data["source"], data["mismatch_guidance"])
+        out = _loaded(data).forward_dense(data["source"], data["mismatch_guidance"])
     assert out.shape == (1, 16, 48, 64)
     torch.testing.assert_close(out, data["mismatch_out"], atol=ATOL, rtol=RTOL)
 
@@ -88,7 +88,8 @@ def test_float64_output_equals_fixture(shared_dir):
     """Official fixture (float64 run): 1e-9."""
     data = _fixture(shared_dir)
     with torch.no_grad():
-        out = _loaded(data, torch.float64)(data["source"].double(), data["guidance"].double())
+        stack = _loaded(data, torch.float64)
+        out = stack.forward_dense(data["source"].double(), data["guidance"].double())
     torch.testing.assert_close(out, data["out_fp64"], atol=1e-9, rtol=0)
 
 
@@ -97,7 +98,7 @@ def test_grid_gradcheck():
     stack = _noisy(JBUStack(2, key_dim=4).double())
     source = torch.randn(1, 2, 2, 3, dtype=torch.float64, requires_grad=True)
     guidance = torch.randn(1, 3, 20, 30, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(stack, (source, guidance), fast_mode=True)
+    assert torch.autograd.gradcheck(stack.forward_dense, (source, guidance), fast_mode=True)
 
 
 def test_point_pyramid_pools_like_adaptive_avg_pool():
@@ -129,8 +130,11 @@ def test_point_path_on_grid_runs_and_batch_equals_single():
         bo.append(torch.full((qs[-1].size(0),), k))
     x, pos, guid, q, b, bo = (torch.cat(t) for t in (xs, ps, gs, qs, b, bo))
     with torch.no_grad():
-        out = stack(x, pos, guid, q, b, bo)
-        alone = [stack(x[b == k], pos[b == k], guid[bo == k], q[bo == k]) for k in range(2)]
+        out = stack(x, pos, b, guidance=guid, pos_out=q, batch_out=bo)
+        alone = [
+            stack(x[b == k], pos[b == k], guidance=guid[bo == k], pos_out=q[bo == k])
+            for k in range(2)
+        ]
     assert out.shape == (q.size(0), 4)
     torch.testing.assert_close(out, torch.cat(alone), atol=1e-12, rtol=0)
 
@@ -143,27 +147,29 @@ def test_point_gradcheck():
     pos = _pixels(2, 2, 16.0)
     q = torch.rand(200, 2, generator=g, dtype=torch.float64) * 32 - 0.5
     guid = torch.randn(200, 2, generator=g, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, c: stack(a, pos, c, q), (x, guid), fast_mode=True)
+    assert torch.autograd.gradcheck(
+        lambda a, c: stack(a, pos, guidance=c, pos_out=q), (x, guid), fast_mode=True
+    )
 
 
 def test_bad_input_raises():
     """Entry-point checks name the problem."""
     stack = JBUStack(4)
     with pytest.raises(ValueError, match="same batch size"):
-        stack(torch.randn(2, 4, 2, 2), torch.randn(1, 3, 32, 32))
+        stack.forward_dense(torch.randn(2, 4, 2, 2), torch.randn(1, 3, 32, 32))
     with pytest.raises(ValueError, match="feat_dim=4"):
-        stack(torch.randn(1, 5, 2, 2), torch.randn(1, 3, 32, 32))
+        stack.forward_dense(torch.randn(1, 5, 2, 2), torch.randn(1, 3, 32, 32))
     with pytest.raises(ValueError, match="at least 2x2"):
-        stack(torch.randn(1, 4, 1, 2), torch.randn(1, 3, 32, 32))
+        stack.forward_dense(torch.randn(1, 4, 1, 2), torch.randn(1, 3, 32, 32))
     x, pos, g, q = torch.randn(4, 4), torch.rand(4, 2), torch.randn(50, 3), torch.rand(50, 2)
     with pytest.raises(ValueError, match="larger than the output"):
-        stack(g.new_zeros(50, 4), q, g[:4], pos)
+        stack(g.new_zeros(50, 4), q, guidance=g[:4], pos_out=pos)
     with pytest.raises(ValueError, match="NaN"):
-        stack(x, pos.clone().fill_(float("nan")), g, q)
+        stack(x, pos.clone().fill_(float("nan")), guidance=g, pos_out=q)
     with pytest.raises(ValueError, match="empty"):
-        stack(x[:0], pos[:0], g, q)
+        stack(x[:0], pos[:0], guidance=g, pos_out=q)
     with pytest.raises(ValueError, match="guidance_dim=3"):
-        stack(x, pos, torch.randn(50, 2), q)
+        stack(x, pos, guidance=torch.randn(50, 2), pos_out=q)
 
 
 def test_repr():

@@ -75,7 +75,7 @@ def test_float32_outputs_and_intermediates_equal_fixture(shared_dir):
     layer = JointBilateralUpsample(3, 16).eval()
     layer.load_state_dict(data["state_dict"])
     with torch.no_grad():
-        out = layer(data["source"], data["guidance"])
+        out = layer.forward_dense(data["source"], data["guidance"])
         kernel = layer.grid_kernel(data["guidance"])
         rng = layer.grid_range_kernel(data["guidance"])
     torch.testing.assert_close(out, data["out"], atol=ATOL, rtol=RTOL)
@@ -94,7 +94,7 @@ def test_float64_output_equals_fixture(shared_dir):
     layer.load_state_dict(data["state_dict"])
     assert layer.spatial_kernel().dtype == torch.float64
     with torch.no_grad():
-        out = layer(data["source"].double(), data["guidance"].double())
+        out = layer.forward_dense(data["source"].double(), data["guidance"].double())
     torch.testing.assert_close(out, data["out_fp64"], atol=1e-9, rtol=0)
 
 
@@ -105,7 +105,7 @@ def test_gradients_equal_fixture(shared_dir):
     layer.load_state_dict(data["state_dict"])
     source = data["source"].clone().requires_grad_()
     guidance = data["guidance"].clone().requires_grad_()
-    (layer(source, guidance) * data["grad_R"]).sum().backward()
+    (layer.forward_dense(source, guidance) * data["grad_R"]).sum().backward()
     got = {"grad_source": source.grad, "grad_guidance": guidance.grad}
     got.update({f"param {k}": p.grad for k, p in layer.named_parameters()})
     want = {"grad_source": data["grad_source"], "grad_guidance": data["grad_guidance"]}
@@ -124,7 +124,7 @@ def test_grid_any_size_equals_naive_unfold(src, out):
     source = torch.randn(2, 4, *src, dtype=torch.float64)
     guidance = torch.randn(2, 3, *out, dtype=torch.float64)
     with torch.no_grad():
-        got = layer(source, guidance)
+        got = layer.forward_dense(source, guidance)
         want = _naive(layer, source, guidance)
     assert got.shape == (2, 4, *out)
     torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
@@ -137,6 +137,7 @@ def test_grid_gradcheck():
     source = torch.randn(1, 2, 3, 2, dtype=torch.float64, requires_grad=True)
     guidance = torch.randn(1, 2, 5, 4, dtype=torch.float64, requires_grad=True)
     params = (layer.range_temp, layer.sigma_spatial)
+    layer.forward = layer.forward_dense  # functional_call invokes forward
 
     def f(s, g, temp, sigma):
         state = {"range_temp": temp, "sigma_spatial": sigma}
@@ -151,9 +152,11 @@ def test_train_mode_dropout_is_random_and_eval_is_not():
     layer = JointBilateralUpsample(3, 4, key_dim=64)
     source, guidance = torch.randn(1, 4, 4, 4), torch.randn(1, 3, 8, 8)
     layer.eval()
-    assert torch.equal(layer(source, guidance), layer(source, guidance))
+    assert torch.equal(layer.forward_dense(source, guidance), layer.forward_dense(source, guidance))
     layer.train()
-    assert not torch.equal(layer(source, guidance), layer(source, guidance))
+    assert not torch.equal(
+        layer.forward_dense(source, guidance), layer.forward_dense(source, guidance)
+    )
 
 
 # ----------------------------------------------------------------------------- point path
@@ -181,7 +184,7 @@ def test_point_path_equals_grid_path_on_interior_pixels():
     source = torch.randn(2, 5, 5, 7, dtype=torch.float64)
     guidance = torch.randn(2, 3, 13, 17, dtype=torch.float64)
     with torch.no_grad():
-        grid = layer(source, guidance)
+        grid = layer.forward_dense(source, guidance)
         hr = F.interpolate(source, (13, 17), mode="bicubic", align_corners=False)
         pos, batch = _grid_points(13, 17, 2)
         pts = layer.filter_points(_packed(hr), _packed(guidance), pos, batch)
@@ -210,8 +213,11 @@ def test_point_batch_equals_clouds_one_at_a_time():
     layer = _noisy(JointBilateralUpsample(3, 4).double())
     (x, pos, g, q, b, bo), sizes = _clouds()
     with torch.no_grad():
-        out = layer(x, pos, g, q, b, bo)
-        alone = [layer(x[b == k], pos[b == k], g[bo == k], q[bo == k]) for k in range(len(sizes))]
+        out = layer(x, pos, b, guidance=g, pos_out=q, batch_out=bo)
+        alone = [
+            layer(x[b == k], pos[b == k], guidance=g[bo == k], pos_out=q[bo == k])
+            for k in range(len(sizes))
+        ]
     assert out.shape == (q.size(0), 4)
     torch.testing.assert_close(out, torch.cat(alone), atol=1e-12, rtol=0)
 
@@ -235,7 +241,7 @@ def test_point_gradcheck():
     pos = torch.rand(5, 2, generator=g, dtype=torch.float64)
     guid = torch.randn(30, 2, generator=g, dtype=torch.float64, requires_grad=True)
     q = torch.rand(30, 2, generator=g, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda a, c: layer(a, pos, c, q), (x, guid))
+    assert torch.autograd.gradcheck(lambda a, c: layer(a, pos, guidance=c, pos_out=q), (x, guid))
 
 
 # ----------------------------------------------------------------------------- errors
@@ -244,17 +250,17 @@ def test_bad_grid_input_raises():
     layer = JointBilateralUpsample(3, 4)
     s, g = torch.randn(2, 4, 4, 4), torch.randn(2, 3, 8, 8)
     with pytest.raises(ValueError, match="same batch size"):
-        layer(s, g[:1])
+        layer.forward_dense(s, g[:1])
     with pytest.raises(ValueError, match="feat_dim=4"):
-        layer(torch.randn(2, 5, 4, 4), g)
+        layer.forward_dense(torch.randn(2, 5, 4, 4), g)
     with pytest.raises(ValueError, match="guidance_dim=3"):
-        layer(s, torch.randn(2, 4, 8, 8))
+        layer.forward_dense(s, torch.randn(2, 4, 8, 8))
     with pytest.raises(ValueError, match="larger than the output"):
-        layer(torch.randn(2, 4, 9, 4), g)
+        layer.forward_dense(torch.randn(2, 4, 9, 4), g)
     with pytest.raises(ValueError, match="exceed the radius"):
-        layer(torch.randn(2, 4, 2, 2), torch.randn(2, 3, 3, 8))
-    with pytest.raises(ValueError, match="grid"):
-        layer(torch.randn(4, 4, 4))
+        layer.forward_dense(torch.randn(2, 4, 2, 2), torch.randn(2, 3, 3, 8))
+    with pytest.raises(ValueError, match=r"source must have shape \[B, C, H, W\]"):
+        layer.forward_dense(torch.randn(4, 4, 4), g)
 
 
 def test_bad_point_input_raises():
@@ -263,27 +269,27 @@ def test_bad_point_input_raises():
     x, pos, g, q = torch.randn(5, 4), torch.rand(5, 2), torch.randn(60, 3), torch.rand(60, 2)
     b, bo = torch.zeros(5, dtype=torch.long), torch.zeros(60, dtype=torch.long)
     with pytest.raises(ValueError, match="NaN"):
-        layer(x, pos.clone().fill_(float("nan")), g, q)
+        layer(x, pos.clone().fill_(float("nan")), guidance=g, pos_out=q)
     with pytest.raises(ValueError, match="NaN"):
         bad = q.clone()
         bad[3, 1] = float("nan")
-        layer(x, pos, g, bad)
+        layer(x, pos, guidance=g, pos_out=bad)
     with pytest.raises(ValueError, match="empty clouds"):
-        layer(x, pos, g, q, b, torch.cat([bo[:30], bo[30:] + 2]))
+        layer(x, pos, b, guidance=g, pos_out=q, batch_out=torch.cat([bo[:30], bo[30:] + 2]))
     with pytest.raises(ValueError, match="empty"):
-        layer(x[:0], pos[:0], g, q)
+        layer(x[:0], pos[:0], guidance=g, pos_out=q)
     with pytest.raises(ValueError, match="larger than the output"):
-        layer(g.new_zeros(60, 4), q, g[:5], pos)
+        layer(g.new_zeros(60, 4), q, guidance=g[:5], pos_out=pos)
     with pytest.raises(ValueError, match="feat_dim=4"):
-        layer(torch.randn(5, 3), pos, g, q)
+        layer(torch.randn(5, 3), pos, guidance=g, pos_out=q)
     with pytest.raises(ValueError, match="guidance_dim=3"):
-        layer(x, pos, torch.randn(60, 2), q)
+        layer(x, pos, guidance=torch.randn(60, 2), pos_out=q)
     with pytest.raises(ValueError, match=r"one row per pos_out"):
-        layer(x, pos, g[:7], q)
+        layer(x, pos, guidance=g[:7], pos_out=q)
     with pytest.raises(ValueError, match="clouds"):
-        layer(x, pos, g, q, b, torch.cat([bo[:30], bo[30:] + 1]))
+        layer(x, pos, b, guidance=g, pos_out=q, batch_out=torch.cat([bo[:30], bo[30:] + 1]))
     with pytest.raises(ValueError, match="same number of coordinates"):
-        layer(x, torch.rand(5, 3), g, q)
+        layer(x, torch.rand(5, 3), guidance=g, pos_out=q)
 
 
 def test_repr_and_reset():

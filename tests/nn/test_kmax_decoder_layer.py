@@ -42,7 +42,7 @@ def fixture_layer(data, dtype=torch.float32) -> KMaXDecoderLayer:
 
 
 def run_dense(layer, case, dtype=torch.float32):
-    query_out, pred = layer(case["pixel"].to(dtype), case["query"].to(dtype))
+    query_out, pred = layer.forward_dense(case["pixel"].to(dtype), case["query"].to(dtype))
     return {"query_out": query_out, **pred}
 
 
@@ -58,7 +58,7 @@ def run_packed(layer, cases, dtype=torch.float32):
             batch.append(torch.full((h * w,), len(queries), dtype=torch.long))
             queries.append(case["query"][b])
     x, p, bt = torch.cat(xs).to(dtype), torch.cat(pos).to(dtype), torch.cat(batch)
-    return layer(x, torch.stack(queries).to(dtype), bt, pos=p), bt
+    return layer(x, p, bt, query_feature=torch.stack(queries).to(dtype)), bt
 
 
 def assert_close(actual, expected, atol=5e-5, rtol=1e-5, name=""):
@@ -204,7 +204,7 @@ def test_fixture_gradients(fixture):
     layer = fixture_layer(fixture)
     pixel = fixture["a"]["pixel"].clone().requires_grad_()
     query = fixture["a"]["query"].clone().requires_grad_()
-    query_out, pred = layer(pixel, query)
+    query_out, pred = layer.forward_dense(pixel, query)
     out = {"query_out": query_out, **pred}
     loss = sum((out[k] * fixture["grad_R"][k]).sum() for k in OUTPUTS)
     loss.backward()
@@ -222,7 +222,7 @@ def test_fixture_gradients_query_only(fixture):
     layer = fixture_layer(fixture)
     pixel = fixture["a"]["pixel"].clone().requires_grad_()
     query = fixture["a"]["query"].clone().requires_grad_()
-    query_out, _ = layer(pixel, query)
+    query_out, _ = layer.forward_dense(pixel, query)
     (query_out * fixture["grad_R"]["query_out"]).sum().backward()
     _grad_close(pixel.grad, fixture["grad_query_only"]["pixel"], "pixel")
     _grad_close(query.grad, fixture["grad_query_only"]["query"], "query")
@@ -286,11 +286,11 @@ def test_dense_equals_packed(train):
     layer = tiny_layer().double().train(train)
     pixel = _random_grid_batch(2, 5, 7, 6, seed=1)
     query = torch.randn(2, 8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    dense_q, dense = copy.deepcopy(layer)(pixel, query)
+    dense_q, dense = copy.deepcopy(layer).forward_dense(pixel, query)
     x = pixel.flatten(2).transpose(1, 2).reshape(-1, 6)
     pos = grid_positions(5, 7, dtype=torch.float64).repeat(2, 1) * 0.25
     batch = torch.arange(2).repeat_interleave(35)
-    packed_q, packed = copy.deepcopy(layer)(x, query, batch, pos=pos, spacing=0.25)
+    packed_q, packed = copy.deepcopy(layer)(x, pos, batch, query_feature=query, spacing=0.25)
     assert_close(packed_q, dense_q, atol=1e-10, rtol=0)
     assert_close(packed["class_logits"], dense["class_logits"], atol=1e-10, rtol=0)
     assert_close(
@@ -314,10 +314,10 @@ def test_packed_batch_equals_clouds_one_at_a_time(use_pos):
     query = torch.randn(3, 8, 4, generator=g, dtype=torch.float64)
     batch = torch.cat([torch.full((n,), i) for i, n in enumerate(sizes)])
     pos = torch.cat(ps) if use_pos else None
-    q_all, p_all = layer(torch.cat(xs), query, batch, pos=pos)
+    q_all, p_all = layer(torch.cat(xs), pos, batch, query_feature=query)
     start = 0
     for i, n in enumerate(sizes):
-        q_i, p_i = layer(xs[i], query[i : i + 1], pos=ps[i] if use_pos else None)
+        q_i, p_i = layer(xs[i], ps[i] if use_pos else None, None, query_feature=query[i : i + 1])
         assert_close(q_all[i : i + 1], q_i, atol=1e-12, rtol=0)
         assert_close(
             p_all["mask_logits"][start : start + n], p_i["mask_logits"], atol=1e-12, rtol=0
@@ -332,8 +332,8 @@ def test_no_window_is_center_tap():
     layer = tiny_layer().double().eval()
     pixel = _random_grid_batch(3, 1, 1, 6, seed=4)
     query = torch.randn(3, 8, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
-    dense_q, _ = layer(pixel, query)
-    packed_q, _ = layer(pixel.flatten(1), query, torch.arange(3))
+    dense_q, _ = layer.forward_dense(pixel, query)
+    packed_q, _ = layer(pixel.flatten(1), None, torch.arange(3), query_feature=query)
     assert_close(packed_q, dense_q, atol=1e-12, rtol=0)
 
 
@@ -346,12 +346,12 @@ def test_gradcheck_packed():
     query = torch.randn(2, 8, 3, generator=g, dtype=torch.float64, requires_grad=True)
     batch = torch.tensor([0] * 6 + [1] * 4)
     window = pixel_window(pos, batch)
-    logits = layer(x, query, batch, window=window)[1]["mask_logits"]
+    logits = layer(x, None, batch, query_feature=query, window=window)[1]["mask_logits"]
     top2 = logits.topk(2, dim=1).values
     assert (top2[:, 0] - top2[:, 1]).min() > 1e-4  # no assignment flips under eps = 1e-6
 
     def fn(x_, q_):
-        out, pred = layer(x_, q_, batch, window=window)
+        out, pred = layer(x_, None, batch, query_feature=q_, window=window)
         return out, pred["mask_logits"], pred["class_logits"], pred["pixel_feature"]
 
     assert torch.autograd.gradcheck(fn, (x, query), eps=1e-6, atol=1e-6)
@@ -363,12 +363,12 @@ def test_drop_path_train_only():
     pixel = _random_grid_batch(4, 3, 3, 6, seed=7)
     query = torch.randn(4, 8, 2, dtype=torch.float64)
     layer.eval()
-    assert torch.equal(layer(pixel, query)[0], layer(pixel, query)[0])
+    assert torch.equal(layer.forward_dense(pixel, query)[0], layer.forward_dense(pixel, query)[0])
     layer.train()
     torch.manual_seed(0)
-    a = layer(pixel, query)[0]
+    a = layer.forward_dense(pixel, query)[0]
     torch.manual_seed(1)
-    assert not torch.equal(a, layer(pixel, query)[0])
+    assert not torch.equal(a, layer.forward_dense(pixel, query)[0])
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -378,30 +378,30 @@ def test_bad_input_raises_value_error():
     pixel = torch.randn(2, 6, 3, 3)
     query = torch.randn(2, 8, 3)
     with pytest.raises(ValueError, match="channels"):
-        layer(torch.randn(2, 5, 3, 3), query)
+        layer.forward_dense(torch.randn(2, 5, 3, 3), query)
     with pytest.raises(ValueError, match="channels"):
-        layer(pixel, torch.randn(2, 7, 3))
+        layer.forward_dense(pixel, torch.randn(2, 7, 3))
     with pytest.raises(ValueError, match="batch size 2 but query_feature has 3"):
-        layer(pixel, torch.randn(3, 8, 3))
+        layer.forward_dense(pixel, torch.randn(3, 8, 3))
     with pytest.raises(ValueError, match="empty"):
-        layer(torch.randn(2, 6, 0, 3), query)
+        layer.forward_dense(torch.randn(2, 6, 0, 3), query)
     x = torch.randn(5, 6)
     with pytest.raises(ValueError, match="cloud 1 .* is empty"):
-        layer(x, torch.randn(3, 8, 3), torch.tensor([0, 0, 2, 2, 2]))
+        layer(x, None, torch.tensor([0, 0, 2, 2, 2]), query_feature=torch.randn(3, 8, 3))
     with pytest.raises(ValueError, match="2 clouds but query_feature holds 1"):
-        layer(x, torch.randn(1, 8, 3), torch.tensor([0, 0, 1, 1, 1]))
+        layer(x, None, torch.tensor([0, 0, 1, 1, 1]), query_feature=torch.randn(1, 8, 3))
     with pytest.raises(ValueError, match="0 points"):
-        layer(torch.randn(0, 6), torch.randn(1, 8, 3))
+        layer(torch.randn(0, 6), None, None, query_feature=torch.randn(1, 8, 3))
     bad = x.clone()
     bad[2, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
-        layer(bad, torch.randn(1, 8, 3))
+        layer(bad, None, None, query_feature=torch.randn(1, 8, 3))
     pos = torch.rand(5, 2)
     pos[3, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
-        layer(x, torch.randn(1, 8, 3), pos=pos)
+        layer(x, pos, None, query_feature=torch.randn(1, 8, 3))
     with pytest.raises(ValueError, match="2 coordinates"):
-        layer(x, torch.randn(1, 8, 3), pos=torch.rand(5, 3))
+        layer(x, torch.rand(5, 3), None, query_feature=torch.randn(1, 8, 3))
     with pytest.raises(ValueError, match="num_heads"):
         KMaXDecoderLayer(5, 6, 8, base_filters=4, num_heads=3)
 
@@ -412,11 +412,11 @@ def test_predictor_alone_matches_the_layer_outputs(fixture):
     layer = fixture_layer(fixture)
     case = fixture["b"]
     with torch.no_grad():
-        pred = layer._predcitor(case["pixel_space"], case["query_space"])
+        pred = layer._predcitor.forward_dense(case["pixel_space"], case["query_space"])
     for key in ("class_logits", "mask_logits", "pixel_feature"):
         assert_close(pred[key], case[key], name=key)
     with pytest.raises(ValueError, match="a cloud is empty"):
-        layer._predcitor(torch.randn(4, 32), case["query_space"].expand(2, -1, -1))
+        layer._predcitor(torch.randn(4, 32), query=case["query_space"].expand(2, -1, -1))
 
 
 def test_bfloat16_runs_close_to_float32():
@@ -425,7 +425,8 @@ def test_bfloat16_runs_close_to_float32():
     layer = tiny_layer().eval()
     pixel = torch.randn(2, 6, 4, 5, generator=torch.Generator().manual_seed(8))
     query = torch.randn(2, 8, 3, generator=torch.Generator().manual_seed(9))
-    ref = layer(pixel, query)[0]
-    low = copy.deepcopy(layer).to(torch.bfloat16)(pixel.bfloat16(), query.bfloat16())[0]
+    ref = layer.forward_dense(pixel, query)[0]
+    low = copy.deepcopy(layer).to(torch.bfloat16).forward_dense(pixel.bfloat16(), query.bfloat16())
+    low = low[0]
     assert low.dtype == torch.bfloat16
     assert (low.float() - ref).abs().max() < 0.05 * ref.abs().max()

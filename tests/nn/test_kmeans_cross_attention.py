@@ -48,7 +48,7 @@ def _ragged(seed, sizes=(5, 1, 8), e=3, v=4, length=4):
 def test_matches_brute_force(seed):
     """Oracle: brute-force loop (own-cloud logits, first argmax, per-cluster sums)."""
     x, centers, value, batch = _ragged(seed)
-    step = KMeansCrossAttention()(x, centers, value, batch)
+    step = KMeansCrossAttention()(x, None, batch, centers=centers, value=value)
     update, logits, assignment = brute_force(x, centers, value, batch)
     torch.testing.assert_close(step.mask_logits, logits, atol=1e-12, rtol=0)
     assert torch.equal(step.assignment, assignment)
@@ -58,7 +58,7 @@ def test_matches_brute_force(seed):
 def test_equal_clouds_take_the_batched_path_with_the_same_numbers():
     """Oracle: brute-force loop, for equal-sized clouds (the batched-matmul branch)."""
     x, centers, value, batch = _ragged(3, sizes=(6, 6))
-    step = KMeansCrossAttention()(x, centers, value, batch)
+    step = KMeansCrossAttention()(x, None, batch, centers=centers, value=value)
     update, logits, assignment = brute_force(x, centers, value, batch)
     torch.testing.assert_close(step.mask_logits, logits, atol=1e-12, rtol=0)
     assert torch.equal(step.assignment, assignment)
@@ -69,10 +69,10 @@ def test_packed_equals_one_cloud_at_a_time():
     """Oracle: each cloud run alone."""
     x, centers, value, batch = _ragged(4, sizes=(3, 7, 2))
     layer = KMeansCrossAttention()
-    step = layer(x, centers, value, batch)
+    step = layer(x, None, batch, centers=centers, value=value)
     for b in range(3):
         sel = batch == b
-        alone = layer(x[sel], centers[b : b + 1], value[sel])
+        alone = layer(x[sel], None, None, centers=centers[b : b + 1], value=value[sel])
         assert torch.equal(step.update[b], alone.update[0])
         assert torch.equal(step.assignment[sel], alone.assignment)
 
@@ -83,7 +83,7 @@ def test_ties_go_to_first_cluster_and_empty_clusters_are_zero():
     centers = torch.tensor([[[-5.0, 0.0], [1.0, 1.0], [1.0, 1.0]]])
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 3.0]])
     value = torch.tensor([[1.0], [10.0], [100.0]])
-    step = KMeansCrossAttention()(x, centers, value)
+    step = KMeansCrossAttention()(x, None, None, centers=centers, value=value)
     assert step.assignment.tolist() == [1, 1, 1]
     assert step.update[0, :, 0].tolist() == [0.0, 111.0, 0.0]
 
@@ -95,7 +95,7 @@ def test_no_gradient_through_the_assignment():
     x.requires_grad_()
     centers.requires_grad_()
     value.requires_grad_()
-    step = KMeansCrossAttention()(x, centers, value, batch)
+    step = KMeansCrossAttention()(x, None, batch, centers=centers, value=value)
     step.update.sum().backward()
     assert x.grad is None and centers.grad is None
     torch.testing.assert_close(value.grad, torch.ones_like(value))
@@ -104,8 +104,10 @@ def test_no_gradient_through_the_assignment():
 def test_logit_norm_applies_before_argmax():
     """Oracle: a negative-scale norm turns the argmax into the argmin of the raw logits."""
     x, centers, value, batch = _ragged(6)
-    raw = KMeansCrossAttention()(x, centers, value, batch)
-    flipped = KMeansCrossAttention()(x, centers, value, batch, logit_norm=lambda t: -2.0 * t)
+    raw = KMeansCrossAttention()(x, None, batch, centers=centers, value=value)
+    flipped = KMeansCrossAttention()(
+        x, None, batch, centers=centers, value=value, logit_norm=lambda t: -2.0 * t
+    )
     torch.testing.assert_close(flipped.mask_logits, -2.0 * raw.mask_logits)
     assert torch.equal(flipped.assignment, raw.mask_logits.argmin(dim=1))
 
@@ -133,7 +135,12 @@ def test_official_fixture_step(shared_dir, case):
     with torch.no_grad():
         kernels = layer._predcitor.mask_kernels(c["query_space"])
         step = layer.kmeans(
-            feature, kernels, value, batch, layer._predcitor._pixel_space_mask_batch_norm
+            feature,
+            None,
+            batch,
+            centers=kernels,
+            value=value,
+            logit_norm=layer._predcitor._pixel_space_mask_batch_norm,
         )
     expected = c["mask_logits"].flatten(2).transpose(1, 2).reshape(b * h * w, -1)
     torch.testing.assert_close(step.mask_logits, expected, atol=5e-5, rtol=1e-5)
@@ -146,18 +153,18 @@ def test_bad_input_raises_value_error():
     x, centers, value, batch = _ragged(7)
     layer = KMeansCrossAttention()
     with pytest.raises(ValueError, match="channels"):
-        layer(x[:, :2], centers, value, batch)
+        layer(x[:, :2], None, batch, centers=centers, value=value)
     with pytest.raises(ValueError, match="rows"):
-        layer(x, centers, value[:-1], batch)
+        layer(x, None, batch, centers=centers, value=value[:-1])
     with pytest.raises(ValueError, match="cloud 1 is empty"):
-        layer(x[:5], centers, value[:5], torch.tensor([0, 0, 0, 2, 2]))
+        layer(x[:5], None, torch.tensor([0, 0, 0, 2, 2]), centers=centers, value=value[:5])
     with pytest.raises(ValueError, match="names 3 clouds but centers hold 2"):
-        layer(x, centers[:2], value, batch)
+        layer(x, None, batch, centers=centers[:2], value=value)
     with pytest.raises(ValueError, match="0 points"):
-        layer(x[:0], centers, value[:0], batch[:0])
+        layer(x[:0], None, batch[:0], centers=centers, value=value[:0])
     bad = x.clone()
     bad[4, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
-        layer(bad, centers, value, batch)
+        layer(bad, None, batch, centers=centers, value=value)
     with pytest.raises(ValueError, match="rank 3"):
-        layer(x, centers[0], value, batch)
+        layer(x, None, batch, centers=centers[0], value=value)

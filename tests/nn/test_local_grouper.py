@@ -92,7 +92,7 @@ def test_dense_matches_brute_force_loops(batch, n, channels, normalize, use_xyz,
         alpha, beta = layer.affine_alpha.view(-1).tolist(), layer.affine_beta.view(-1).tolist()
     if normalize is not None and groups * k * len(alpha) < 2:
         return  # a single value has no unbiased std (NaN in every implementation)
-    new_xyz, new_points = layer(xyz, points)
+    new_xyz, new_points = layer.forward_dense(xyz, points)
     exp_xyz, exp_points = brute_force_group(xyz, points, groups, k, use_xyz, normalize, alpha, beta)
     assert new_points.shape == (batch, groups, k, layer.out_channels)
     torch.testing.assert_close(new_xyz, exp_xyz, rtol=0, atol=0)
@@ -128,7 +128,7 @@ def _packed_cloud(sizes, channels, seed, dtype=torch.float64):
 
 @pytest.mark.parametrize("normalize,use_xyz", [("anchor", False), ("center", True), (None, False)])
 def test_packed_clouds_of_different_sizes_equal_each_cloud_alone(normalize, use_xyz):
-    """Oracle: forward_packed on each cloud alone (per-cloud std, per-cloud indices)."""
+    """Oracle: forward on each cloud alone (per-cloud std, per-cloud indices)."""
     sizes = [13, 21, 9]
     x, pos, batch = _packed_cloud(sizes, 4, seed=0)
     layer = LocalGrouper(4, 6, 5, use_xyz=use_xyz, normalize=normalize).double()
@@ -136,12 +136,12 @@ def test_packed_clouds_of_different_sizes_equal_each_cloud_alone(normalize, use_
         with torch.no_grad():
             layer.affine_alpha.uniform_(0.5, 1.5)
             layer.affine_beta.uniform_(-0.5, 0.5)
-    out = layer.forward_packed(x, pos, batch)
+    out = layer(x, pos, batch)
     assert out.x.shape == (6 * len(sizes), 5, layer.out_channels)
     assert out.batch.tolist() == [b for b in range(len(sizes)) for _ in range(6)]
     start = 0
     for b, n in enumerate(sizes):
-        alone = layer.forward_packed(x[start : start + n], pos[start : start + n])
+        alone = layer(x[start : start + n], pos[start : start + n])
         rows = slice(6 * b, 6 * (b + 1))
         torch.testing.assert_close(out.x[rows], alone.x, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(out.pos[rows], alone.pos, rtol=0, atol=0)
@@ -157,8 +157,8 @@ def test_packed_equals_dense_for_equal_size_clouds():
     with torch.no_grad():
         layer.affine_alpha.uniform_(0.5, 1.5)
         layer.affine_beta.uniform_(-0.5, 0.5)
-    packed = layer.forward_packed(x, pos, batch)
-    new_xyz, new_points = layer(pos.view(2, 16, 3), x.view(2, 16, 3))
+    packed = layer(x, pos, batch)
+    new_xyz, new_points = layer.forward_dense(pos.view(2, 16, 3), x.view(2, 16, 3))
     torch.testing.assert_close(packed.x, new_points.reshape(10, 4, -1), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(packed.pos, new_xyz.reshape(10, 3), rtol=0, atol=0)
 
@@ -172,9 +172,19 @@ def test_gradcheck_reaches_affine_parameters():
     alpha = torch.rand(1, 1, 1, 2, dtype=torch.float64, generator=gen).requires_grad_()
     beta = torch.rand(1, 1, 1, 2, dtype=torch.float64, generator=gen).requires_grad_()
 
+    class Dense(torch.nn.Module):  # forward_dense as forward, for functional_call
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, xyz, points):
+            return self.layer.forward_dense(xyz, points)
+
+    dense = Dense()
+
     def fn(points, alpha, beta):
-        params = {"affine_alpha": alpha, "affine_beta": beta}
-        return torch.func.functional_call(layer, params, (xyz, points))[1]
+        params = {"layer.affine_alpha": alpha, "layer.affine_beta": beta}
+        return torch.func.functional_call(dense, params, (xyz, points))[1]
 
     assert torch.autograd.gradcheck(fn, (points, alpha, beta))
     fn(points, alpha, beta).sum().backward()
@@ -186,7 +196,7 @@ def test_gradcheck_packed_entry():
     x, pos, batch = _packed_cloud([7, 9], 2, seed=4)
     x.requires_grad_()
     layer = LocalGrouper(2, 3, 3).double()
-    assert torch.autograd.gradcheck(lambda x: layer.forward_packed(x, pos, batch).x, (x,))
+    assert torch.autograd.gradcheck(lambda x: layer(x, pos, batch).x, (x,))
 
 
 @pytest.mark.parametrize(
@@ -204,7 +214,7 @@ def test_dense_bad_input_raises_value_error(xyz_shape, points_shape, match):
     """Oracle: the input contract (ValueError naming the problem)."""
     layer = LocalGrouper(4, 3, 5)
     with pytest.raises(ValueError, match=match):
-        layer(torch.rand(xyz_shape), torch.rand(points_shape))
+        layer.forward_dense(torch.rand(xyz_shape), torch.rand(points_shape))
 
 
 def test_packed_bad_input_raises_value_error():
@@ -212,15 +222,15 @@ def test_packed_bad_input_raises_value_error():
     layer = LocalGrouper(2, 3, 4)
     x, pos, batch = _packed_cloud([6, 3], 2, seed=0, dtype=torch.float32)
     with pytest.raises(ValueError, match="cloud 1 has 3 points"):
-        layer.forward_packed(x, pos, batch)
+        layer(x, pos, batch)
     with pytest.raises(ValueError, match="channels"):
-        layer.forward_packed(torch.rand(9, 3), pos)
+        layer(torch.rand(9, 3), pos)
     with pytest.raises(ValueError, match="coordinates"):
-        layer.forward_packed(x, torch.rand(9, 2))
+        layer(x, torch.rand(9, 2))
     with pytest.raises(ValueError, match="empty"):
-        layer.forward_packed(torch.rand(0, 2), torch.rand(0, 3))
+        layer(torch.rand(0, 2), torch.rand(0, 3))
     with pytest.raises(ValueError, match="sorted"):
-        layer.forward_packed(x, pos, batch.flip(0))
+        layer(x, pos, batch.flip(0))
 
 
 def test_constructor_rejects_unknown_normalize_and_sizes():

@@ -46,7 +46,7 @@ def test_conv_bn_relu_matches_formula():
     block = _randomize(ConvBNReLU1D(5, 7, bias=True).double())
     x = torch.randn(3, 5, 11, dtype=torch.float64)
     expected = torch.relu(_bn(_conv(x, block.net[0]), block.net[1]))
-    torch.testing.assert_close(block(x), expected)
+    torch.testing.assert_close(block.forward_dense(x), expected)
 
 
 @pytest.mark.parametrize("res_expansion", [1.0, 0.25])
@@ -56,7 +56,7 @@ def test_residual_block_matches_formula(res_expansion):
     x = torch.randn(3, 8, 6, dtype=torch.float64)
     hidden = torch.relu(_bn(_conv(x, block.net1[0]), block.net1[1]))
     expected = torch.relu(_bn(_conv(hidden, block.net2[0]), block.net2[1]) + x)
-    torch.testing.assert_close(block(x), expected)
+    torch.testing.assert_close(block.forward_dense(x), expected)
     assert block.net1[0].out_channels == int(8 * res_expansion)
 
 
@@ -77,19 +77,22 @@ def test_grouped_residual_block_has_official_extra_layers():
         "net2.4.running_var",
     ]
     assert block.net2[0].weight.shape == (8, 4, 1)
-    assert block(torch.randn(2, 8, 5)).shape == (2, 8, 5)
+    assert block.forward_dense(torch.randn(2, 8, 5)).shape == (2, 8, 5)
 
 
 def test_pre_extraction_is_max_over_group_of_pointwise_mlp():
     """Oracle: transfer + residual blocks applied to each group separately, then max over k."""
     pre = _randomize(PreExtraction(4, 16, blocks=2, use_xyz=True, bias=False).double())
     x = torch.randn(2, 5, 6, 2 * 4 + 3, dtype=torch.float64)  # [B, S, k, 2C+3]
-    out = pre(x)
+    out = pre.forward_dense(x)
     assert out.shape == (2, 16, 5)
     for b in range(2):
         for s in range(5):
             members = x[b, s].t().unsqueeze(0)  # [1, 2C+3, k]
-            feats = pre.operation(pre.transfer(members))[0]  # [16, k]
+            feats = pre.transfer.forward_dense(members)
+            for block in pre.operation:
+                feats = block.forward_dense(feats)
+            feats = feats[0]  # [16, k]
             torch.testing.assert_close(out[b, :, s], feats.max(dim=-1).values)
 
 
@@ -108,8 +111,8 @@ def test_pos_extraction_stacks_residual_blocks():
     x = torch.randn(2, 6, 9, dtype=torch.float64)
     expected = x
     for block in pos.operation:
-        expected = block(expected)
-    torch.testing.assert_close(pos(x), expected)
+        expected = block.forward_dense(expected)
+    torch.testing.assert_close(pos.forward_dense(x), expected)
     assert len(pos.operation) == 3
 
 
@@ -152,7 +155,7 @@ def test_bad_input_raises_value_error():
         ConvBNReLURes1D(2, res_expansion=0.25)
     pre = PreExtraction(4, 8, use_xyz=False)
     with pytest.raises(ValueError, match=r"\[B, S, k, 8\]"):
-        pre(torch.randn(2, 3, 4, 11))
+        pre.forward_dense(torch.randn(2, 3, 4, 11))
 
 
 def _official_pre_extraction(pre: PreExtraction, x: torch.Tensor) -> torch.Tensor:
@@ -162,7 +165,7 @@ def _official_pre_extraction(pre: PreExtraction, x: torch.Tensor) -> torch.Tenso
     y = pre.transfer.net(x.permute(0, 1, 3, 2).reshape(b * s, d, k))
     for layer in pre.operation:
         if isinstance(layer, GroupContextCluster):
-            y = layer(y)
+            y = layer.forward_dense(y)
         else:
             y = layer.act(layer.net2(layer.net1(y)) + y)
     return torch.nn.functional.adaptive_max_pool1d(y, 1).reshape(b, s, -1).permute(0, 2, 1)
@@ -180,7 +183,7 @@ def test_channels_last_rows_equal_conv1d_in_training(groups, coc):
     ).train()
     x = torch.randn(2, 5, 6, 2 * 3 + 3, dtype=torch.float64)
     x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out_ours, out_ref = ours(x_ours), _official_pre_extraction(ref, x_ref)
+    out_ours, out_ref = ours.forward_dense(x_ours), _official_pre_extraction(ref, x_ref)
     torch.testing.assert_close(out_ours, out_ref)
     weight = torch.randn_like(out_ref)
     (out_ours * weight).sum().backward()
@@ -200,4 +203,27 @@ def test_pos_extraction_rows_equal_conv1d_on_transposed_input():
     expected = x
     for block in pos.operation:
         expected = block.act(block.net2(block.net1(expected)) + expected)
-    torch.testing.assert_close(pos(x), expected)
+    torch.testing.assert_close(pos.forward_dense(x), expected)
+
+
+def test_packed_forward_equals_the_dense_layout():
+    """Oracle: ``forward_dense`` on the same points laid out channel first: packed rows
+    ``[N, C]`` are one ``[1, C, N]`` sequence (BatchNorm statistics over the same N
+    entries); packed groups ``[M, k, C]`` are ``[1, M, k, C]``."""
+    torch.manual_seed(3)
+    x = torch.randn(13, 6, dtype=torch.float64)
+    dense = x.t().unsqueeze(0)  # [1, C, N]
+    for layer in (
+        ConvBNReLU1D(6, 4),
+        ConvBNReLURes1D(6, groups=2, res_expansion=2.0),
+        PosExtraction(6, blocks=2),
+    ):
+        layer = _randomize(layer.double()).train()
+        torch.testing.assert_close(layer(x, None, None), layer.forward_dense(dense)[0].t())
+    pre = _randomize(PreExtraction(2, 8, blocks=1, use_xyz=True, coc=True).double()).train()
+    groups = torch.randn(5, 4, 2 * 2 + 3, dtype=torch.float64)
+    torch.testing.assert_close(pre(groups), pre.forward_dense(groups[None])[0].t())
+    with pytest.raises(ValueError, match=r"\[N, 6\]"):
+        ConvBNReLU1D(6, 4)(dense)
+    with pytest.raises(ValueError, match="forward_dense"):
+        ConvBNReLU1D(6, 4, kernel_size=3)(x)

@@ -1,7 +1,6 @@
 """Tests for pointset/nn/point_reducer.py.
 
-Oracles: ``torch.nn.functional.conv2d`` with the layer's weights (grid reducer), a naive
-per-anchor loop with brute-force sorted neighbours (point reducer), and each cloud alone
+Oracles: a naive per-anchor loop with brute-force sorted neighbours, and each cloud alone
 (packed batches).
 """
 
@@ -9,37 +8,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from pointset.nn.point_reducer import GridPointReducer, PointReducer
+from pointset.nn import PointReducer
 from pointset.ops import fps
-
-
-def test_grid_reducer_is_official_strided_conv():
-    """Oracle: F.conv2d with kernel 3, stride 2, padding 1 (and the 4/4/0 stem)."""
-    torch.manual_seed(0)
-    for args, shape in (((8, 12, 3, 2, 1), (2, 8, 9, 9)), ((5, 16, 4, 4, 0), (2, 5, 16, 16))):
-        layer = GridPointReducer(*args)
-        assert {k: tuple(v.shape) for k, v in layer.state_dict().items()} == {
-            "proj.weight": (args[1], args[0], args[2], args[2]),
-            "proj.bias": (args[1],),
-        }
-        x = torch.randn(*shape)
-        expected = F.conv2d(x, layer.proj.weight, layer.proj.bias, stride=args[3], padding=args[4])
-        torch.testing.assert_close(layer(x), expected)
-
-
-def test_grid_reducer_packed_equals_image_path():
-    """Oracle: the [B, C, H, W] path; grid sizes given per cloud, two different sizes."""
-    layer = GridPointReducer(4, 6)
-    a, b = torch.randn(2, 4, 8, 6), torch.randn(1, 4, 5, 5)
-    packed = torch.cat([a.permute(0, 2, 3, 1).reshape(-1, 4), b.permute(0, 2, 3, 1).reshape(-1, 4)])
-    out, grid = layer(packed, grid_size=torch.tensor([[8, 6], [8, 6], [5, 5]]))
-    expected = torch.cat(
-        [layer(a).permute(0, 2, 3, 1).reshape(-1, 6), layer(b).permute(0, 2, 3, 1).reshape(-1, 6)]
-    )
-    torch.testing.assert_close(out, expected)
-    assert grid.tolist() == [[4, 3], [4, 3], [3, 3]]
 
 
 def naive_point_reducer(layer: PointReducer, x, pos, anchors):
@@ -97,7 +68,3 @@ def test_point_reducer_bad_input_raises_value_error():
         layer(x, pos, torch.tensor([0] * 8 + [1] * 2))
     with pytest.raises(ValueError, match="empty"):
         layer(torch.randn(0, 3), torch.rand(0, 3))
-    with pytest.raises(ValueError, match="channels"):
-        GridPointReducer(3, 8)(torch.randn(1, 4, 8, 8))
-    with pytest.raises(ValueError, match="whole"):
-        GridPointReducer(3, 8)(torch.randn(10, 3), grid_size=(3, 3))
