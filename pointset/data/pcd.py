@@ -181,10 +181,10 @@ def write_pcd(
         return np.dtype("<f8") if a.dtype == np.float64 else np.dtype("<f4")
 
     for i, name in enumerate(("x", "y", "z")):
-        cols.append((name, pos[:, i].astype(ftype(pos))))
+        cols.append((name, pos[:, i].astype(ftype(pos), copy=False)))
     if normal is not None:
         for i, name in enumerate(_NORMAL):
-            cols.append((name, normal[:, i].astype(ftype(normal))))
+            cols.append((name, normal[:, i].astype(ftype(normal), copy=False)))
     if color is not None:
         c = color.astype(np.uint32)
         packed = (c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]
@@ -193,7 +193,7 @@ def write_pcd(
         cols.append(("rgb", packed.view("<f4") if binary else packed))
     if features is not None:
         for i in range(features.shape[1]):
-            cols.append((f"feat_{i}", features[:, i].astype(ftype(features))))
+            cols.append((f"feat_{i}", features[:, i].astype(ftype(features), copy=False)))
     header = [
         "# .PCD v0.7 - Point Cloud Data file format",
         "VERSION 0.7",
@@ -212,7 +212,7 @@ def write_pcd(
     for name, c in cols:
         rec[name] = c
     if binary:
-        f.write(rec.tobytes())
+        f.write(memoryview(rec.view(np.uint8)))  # no copy of the records
     elif n:
         fmts = [
             "%d" if c.dtype.kind == "u" else ("%.17g" if c.dtype.itemsize == 8 else "%.9g")

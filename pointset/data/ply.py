@@ -154,11 +154,26 @@ def _ascii_list_vertices(lines: list[bytes], el: _Element) -> np.ndarray:
     return np.array(rows, dtype=np.float64).reshape(len(lines), -1)
 
 
+def _read_head(path: str, chunk: int = 1 << 16) -> bytes:
+    """The file's first bytes, through the line that ends the header (or the whole file)."""
+    head = b""
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            head += block
+            end = head.find(b"end_header")
+            if not block or (end >= 0 and b"\n" in head[end:]):
+                return head
+
+
 def read_ply(path: str) -> PointArrays:
     """Read the vertices of a PLY file. Raises ``ValueError`` naming the file and problem."""
-    with open(path, "rb") as f:
-        data = f.read()
-    fmt, elements, offset = _parse_header(data, path)
+    fmt, elements, offset = _parse_header(_read_head(path), path)
+    if fmt == "ascii":
+        with open(path, "rb") as f:
+            data = f.read()
+    else:  # mapped, not read: only the vertex bytes are touched, and copied once
+        data = np.memmap(path, np.uint8, mode="r")
     vertex = next((el for el in elements if el.name == "vertex"), None)
     if vertex is None:
         raise ValueError(f"{path}: PLY file has no 'vertex' element")
@@ -209,7 +224,8 @@ def read_ply(path: str) -> PointArrays:
                     )
                 rec = np.frombuffer(data, dt, el.count, offset)
                 columns = {
-                    name: rec[name].astype(rec[name].dtype.newbyteorder("=")) for name in dt.names
+                    name: rec[name].astype(rec[name].dtype.newbyteorder("="), copy=False)
+                    for name in dt.names
                 }
                 break
             if any(ctype is not None for _, _, ctype in el.props):
@@ -259,16 +275,16 @@ def write_ply(
         return np.dtype("f8") if a.dtype == np.float64 else np.dtype("f4")
 
     for i, name in enumerate(POSITION):
-        cols.append((name, pos[:, i].astype(ftype(pos))))
+        cols.append((name, pos[:, i].astype(ftype(pos), copy=False)))
     if normal is not None:
         for i, name in enumerate(NORMAL):
-            cols.append((name, normal[:, i].astype(ftype(normal))))
+            cols.append((name, normal[:, i].astype(ftype(normal), copy=False)))
     if color is not None:
         for i, name in enumerate(COLOR):
-            cols.append((name, color[:, i].astype(np.uint8)))
+            cols.append((name, color[:, i].astype(np.uint8, copy=False)))
     if features is not None:
         for i in range(features.shape[1]):
-            cols.append((f"feat_{i}", features[:, i].astype(ftype(features))))
+            cols.append((f"feat_{i}", features[:, i].astype(ftype(features), copy=False)))
     ply_type = {"f4": "float", "f8": "double", "u1": "uchar"}
     header = ["ply", f"format {'binary_little_endian' if binary else 'ascii'} 1.0"]
     header.append(f"element vertex {n}")
@@ -279,7 +295,7 @@ def write_ply(
     for name, c in cols:
         rec[name] = c
     if binary:
-        f.write(rec.tobytes())
+        f.write(memoryview(rec.view(np.uint8)))  # no copy of the records
     elif n:
         fmts = [
             "%d" if c.dtype == np.uint8 else ("%.17g" if c.dtype == np.float64 else "%.9g")
