@@ -4,7 +4,8 @@
 suffix   contents
 ======== ===================================================================================
 .ply     vertices (ascii or binary); ``x y z``, normals ``nx ny nz``, colours
-         ``red green blue`` (uchar), other properties as features (own reader/writer)
+         ``red green blue`` (uchar), other scalar properties as features; faces and
+         list properties are skipped (own reader/writer)
 .pcd     PCL format (ascii, binary, binary_compressed); ``x y z``, ``normal_*``, packed
          ``rgb``, other fields as features (own reader/writer)
 .xyz     text, one point per line: ``x y z`` then the feature columns
@@ -16,16 +17,18 @@ suffix   contents
          dimensions as features (laspy + lazrs: ``pip install pointset[io]``; see ``las``)
 ======== ===================================================================================
 
-Reading: colours become ``x`` in ``[0, 1]`` (divided by 255, or 65535 for LAS), followed by any other
-feature columns; normals become ``normal [N, 3]``. Points whose coordinates are not
-finite (organized scans mark holes with NaN) are dropped from .ply, .pcd and .xyz files.
-``dtype=None`` keeps the file's floating precision (float32 for text and integer data,
-float64 for LAS coordinates).
+Reading: colours become ``x`` in ``[0, 1]`` (divided by 255, or 65535 for LAS), followed
+by any other feature columns; normals become ``normal [N, 3]``. Points whose coordinates
+are not finite (organized scans mark holes with NaN) are dropped from .ply, .pcd and .xyz
+files. ``dtype=None`` keeps the file's floating precision (float32 for text and integer
+data, float64 for LAS coordinates).
 
 Writing: .ply, .pcd and .las write ``x`` as 8-bit (LAS: 16-bit) colours when it looks like
-colours (3 channels in ``[0, 1]``; see ``x_as``), otherwise as feature properties. .npz and .h5
-store every tensor attribute losslessly. Writes are atomic: the data goes to a temporary
-file in the same folder that then replaces ``path``.
+colours (3 channels in ``[0, 1]``; see ``x_as``), otherwise as feature properties. For
+.las, the first three of six or more channels in ``[0, 1]`` are colours too (the layout
+reading a colour LAS file gives); ``x_as="feature"`` keeps every channel a feature. .npz
+and .h5 store every tensor attribute losslessly. Writes are atomic: the data goes to a
+temporary file in the same folder that then replaces ``path``.
 
 Unreadable, truncated or malformed files raise ``ValueError`` naming the file and the
 problem; a missing file raises ``FileNotFoundError``.

@@ -11,7 +11,8 @@ in order, ``intensity`` (integers in [0, 65535]), ``return_number`` ([0, 15]),
 ``classification`` ([0, 255]), then float extra-bytes dimensions ``feat_0 ...``; normals
 become extra-bytes dimensions ``nx ny nz``. Each axis gets offset ``floor(min)`` and the
 finest power-of-ten scale (at least 1e-9) whose integers hold the extent, so a written
-coordinate is off by at most half its scale.
+coordinate is off by at most half its scale. Which channels of ``x`` are colours is
+decided by ``pointset.write`` (``x_as``): the layout reading gives is recognised.
 
 laspy and lazrs are optional: ``pip install pointset[io]``.
 """
@@ -148,6 +149,11 @@ def _check_field(path: str, name: str, values: np.ndarray, top: int) -> None:
         )
 
 
+def _float(a: np.ndarray) -> type:
+    """The extra-bytes type of float data: float64 stays, anything else is float32."""
+    return np.float64 if a.dtype == np.float64 else np.float32
+
+
 def write_las(
     f: BinaryIO,
     path: str,
@@ -168,10 +174,9 @@ def write_las(
     header.scales, header.offsets = scale, offset
     num_fields = 0 if features is None else min(features.shape[1], len(FIELDS))
     extra = [] if features is None else list(range(num_fields, features.shape[1]))
-    float_type = lambda a: np.float64 if a.dtype == np.float64 else np.float32  # noqa: E731
-    params = [laspy.ExtraBytesParams(f"feat_{i - num_fields}", float_type(features)) for i in extra]
+    params = [laspy.ExtraBytesParams(f"feat_{i - num_fields}", _float(features)) for i in extra]
     if normal is not None:
-        params += [laspy.ExtraBytesParams(n, float_type(normal)) for n in NORMAL]
+        params += [laspy.ExtraBytesParams(n, _float(normal)) for n in NORMAL]
     if params:
         header.add_extra_dims(params)
     las = laspy.LasData(header)
