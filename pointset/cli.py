@@ -469,11 +469,13 @@ def build_parser() -> argparse.ArgumentParser:
         "convert",
         help="convert an RGBD frame, an image or a point file to a point-set file",
         description="INPUT is a colour image with --depth (RGBD frame -> 3D points), an image "
-        "(one point per pixel) or a point file (.ply .pcd .xyz .npy .npz .h5). The OUTPUT "
+        "(one point per pixel) or a point file (.ply .pcd .las .laz .xyz .npy .npz .h5). The OUTPUT "
         "format follows its suffix.",
     )
     conv.add_argument("input", help="colour image, image or point file")
-    conv.add_argument("output", help="point-set file to write (.ply .pcd .xyz .npy .npz .h5)")
+    conv.add_argument(
+        "output", help="point-set file to write (.ply .pcd .las .laz .xyz .npy .npz .h5)"
+    )
     conv.add_argument("--depth", help="depth image of an RGBD pair (16-bit PNG or PGM)")
     conv.add_argument(
         "--intrinsics",
@@ -493,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--x-as",
         default="auto",
         choices=("auto", "color", "feature", "none"),
-        help="how features are stored in .ply/.pcd (default: auto)",
+        help="how features are stored in .ply/.pcd/.las/.laz (default: auto)",
     )
     conv.add_argument("--ascii", action="store_true", help="ASCII instead of binary .ply/.pcd")
     conv.set_defaults(func=_cmd_convert)
@@ -507,7 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--head). A point file goes through one ContextCluster layer over its colours (or "
         "positions), with FPS centers.",
     )
-    viz.add_argument("input", help="image file, or point file (.ply .pcd .xyz .npy .npz .h5)")
+    viz.add_argument(
+        "input", help="image file, or point file (.ply .pcd .las .laz .xyz .npy .npz .h5)"
+    )
     viz.add_argument("--out", default="cluster_map.png", help="PNG to write")
     viz.add_argument("--model", help="CoC model name for images (default: coc_tiny)")
     viz.add_argument("--checkpoint", help="trained image-model checkpoint (runs/x/best)")

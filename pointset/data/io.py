@@ -4,24 +4,31 @@
 suffix   contents
 ======== ===================================================================================
 .ply     vertices (ascii or binary); ``x y z``, normals ``nx ny nz``, colours
-         ``red green blue`` (uchar), other properties as features (own reader/writer)
+         ``red green blue`` (uchar), other scalar properties as features; faces and
+         list properties are skipped (own reader/writer)
 .pcd     PCL format (ascii, binary, binary_compressed); ``x y z``, ``normal_*``, packed
          ``rgb``, other fields as features (own reader/writer)
 .xyz     text, one point per line: ``x y z`` then the feature columns
 .npy     one array ``[N, 3 + C]``: positions then features
 .npz     arrays named after the attributes: ``pos`` (required), ``x``, ``normal``, ...
 .h5      datasets named after the attributes, like ``.npz``
+.las     LiDAR scans (LAS 1.0-1.4, any point format; .laz compressed): scaled ``x y z``,
+.laz     ``red green blue``, then ``intensity return_number classification`` and extra
+         dimensions as features (laspy + lazrs: ``pip install pointset[io]``; see ``las``)
 ======== ===================================================================================
 
-Reading: colours become ``x`` in ``[0, 1]`` (uchar divided by 255), followed by any other
-feature columns; normals become ``normal [N, 3]``. Points whose coordinates are not
-finite (organized scans mark holes with NaN) are dropped from .ply, .pcd and .xyz files.
-``dtype=None`` keeps the file's floating precision (float32 for text and integer data).
+Reading: colours become ``x`` in ``[0, 1]`` (divided by 255, or 65535 for LAS), followed
+by any other feature columns; normals become ``normal [N, 3]``. Points whose coordinates
+are not finite (organized scans mark holes with NaN) are dropped from .ply, .pcd and .xyz
+files. ``dtype=None`` keeps the file's floating precision (float32 for text and integer
+data, float64 for LAS coordinates).
 
-Writing: .ply and .pcd write ``x`` as 8-bit colours when it looks like colours (3
-channels in ``[0, 1]``; see ``x_as``), otherwise as float feature properties. .npz and .h5
-store every tensor attribute losslessly. Writes are atomic: the data goes to a temporary
-file in the same folder that then replaces ``path``.
+Writing: .ply, .pcd and .las write ``x`` as 8-bit (LAS: 16-bit) colours when it looks like
+colours (3 channels in ``[0, 1]``; see ``x_as``), otherwise as feature properties. For
+.las, the first three of six or more channels in ``[0, 1]`` are colours too (the layout
+reading a colour LAS file gives); ``x_as="feature"`` keeps every channel a feature. .npz
+and .h5 store every tensor attribute losslessly. Writes are atomic: the data goes to a
+temporary file in the same folder that then replaces ``path``.
 
 Unreadable, truncated or malformed files raise ``ValueError`` naming the file and the
 problem; a missing file raises ``FileNotFoundError``.
@@ -41,11 +48,12 @@ from torch import Tensor
 
 from .._files import atomic_path
 from ._color import split_color
+from .las import read_las, write_las
 from .pcd import read_pcd, write_pcd
 from .ply import PointArrays, read_ply, write_ply
 from .point_set import PointSet
 
-SUFFIXES = (".ply", ".pcd", ".xyz", ".npy", ".npz", ".h5")
+SUFFIXES = (".ply", ".pcd", ".las", ".laz", ".xyz", ".npy", ".npz", ".h5")
 
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members / an empty zip
@@ -222,6 +230,8 @@ def read(path: str | os.PathLike, dtype: torch.dtype | None = None, pos_dim: int
         return _from_arrays(read_ply(path), dtype)
     if suffix == ".pcd":
         return _from_arrays(read_pcd(path), dtype)
+    if suffix in (".las", ".laz"):
+        return _from_arrays(read_las(path), dtype)
     if suffix == ".xyz":
         return _read_xyz(path, pos_dim, dtype)
     if suffix == ".npy":
@@ -255,23 +265,47 @@ def _single_cloud(points: PointSet, path: str) -> None:
         )
 
 
+def _split_las_x(x: Tensor | None, x_as: str) -> tuple[Tensor | None, Tensor | None]:
+    """``(colors, features)`` of ``x`` in the layout LAS reading gives: colours, then fields.
+
+    Beyond :func:`split_color`'s rules, the first three of more channels are colours with
+    ``x_as="color"``, and with ``"auto"`` when there are at least six and the three are in
+    ``[0, 1]`` (a colour LAS file read back: ``r g b intensity return_number classification``).
+    """
+    if x is not None and x.dim() == 2 and x.size(1) > 3 and x_as in ("auto", "color"):
+        head = x[:, :3]
+        unit = x.is_floating_point() and bool(((head >= 0) & (head <= 1)).all())
+        if x_as == "color" or (unit and x.size(1) >= 6):
+            return split_color(head, "color")[0], x[:, 3:]
+    return split_color(x, x_as)
+
+
 def _write_geometry(path: str, points: PointSet, suffix: str, x_as: str, binary: bool) -> None:
     _single_cloud(points, path)
     if points.pos.size(1) != 3:
         raise ValueError(f"{path}: {suffix} stores 3-D points, got pos {tuple(points.pos.shape)}")
-    color, features = split_color(points.x, x_as)
+    las = suffix in (".las", ".laz")
+    color, features = (_split_las_x if las else split_color)(points.x, x_as)
     normal = points.get("normal")
     if normal is not None and (not isinstance(normal, Tensor) or normal.shape != points.pos.shape):
         raise ValueError(
             f"normal must have the shape of pos {tuple(points.pos.shape)}, got "
             f"{getattr(normal, 'shape', type(normal).__name__)}"
         )
+    if las and not binary:
+        raise ValueError(f"{path}: {suffix} files are binary only; got binary=False")
+    top, int_dtype = (65535.0, torch.int32) if las else (255.0, torch.uint8)
     arrays = {
         "pos": _numpy(points.pos),
         "normal": _numpy(normal) if normal is not None else None,
-        "color": _numpy((color * 255.0).round().to(torch.uint8)) if color is not None else None,
+        "color": _numpy((color * top).round().to(int_dtype)) if color is not None else None,
         "features": _numpy(features) if features is not None else None,
     }
+    if las:
+        if arrays["color"] is not None:
+            arrays["color"] = arrays["color"].astype(np.uint16)
+        _atomic_write(path, lambda f: write_las(f, path, **arrays))
+        return
     fn = write_ply if suffix == ".ply" else write_pcd
     _atomic_write(path, lambda f: fn(f, binary=binary, **arrays))
 
@@ -312,10 +346,10 @@ def write(
     Args:
         path: destination; its folder must exist.
         points: the point set (one cloud, except for .npz and .h5).
-        x_as: for .ply/.pcd, how ``x`` is stored: ``"auto"`` (8-bit colours when ``x`` is
+        x_as: for .ply/.pcd/.las/.laz, how ``x`` is stored: ``"auto"`` (8-bit colours when ``x`` is
             ``[N, 3]`` in ``[0, 1]``, else float features), ``"color"``, ``"feature"`` or
             ``"none"`` (not stored).
-        binary: binary rather than ASCII .ply/.pcd.
+        binary: binary rather than ASCII .ply/.pcd (.las/.laz are binary only).
     """
     path = os.fspath(path)
     suffix = _suffix(path)
@@ -325,7 +359,7 @@ def write(
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"folder {folder} does not exist")
-    if suffix in (".ply", ".pcd"):
+    if suffix in (".ply", ".pcd", ".las", ".laz"):
         _write_geometry(path, points, suffix, x_as, binary)
     elif suffix == ".xyz":
         table = _table(points, path)

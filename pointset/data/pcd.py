@@ -1,6 +1,7 @@
 """A small PCD (Point Cloud Library format) reader and writer, numpy only.
 
-Reads ``ascii``, ``binary`` and ``binary_compressed`` (LZF) data. Fields map to point
+Reads ``ascii``, ``binary`` and ``binary_compressed`` data (LZF, decoded by the ``lzf``
+module of python-neo-lzf; each field's values are stored together, point by point). Fields map to point
 attributes: ``x y z`` -> positions, ``normal_x normal_y normal_z`` -> normals, ``rgb`` /
 ``rgba`` (packed ``0x(AA)RRGGBB`` in a 4-byte field) -> colours, padding fields ``_`` are
 skipped and every other field (``count`` columns each) -> feature columns, in file order.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
+import lzf
 import numpy as np
 
 from .ply import PointArrays
@@ -20,42 +22,17 @@ _KINDS = {"F": "f", "I": "i", "U": "u"}
 
 
 def _lzf_decompress(src: bytes, size: int, path: str) -> bytes:
-    """Decompress LZF data (as written by PCL's ``binary_compressed``)."""
-    out = bytearray(size)
-    i = o = 0
-    n = len(src)
+    """Decompress the LZF block of a ``binary_compressed`` file to exactly ``size`` bytes."""
     try:
-        while i < n:
-            ctrl = src[i]
-            i += 1
-            if ctrl < 32:  # literal run
-                length = ctrl + 1
-                out[o : o + length] = src[i : i + length]
-                i += length
-                o += length
-                continue
-            length = ctrl >> 5
-            if length == 7:
-                length += src[i]
-                i += 1
-            ref = o - ((ctrl & 0x1F) << 8) - src[i] - 1
-            i += 1
-            length += 2
-            if ref < 0 or o + length > size:
-                raise ValueError("back-reference outside the output")
-            if ref + length <= o:
-                out[o : o + length] = out[ref : ref + length]
-            else:  # overlapping run
-                for k in range(length):
-                    out[o + k] = out[ref + k]
-            o += length
-    except IndexError as exc:
-        raise ValueError(f"{path}: truncated binary_compressed PCD data") from exc
+        out = lzf.decompress(src, size) if size else b""
     except ValueError as exc:
         raise ValueError(f"{path}: corrupt binary_compressed PCD data ({exc})") from exc
-    if o != size:
-        raise ValueError(f"{path}: binary_compressed PCD data decompressed to {o} of {size} bytes")
-    return bytes(out)
+    if out is None or len(out) != size:
+        got = "more" if out is None else len(out)
+        raise ValueError(
+            f"{path}: binary_compressed PCD data decompressed to {got} of {size} bytes"
+        )
+    return out
 
 
 def _parse_header(data: bytes, path: str) -> tuple[dict[str, list[str]], int]:
@@ -204,10 +181,10 @@ def write_pcd(
         return np.dtype("<f8") if a.dtype == np.float64 else np.dtype("<f4")
 
     for i, name in enumerate(("x", "y", "z")):
-        cols.append((name, pos[:, i].astype(ftype(pos))))
+        cols.append((name, pos[:, i].astype(ftype(pos), copy=False)))
     if normal is not None:
         for i, name in enumerate(_NORMAL):
-            cols.append((name, normal[:, i].astype(ftype(normal))))
+            cols.append((name, normal[:, i].astype(ftype(normal), copy=False)))
     if color is not None:
         c = color.astype(np.uint32)
         packed = (c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]
@@ -216,7 +193,7 @@ def write_pcd(
         cols.append(("rgb", packed.view("<f4") if binary else packed))
     if features is not None:
         for i in range(features.shape[1]):
-            cols.append((f"feat_{i}", features[:, i].astype(ftype(features))))
+            cols.append((f"feat_{i}", features[:, i].astype(ftype(features), copy=False)))
     header = [
         "# .PCD v0.7 - Point Cloud Data file format",
         "VERSION 0.7",
@@ -235,7 +212,7 @@ def write_pcd(
     for name, c in cols:
         rec[name] = c
     if binary:
-        f.write(rec.tobytes())
+        f.write(memoryview(rec.view(np.uint8)))  # no copy of the records
     elif n:
         fmts = [
             "%d" if c.dtype.kind == "u" else ("%.17g" if c.dtype.itemsize == 8 else "%.9g")

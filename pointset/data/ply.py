@@ -1,6 +1,7 @@
 """A small PLY reader and writer (ascii, binary little- and big-endian), numpy only.
 
-Only the ``vertex`` element is returned; other elements (faces, edges) are skipped.
+Only the ``vertex`` element is returned; other elements (faces, edges) and list properties
+of the vertices are skipped.
 Vertex properties map to point attributes as follows: ``x y z`` -> positions,
 ``nx ny nz`` -> normals, ``red green blue`` -> colours (``alpha`` is ignored), every
 other scalar property -> a feature column, in file order.
@@ -94,11 +95,21 @@ def _parse_header(data: bytes, path: str) -> tuple[str, list[_Element], int]:
     return fmt, elements, body
 
 
-def _skip_binary_list_element(data: bytes, offset: int, el: _Element, order: str, path: str) -> int:
-    """Byte offset after an element with list properties (walked row by row)."""
+def _walk_binary_rows(
+    data: bytes,
+    offset: int,
+    el: _Element,
+    order: str,
+    path: str,
+    starts: dict[str, list[int]] | None = None,
+) -> int:
+    """Byte offset after an element with list properties, walked row by row; the offset of
+    every scalar value is appended to ``starts[name]`` when ``starts`` is given."""
     for _ in range(el.count):
-        for _name, vtype, ctype in el.props:
+        for name, vtype, ctype in el.props:
             if ctype is None:
+                if starts is not None:
+                    starts[name].append(offset)
                 offset += np.dtype(vtype).itemsize
                 continue
             cdt = np.dtype(order + ctype)
@@ -111,17 +122,64 @@ def _skip_binary_list_element(data: bytes, offset: int, el: _Element, order: str
     return offset
 
 
+def _binary_list_vertices(
+    data: bytes, offset: int, el: _Element, order: str, path: str
+) -> dict[str, np.ndarray]:
+    """Scalar columns of a binary vertex element that also has list properties."""
+    starts: dict[str, list[int]] = {name: [] for name, _, ctype in el.props if ctype is None}
+    _walk_binary_rows(data, offset, el, order, path, starts)
+    buf = np.frombuffer(data, np.uint8)
+    columns = {}
+    for name, vtype, ctype in el.props:
+        if ctype is None:
+            dt = np.dtype(order + vtype)
+            index = np.asarray(starts[name], np.int64)[:, None] + np.arange(dt.itemsize)
+            columns[name] = buf[index].reshape(-1).view(dt).astype(dt.newbyteorder("="))
+    return columns
+
+
+def _ascii_list_vertices(lines: list[bytes], el: _Element) -> np.ndarray:
+    """``[N, scalars]`` values of ASCII vertex lines that also hold lists (skipped)."""
+    rows = []
+    for line in lines:
+        words = line.split()
+        values, i = [], 0
+        for _name, _vtype, ctype in el.props:
+            if ctype is None:
+                values.append(words[i])
+                i += 1
+            else:
+                i += 1 + int(words[i])
+        rows.append(values)
+    return np.array(rows, dtype=np.float64).reshape(len(lines), -1)
+
+
+def _read_head(path: str, chunk: int = 1 << 16) -> bytes:
+    """The file's first bytes, through the line that ends the header (or the whole file)."""
+    head = b""
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            head += block
+            end = head.find(b"end_header")
+            if not block or (end >= 0 and b"\n" in head[end:]):
+                return head
+
+
 def read_ply(path: str) -> PointArrays:
     """Read the vertices of a PLY file. Raises ``ValueError`` naming the file and problem."""
-    with open(path, "rb") as f:
-        data = f.read()
-    fmt, elements, offset = _parse_header(data, path)
+    fmt, elements, offset = _parse_header(_read_head(path), path)
+    if fmt == "ascii":
+        with open(path, "rb") as f:
+            data = f.read()
+    else:  # mapped, not read: only the vertex bytes are touched, and copied once
+        data = np.memmap(path, np.uint8, mode="r")
     vertex = next((el for el in elements if el.name == "vertex"), None)
     if vertex is None:
         raise ValueError(f"{path}: PLY file has no 'vertex' element")
-    if any(ctype is not None for _, _, ctype in vertex.props):
-        raise ValueError(f"{path}: PLY 'vertex' element has list properties; not a point file")
-    names = [p[0] for p in vertex.props]
+    has_lists = any(ctype is not None for _, _, ctype in vertex.props)
+    scalars = [p for p in vertex.props if p[2] is None]
+    names = [p[0] for p in scalars]
     for axis in POSITION:
         if axis not in names:
             raise ValueError(f"{path}: PLY vertex has no {axis!r} property (has {names})")
@@ -139,19 +197,23 @@ def read_ply(path: str) -> PointArrays:
                         f"{len(chunk)} lines present"
                     )
                 try:
-                    values = np.array(b" ".join(chunk).split(), dtype=np.float64)
-                    table = values.reshape(el.count, len(el.props))
-                except ValueError as exc:
+                    if has_lists:
+                        table = _ascii_list_vertices(chunk, el)
+                    else:
+                        values = np.array(b" ".join(chunk).split(), dtype=np.float64)
+                        table = values.reshape(el.count, len(el.props))
+                except (IndexError, ValueError) as exc:
                     raise ValueError(f"{path}: bad vertex data in ASCII PLY ({exc})") from exc
                 break
             row += el.count
-        columns = {
-            name: table[:, i].astype(vtype) for i, (name, vtype, _) in enumerate(vertex.props)
-        }
+        columns = {name: table[:, i].astype(vtype) for i, (name, vtype, _) in enumerate(scalars)}
     else:
         order = _FORMATS[fmt]
         columns = {}
         for el in elements:
+            if el is vertex and has_lists:
+                columns = _binary_list_vertices(data, offset, el, order, path)
+                break
             if el is vertex:
                 dt = np.dtype([(name, order + vtype) for name, vtype, _ in el.props])
                 need = dt.itemsize * el.count
@@ -162,11 +224,12 @@ def read_ply(path: str) -> PointArrays:
                     )
                 rec = np.frombuffer(data, dt, el.count, offset)
                 columns = {
-                    name: rec[name].astype(rec[name].dtype.newbyteorder("=")) for name in dt.names
+                    name: rec[name].astype(rec[name].dtype.newbyteorder("="), copy=False)
+                    for name in dt.names
                 }
                 break
             if any(ctype is not None for _, _, ctype in el.props):
-                offset = _skip_binary_list_element(data, offset, el, order, path)
+                offset = _walk_binary_rows(data, offset, el, order, path)
             else:
                 offset += np.dtype([(n, order + t) for n, t, _ in el.props]).itemsize * el.count
     return _to_arrays(columns, names)
@@ -212,16 +275,16 @@ def write_ply(
         return np.dtype("f8") if a.dtype == np.float64 else np.dtype("f4")
 
     for i, name in enumerate(POSITION):
-        cols.append((name, pos[:, i].astype(ftype(pos))))
+        cols.append((name, pos[:, i].astype(ftype(pos), copy=False)))
     if normal is not None:
         for i, name in enumerate(NORMAL):
-            cols.append((name, normal[:, i].astype(ftype(normal))))
+            cols.append((name, normal[:, i].astype(ftype(normal), copy=False)))
     if color is not None:
         for i, name in enumerate(COLOR):
-            cols.append((name, color[:, i].astype(np.uint8)))
+            cols.append((name, color[:, i].astype(np.uint8, copy=False)))
     if features is not None:
         for i in range(features.shape[1]):
-            cols.append((f"feat_{i}", features[:, i].astype(ftype(features))))
+            cols.append((f"feat_{i}", features[:, i].astype(ftype(features), copy=False)))
     ply_type = {"f4": "float", "f8": "double", "u1": "uchar"}
     header = ["ply", f"format {'binary_little_endian' if binary else 'ascii'} 1.0"]
     header.append(f"element vertex {n}")
@@ -232,7 +295,7 @@ def write_ply(
     for name, c in cols:
         rec[name] = c
     if binary:
-        f.write(rec.tobytes())
+        f.write(memoryview(rec.view(np.uint8)))  # no copy of the records
     elif n:
         fmts = [
             "%d" if c.dtype == np.uint8 else ("%.17g" if c.dtype == np.float64 else "%.9g")
