@@ -7,6 +7,7 @@ from ._backend import (
     is_available,
     use_backend,
 )
+from ._clouds import Clouds
 from .ball_query import ball_query
 from .fps import fps, fps_dense
 from .kmeans import KMeansResult, kmeans
@@ -16,6 +17,7 @@ from .radius import radius, radius_graph
 from .voxel_grid import VoxelDownsample, voxel_downsample, voxel_grid
 
 __all__ = [
+    "Clouds",
     "BACKENDS",
     "BackendUnavailableError",
     "available_backends",
