@@ -61,10 +61,11 @@ from .cluster_neighbourhood import (  # noqa: E402
 )
 
 __all__ += ["Neighbourhood", "cluster_neighbourhood", "knn_lowest_index", "nearest_clusters"]
-from . import torch_cluster_compat  # noqa: E402
+from . import prechecked, torch_cluster_compat  # noqa: E402
 from .pyg_patch import is_pyg_patched, patch_pyg, pyg_on_pointset, unpatch_pyg  # noqa: E402
 
 __all__ += [
+    "prechecked",
     "torch_cluster_compat",
     "patch_pyg",
     "unpatch_pyg",
