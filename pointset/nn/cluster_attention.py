@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import softmax
 
-from pointset._checks import batch_counts, check_batch, check_points, check_positive_int
+from pointset._checks import check_points, check_positive_int
 from pointset.nn._aff_geometry import (
     PAD_LOGIT,
     neighbour_dot,
@@ -17,7 +17,7 @@ from pointset.nn._aff_geometry import (
     neighbour_sum,
     rel_pos_features,
 )
-from pointset.ops._native_layout import to_padded, valid_mask
+from pointset.ops import Clouds
 from pointset.ops.cluster_neighbourhood import (
     Neighbourhood,
     check_neighbourhood_sizes,
@@ -54,20 +54,13 @@ def packed_to_padded(
     """Validate a packed batch and pad it: ``(x [B, N, C], pos [B, N, D], valid [B, N],
     counts)``; every cloud must hold at least one point."""
     check_points(pos)
-    batch = check_batch(batch, pos.size(0))
-    counts_t = batch_counts(batch, pos.size(0)).to(pos.device)
-    counts = [int(n) for n in counts_t.tolist()]
+    clouds = Clouds.from_batch(batch, pos.size(0), pos.device)
+    counts = clouds.counts_list
     if any(n == 0 for n in counts):
         raise ValueError(
             f"cloud {counts.index(0)} of the batch is empty (points per cloud: {counts})"
         )
-    size = max(counts)
-    return (
-        to_padded(x, batch, counts_t, size),
-        to_padded(pos, batch, counts_t, size),
-        valid_mask(counts_t, size),
-        counts,
-    )
+    return clouds.to_padded(x), clouds.to_padded(pos), clouds.valid_mask(), counts
 
 
 class ClusterAttention(MessagePassing):

@@ -7,6 +7,7 @@ from ._backend import (
     is_available,
     use_backend,
 )
+from ._clouds import Clouds
 from .ball_query import ball_query
 from .fps import fps, fps_dense
 from .kmeans import KMeansResult, kmeans
@@ -16,6 +17,7 @@ from .radius import radius, radius_graph
 from .voxel_grid import VoxelDownsample, voxel_downsample, voxel_grid
 
 __all__ = [
+    "Clouds",
     "BACKENDS",
     "BackendUnavailableError",
     "available_backends",
@@ -59,10 +61,11 @@ from .cluster_neighbourhood import (  # noqa: E402
 )
 
 __all__ += ["Neighbourhood", "cluster_neighbourhood", "knn_lowest_index", "nearest_clusters"]
-from . import torch_cluster_compat  # noqa: E402
+from . import prechecked, torch_cluster_compat  # noqa: E402
 from .pyg_patch import is_pyg_patched, patch_pyg, pyg_on_pointset, unpatch_pyg  # noqa: E402
 
 __all__ += [
+    "prechecked",
     "torch_cluster_compat",
     "patch_pyg",
     "unpatch_pyg",

@@ -146,11 +146,6 @@ def use_backend(name: str | None) -> Iterator[None]:
         _forced.reset(token)
 
 
-def forced_backend() -> str | None:
-    """The backend forced by an enclosing :func:`use_backend`, if any."""
-    return _forced.get()
-
-
 def _check_usable(op: str, name: str, impls: Mapping[str, Callable], device: torch.device) -> None:
     _check_name(name)
     if name not in impls:

@@ -416,16 +416,6 @@ def _shell_capacity(cq, s, dims):  # pragma: no cover - compiled
     return 2 * rows + 8
 
 
-@njit(cache=True, nogil=True)
-def _sq_dist(x, j, q):  # pragma: no cover - compiled
-    diff = x[j, 0] - q[0]
-    d = diff * diff
-    for c in range(1, x.shape[1]):
-        diff = x[j, c] - q[c]
-        d += diff * diff
-    return d
-
-
 # ---------------------------------------------------------------------------------------
 # kNN
 # ---------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ import os
 import torch
 from torch import Tensor
 
+from ._clouds import Clouds
+
 #: Query rows and point columns of one kernel tile.
 BLOCK_Q = 32
 BLOCK_N = 128
@@ -78,11 +80,17 @@ def _points(t: Tensor) -> Tensor:
     return t.detach().to(work_dtype(t.dtype)).contiguous()
 
 
+def _query_range(points: Clouds, queries: Clouds) -> tuple[Tensor, Tensor]:
+    """``(start [Q], count [Q])`` long: the rows of the points' cloud each query searches."""
+    cloud = queries.batch
+    return points.ptr[:-1][cloud].contiguous(), points.counts[cloud].contiguous()
+
+
 def knn_search(
     x: Tensor,
     q: Tensor,
-    start: Tensor,
-    count: Tensor,
+    points: Clouds,
+    queries: Clouds,
     k: int,
     own: Tensor | None = None,
     valid: Tensor | None = None,
@@ -90,8 +98,8 @@ def knn_search(
 ) -> tuple[Tensor, Tensor]:
     """The ``k`` nearest rows of ``x: [N, D]`` for every query ``q: [Q, D]``.
 
-    Query ``i`` searches ``x[start[i] : start[i] + count[i]]`` (``start``, ``count``:
-    ``[Q]`` long). ``own: [Q]`` local indices to skip, ``valid: [N]`` bool (invalid points
+    ``points`` and ``queries`` are the clouds of ``x`` and ``q`` (as many of each); a query
+    searches the rows of its own cloud. ``own: [Q]`` local indices to skip, ``valid: [N]`` bool (invalid points
     rank last, at distance ``inf``), ``sqrt`` ranks square roots. Returns
     ``(dist [Q, k] in the work dtype, idx [Q, k] long local indices)``, ascending, ties to
     the lower index; ``-1`` where a cloud has fewer than ``k`` points.
@@ -103,8 +111,7 @@ def knn_search(
     idx = torch.empty(num, k, dtype=torch.long, device=x.device)
     if num == 0:
         return dist, idx
-    start = start.to(torch.long).contiguous()
-    count = count.to(torch.long).contiguous()
+    start, count = _query_range(points, queries)
     own_t = start if own is None else own.to(torch.long).contiguous()
     valid_t = start if valid is None else valid.to(torch.int8).contiguous()
     args = (xs, qs, start, count, own_t, valid_t, dist, idx, num, k)
@@ -126,10 +133,11 @@ def knn_search(
 
 
 def radius_search(
-    x: Tensor, q: Tensor, start: Tensor, count: Tensor, r2: float, k: int
+    x: Tensor, q: Tensor, points: Clouds, queries: Clouds, r2: float, k: int
 ) -> tuple[Tensor, Tensor]:
-    """For every query ``q[i]``, the first ``k`` rows of ``x[start[i] : start[i] + count[i]]``
-    (lowest indices) with squared distance ``< r2`` (``r2`` rounded once to the work dtype).
+    """For every query ``q[i]``, the first ``k`` rows of ``x`` in its cloud (lowest
+    indices; ``points`` and ``queries`` are the clouds of ``x`` and ``q``) with squared
+    distance ``< r2`` (``r2`` rounded once to the work dtype).
 
     Returns ``(row [E], col [E])`` long: grouped by query ascending, ``col`` global rows of
     ``x`` in ascending order. Two passes: count, then write at prefix-sum offsets.
@@ -141,8 +149,7 @@ def radius_search(
     if num == 0:
         empty = torch.empty(0, dtype=torch.long, device=device)
         return empty, empty.clone()
-    start = start.to(torch.long).contiguous()
-    count = count.to(torch.long).contiguous()
+    start, count = _query_range(points, queries)
     r2_t = torch.tensor([r2], dtype=torch.float64).to(xs.dtype).to(device)
     kept = torch.empty(num, dtype=torch.long, device=device)
     grid = (triton_cdiv(num, BLOCK_Q),)
@@ -161,23 +168,21 @@ def radius_search(
     return row, col[:total]
 
 
-def fps_search(
-    pos: Tensor, start: Tensor, count: Tensor, steps: Tensor, first: Tensor, width: int
-) -> Tensor:
-    """Exact FPS of the clouds ``pos[start[b] : start[b] + count[b]]`` (``pos: [N, D]``):
-    ``steps[b]`` samples from local index ``first[b]``. Returns ``[B, width]`` long local
-    indices (entries past ``steps[b]`` are 0)."""
+def fps_search(pos: Tensor, clouds: Clouds, steps: Tensor, first: Tensor, width: int) -> Tensor:
+    """Exact FPS of every cloud of packed ``pos: [N, D]`` (``clouds``): ``steps[b]``
+    samples from local index ``first[b]``. Returns ``[B, width]`` long local indices
+    (entries past ``steps[b]`` are 0)."""
     kernels = _kernels()
     ps = _points(pos)
-    num_clouds = start.numel()
+    num_clouds = clouds.num_clouds
     out = torch.zeros(num_clouds, width, dtype=torch.long, device=pos.device)
     if num_clouds == 0 or width == 0:
         return out
     scratch = torch.empty(ps.size(0), dtype=ps.dtype, device=pos.device)
     kernels.fps_kernel[(num_clouds,)](
         ps,
-        start.to(torch.long).contiguous(),
-        count.to(torch.long).contiguous(),
+        clouds.ptr[:-1].contiguous(),
+        clouds.counts.contiguous(),
         steps.to(torch.long).contiguous(),
         first.to(torch.long).contiguous(),
         scratch,

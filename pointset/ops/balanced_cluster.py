@@ -47,8 +47,8 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from .._checks import batch_counts, check_batch, check_points
-from ._native_layout import cloud_ptr, to_padded
+from .._checks import check_points
+from ._clouds import Clouds
 
 __all__ = [
     "BalancedClusters",
@@ -161,17 +161,17 @@ def _snake_cell(rank: Tensor, cells: Tensor) -> Tensor:
 
 def _cluster_padded(
     pos: Tensor,
-    counts: list[int],
+    clouds: Clouds,
     cluster_size: int,
     extent: tuple[float, ...] | None,
     per_cloud_max: bool,
 ) -> DenseBalancedClusters:
-    """Core of both layouts on padded clouds ``pos [B, N, D]`` with ``counts[b]`` points."""
+    """Core of both layouts on padded clouds ``pos [B, N, D]`` (valid rows: ``clouds``)."""
     num_clouds, size, dim = pos.shape
     device = pos.device
     p = pos.detach().to(torch.float32)
-    lengths = torch.tensor(counts, dtype=torch.long, device=device)
-    valid = torch.arange(size, device=device).unsqueeze(0) < lengths.unsqueeze(1)  # [B, N]
+    counts, lengths = clouds.counts_list, clouds.counts
+    valid = clouds.valid_mask(size)  # [B, N]
 
     # per-cloud anchor grids, decided on the host like the reference
     if extent is None:
@@ -295,25 +295,21 @@ def balanced_cluster_dense(
     check_points(pos.reshape(-1, dim) if num_clouds * size else pos.new_zeros(0, max(dim, 1)))
     cluster_size = _check_cluster_size(cluster_size)
     box = _check_extent(extent, dim)
-    if lengths is None:
-        counts = [size] * num_clouds
-    else:
-        if not isinstance(lengths, Tensor) or lengths.shape != (num_clouds,):
-            raise ValueError(f"lengths must be a [{num_clouds}] tensor, got {lengths!r}")
-        counts = [int(n) for n in lengths.tolist()]
-        if any(n < 1 or n > size for n in counts):
-            raise ValueError(f"lengths must lie in [1, {size}] (no empty cloud), got {counts}")
+    clouds = Clouds.from_lengths(lengths, num_clouds, size, pos.device)
+    if any(n < 1 for n in clouds.counts_list):
+        raise ValueError(
+            f"lengths must lie in [1, {size}] (no empty cloud), got {clouds.counts_list}"
+        )
     if num_clouds == 0:
         raise ValueError("pos holds no cloud (B = 0)")
     if box is not None:
-        _check_inside(pos, counts, box)
-    return _cluster_padded(pos, counts, cluster_size, box, per_cloud_max=bool(per_cloud))
+        _check_inside(pos, clouds, box)
+    return _cluster_padded(pos, clouds, cluster_size, box, per_cloud_max=bool(per_cloud))
 
 
-def _check_inside(pos: Tensor, counts: list[int], extent: tuple[float, ...]) -> None:
-    valid = torch.arange(pos.size(1), device=pos.device).unsqueeze(0) < torch.tensor(
-        counts, device=pos.device
-    ).unsqueeze(1)
+def _check_inside(pos: Tensor, clouds: Clouds, extent: tuple[float, ...]) -> None:
+    """Every valid row of padded ``pos [B, N, D]`` (``clouds``) lies in ``[0, extent)``."""
+    valid = clouds.valid_mask(pos.size(1))
     limit = torch.tensor(extent, dtype=pos.dtype, device=pos.device)
     outside = ((pos < 0) | (pos >= limit)).any(-1) & valid
     if bool(outside.any()):
@@ -356,32 +352,30 @@ def balanced_cluster(
     check_points(pos)
     cluster_size = _check_cluster_size(cluster_size)
     box = _check_extent(extent, pos.size(1))
-    batch = check_batch(batch, pos.size(0))
-    counts_t = batch_counts(batch, pos.size(0)).to(pos.device)
-    counts = [int(n) for n in counts_t.tolist()]
+    clouds = Clouds.from_batch(batch, pos.size(0), pos.device)
+    counts = clouds.counts_list
     if any(n == 0 for n in counts):
         raise ValueError(
             f"cloud {counts.index(0)} of the batch is empty (points per cloud: {counts})"
         )
-    padded = to_padded(pos, batch, counts_t, max(counts))
+    padded = clouds.to_padded(pos)
     if box is not None:
-        _check_inside(padded, counts, box)
-    dense = _cluster_padded(padded, counts, cluster_size, box, per_cloud_max=True)
+        _check_inside(padded, clouds, box)
+    dense = _cluster_padded(padded, clouds, cluster_size, box, per_cloud_max=True)
 
     num_clouds = len(counts)
     device = pos.device
-    ptr = cloud_ptr(counts_t)
     ranks = torch.arange(padded.size(1), device=device).unsqueeze(0)
-    valid = ranks < counts_t.unsqueeze(1)
-    perm = (dense.order + ptr.unsqueeze(1))[valid]
-    cluster_ptr = cloud_ptr(dense.num_clusters)
+    perm = clouds.unpad(dense.order + clouds.ptr[:-1].unsqueeze(1))
+    cluster_clouds = Clouds.from_lengths(dense.num_clusters, device=device)
+    cluster_ptr = cluster_clouds.ptr[:-1]
     local_cluster = torch.div(ranks, cluster_size, rounding_mode="floor")
-    cluster_sorted = (local_cluster + cluster_ptr.unsqueeze(1)).expand(num_clouds, -1)[valid]
+    cluster_sorted = clouds.unpad((local_cluster + cluster_ptr.unsqueeze(1)).expand(num_clouds, -1))
     cluster = torch.empty_like(perm)
     cluster[perm] = cluster_sorted
     exists = torch.arange(dense.centers.size(1), device=device).unsqueeze(0) < (
         dense.num_clusters.unsqueeze(1)
     )
     centers = dense.centers[exists].to(pos.dtype)
-    center_batch = torch.arange(num_clouds, device=device).repeat_interleave(dense.num_clusters)
+    center_batch = cluster_clouds.batch
     return BalancedClusters(cluster=cluster, perm=perm, centers=centers, center_batch=center_batch)

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from .._checks import measured
-from ._grouping import check_count, check_pair, check_radius
+from ._clouds import Clouds
+from ._radius_search import check_count, check_pair, check_radius
 from .radius import radius_edges
 
 _PADS = ("none", "first")
@@ -59,18 +60,34 @@ def ball_query(
         >>> mask
         tensor([[ True,  True, False]])
     """
+    return _ball_query(x, y, r, k, batch_x, batch_y, pad, backend, trusted=False)
+
+
+def ball_query_prechecked(
+    x: Tensor,
+    y: Tensor,
+    r: float,
+    k: int,
+    batch_x: Tensor | None = None,
+    batch_y: Tensor | None = None,
+    pad: str = "none",
+    backend: str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`ball_query` without the checks of ``x``, ``y``, ``batch_x`` and ``batch_y``
+    (the caller's obligations are listed in :mod:`pointset.ops.prechecked`)."""
+    return _ball_query(x, y, r, k, batch_x, batch_y, pad, backend, trusted=True)
+
+
+def _ball_query(x, y, r, k, batch_x, batch_y, pad, backend, trusted: bool):
     if pad not in _PADS:
         raise ValueError(f"pad must be one of {', '.join(map(repr, _PADS))}, got {pad!r}")
     r = check_radius(r)
     k = check_count(k, "k")
-    layout = check_pair(x, y, batch_x, batch_y)
-    row, col = radius_edges(measured(x), measured(y), layout, r, k, backend, "ball_query")
-    num_queries = y.size(0)
-    counts = torch.bincount(row, minlength=num_queries)
-    start = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(row.numel(), device=row.device) - start[row]
-    idx = torch.full((num_queries, k), -1, dtype=torch.long, device=y.device)
-    idx[row, slot] = col
+    cx, cy = check_pair(x, y, batch_x, batch_y, trusted=trusted)
+    row, col = radius_edges(measured(x), measured(y), cx, cy, r, k, backend, "ball_query")
+    # The hits of query i fill slots 0, 1, ... of row i: pack them as clouds of hits.
+    idx = Clouds.from_batch(row, row.numel(), trusted=True, num_clouds=y.size(0))
+    idx = idx.to_padded(col, fill=-1, width=k)
     mask = idx >= 0
     if pad == "first":
         idx = torch.where(mask, idx, idx[:, :1])

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ._backend import select
+from ._clouds import Clouds
 from ._native_knn import smallest_k
 from .balanced_cluster import _check_extent, _check_inside, balanced_cluster_dense
 from .knn import knn_dense
@@ -137,13 +138,11 @@ def _knn_lowest_triton(query: Tensor, points: Tensor, k: int, valid: Tensor | No
 
     batch, num, dim = query.shape
     size = points.size(1)
-    start = (torch.arange(batch, device=query.device) * size).repeat_interleave(num)
-    count = torch.full_like(start, size)
     _, idx = knn_search(
         points.detach().to(torch.float32).reshape(batch * size, dim),
         query.detach().to(torch.float32).reshape(batch * num, dim),
-        start,
-        count,
+        Clouds.from_lengths(None, batch, size, query.device),
+        Clouds.from_lengths(None, batch, num, query.device),
         k,
         valid=None if valid is None else valid.reshape(-1),
         sqrt=True,
@@ -281,7 +280,8 @@ def nearest_other_distance(
     batch, num, _ = pos.shape
     ids = torch.arange(num, device=pos.device)
     points = pos.detach().to(torch.float32)
-    sizes = [num] * batch if lengths is None else [int(n) for n in lengths.tolist()]
+    clouds = Clouds.from_lengths(lengths, batch, num, pos.device)
+    sizes = clouds.counts_list
 
     def search(b: int, rows: Tensor) -> Tensor:
         if sizes[b] < 2:
@@ -305,7 +305,7 @@ def nearest_other_distance(
     best = dist.masked_fill(drop, float("inf")).amin(-1)
     bad = ~(best * (1 + 1e-5) <= nbhd.reach)
     if lengths is not None:
-        bad = bad & (ids < lengths.view(-1, 1))
+        bad = bad & clouds.valid_mask(num)
     if bool(bad.any()):
         _fill_rows(best, bad, search)
     return best
@@ -362,16 +362,17 @@ def cluster_neighbourhood(
         torch.Size([1, 64, 16])
     """
     batch, num, dim = pos.shape
-    counts = [num] * batch if lengths is None else [int(n) for n in lengths]
     device = pos.device
+    clouds = Clouds.from_lengths(lengths, batch, num, device)
+    counts = clouds.counts_list
     extent = _check_extent(extent, dim)
     if extent is not None:
-        _check_inside(pos, counts, extent)
+        _check_inside(pos, clouds, extent)
     is_global = [n <= nbhd_size for n in counts]
     if all(is_global) and all(n == num for n in counts):
         return Neighbourhood(None, None, None)
 
-    length_t = torch.tensor(counts, dtype=torch.long, device=device)
+    length_t = clouds.counts
     m = cluster_size
     local = [b for b, g in enumerate(is_global) if not g]
     index = mask = exclude = None

@@ -60,14 +60,8 @@ from torch import Tensor
 
 from .._checks import check_points, measured
 from ._backend import select
+from ._clouds import Clouds
 from ._native_fps import fps_bucketed_numpy, fps_padded, fps_padded_numpy
-from ._native_layout import (
-    cloud_counts,
-    cloud_ptr,
-    to_padded,
-    to_padded_numpy,
-    valid_mask,
-)
 
 #: Clouds with at least this many points use the bucket-pruned loop on CPU (below it the
 #: plain NumPy loop was faster on every measured sample count).
@@ -155,33 +149,35 @@ def _from_front(original: Tensor, moved: Tensor, rank: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------
-# Backends. Each takes padded clouds pad [B, N, D], the points per cloud, the samples per
-# cloud and the start per cloud (None: every cloud starts at its first point) and returns
+# Backends. Each takes packed points pos [N, D], their clouds, the samples per cloud and
+# the start per cloud (None: every cloud starts at its first point) and returns
 # [B, max(samples)] local indices (entries past samples[b] unused): an int64 NumPy array
-# from CPU-only code, else a long tensor on pad's device.
+# from CPU-only code, else a long tensor on pos's device.
 # ---------------------------------------------------------------------------------------
 
 
 def _fps_native(
-    pad: Tensor, counts: list[int], samples: list[int], starts: list[int] | None
+    pos: Tensor, clouds: Clouds, samples: list[int], starts: list[int] | None
 ) -> np.ndarray | Tensor:
-    num_clouds, size, _ = pad.shape
+    num_clouds = clouds.num_clouds
     steps = max(samples)
     start = starts if starts is not None else [0] * num_clouds
-    if pad.device.type != "cpu" or pad.dtype not in (torch.float32, torch.float64):
-        lengths = None
-        if any(n != size for n in counts):
-            lengths = torch.tensor(counts, device=pad.device)
-        return fps_padded(pad, lengths, steps, torch.tensor(start, device=pad.device))
-    arr = pad.detach().numpy()
+    if pos.device.type != "cpu" or pos.dtype not in (torch.float32, torch.float64):
+        lengths = None if clouds.uniform else clouds.counts
+        start_t = torch.tensor(start, device=pos.device)
+        return fps_padded(clouds.to_padded(pos), lengths, steps, start_t)
+    packed = pos.detach().numpy()
+    counts, ptr = clouds.counts_list, clouds.ptr_list
     out = np.zeros((num_clouds, steps), dtype=np.int64)
     small = []
     for b in range(num_clouds):
         if counts[b] >= BUCKETED_MIN_POINTS:
-            out[b, : samples[b]] = fps_bucketed_numpy(arr[b, : counts[b]], samples[b], start[b])
+            cloud = packed[ptr[b] : ptr[b + 1]]
+            out[b, : samples[b]] = fps_bucketed_numpy(cloud, samples[b], start[b])
         elif samples[b] > 0:
             small.append(b)
     if small:
+        arr = clouds.to_padded(packed)
         part_size = max(counts[b] for b in small)
         part_steps = max(samples[b] for b in small)
         part = arr if len(small) == num_clouds else arr[small]
@@ -194,35 +190,41 @@ def _fps_native(
 
 
 def _fps_numba(
-    pad: Tensor, counts: list[int], samples: list[int], starts: list[int] | None
+    pos: Tensor, clouds: Clouds, samples: list[int], starts: list[int] | None
 ) -> np.ndarray:
     from ._numba_kernels import fps_clouds
 
-    arr = pad.detach().numpy()
+    packed = pos.detach().numpy()
+    counts, ptr = clouds.counts_list, clouds.ptr_list
     start = starts if starts is not None else [0] * len(counts)
     big = [b for b, n in enumerate(counts) if n >= BUCKETED_MIN_POINTS and samples[b] > 0]
     # Large clouds: the bucket-pruned loop skips most of the work; small ones run in
     # parallel through the compiled plain loop.
     small_samples = [0 if b in big else s for b, s in enumerate(samples)]
-    out = fps_clouds(arr, counts, small_samples, start)
+    if len(big) < len(counts):
+        out = fps_clouds(clouds.to_padded(packed), counts, small_samples, start)
+    else:  # nothing left for the plain loop
+        out = np.zeros((len(counts), 0), dtype=np.int64)
     if out.shape[1] < max(samples):
         out = np.pad(out, ((0, 0), (0, max(samples) - out.shape[1])))
     for b in big:
-        out[b, : samples[b]] = fps_bucketed_numpy(arr[b, : counts[b]], samples[b], start[b])
+        cloud = packed[ptr[b] : ptr[b + 1]]
+        out[b, : samples[b]] = fps_bucketed_numpy(cloud, samples[b], start[b])
     return out
 
 
 def _fps_fpsample(
-    pad: Tensor, counts: list[int], samples: list[int], starts: list[int] | None
+    pos: Tensor, clouds: Clouds, samples: list[int], starts: list[int] | None
 ) -> np.ndarray:
     import fpsample
 
-    arr = pad.detach().numpy()
-    out = np.zeros((pad.size(0), max(samples)), dtype=np.int64)
-    for b, (n, s) in enumerate(zip(counts, samples)):
+    packed = pos.detach().numpy()
+    ptr = clouds.ptr_list
+    out = np.zeros((clouds.num_clouds, max(samples)), dtype=np.int64)
+    for b, (n, s) in enumerate(zip(clouds.counts_list, samples)):
         if s == 0:
             continue
-        cloud = arr[b, :n]
+        cloud = packed[ptr[b] : ptr[b + 1]]
         if starts is not None and n >= 8:
             height = quickfps_height(n)
             out[b, :s] = fpsample.bucket_fps_kdline_sampling(cloud, s, height, start_idx=starts[b])
@@ -238,8 +240,9 @@ def _fps_fpsample(
 TORCH_CLUSTER_DIST_START = 5e4
 
 
-def scale_below(pad: Tensor, counts: list[int], limit: float = TORCH_CLUSTER_DIST_START) -> Tensor:
-    """``pad: [B, N, D]`` times a power of two chosen so that every cloud's squared extent
+def scale_below(pad: Tensor, clouds: Clouds, limit: float = TORCH_CLUSTER_DIST_START) -> Tensor:
+    """``pad: [B, N, D]`` (valid rows: ``clouds``) times a power of two chosen so that every
+    cloud's squared extent
     (squared diagonal of its bounding box) is below ``limit / 2``.
 
     Scaling by a power of two is exact in floating point (short of underflow), so every
@@ -248,7 +251,7 @@ def scale_below(pad: Tensor, counts: list[int], limit: float = TORCH_CLUSTER_DIS
     """
     if pad.numel() == 0:
         return pad
-    valid = valid_mask(torch.tensor(counts, device=pad.device), pad.size(1)).unsqueeze(2)
+    valid = clouds.valid_mask(pad.size(1)).unsqueeze(2)
     hi = pad.masked_fill(~valid, float("-inf")).amax(1)
     lo = pad.masked_fill(~valid, float("inf")).amin(1)
     span = (hi - lo).nan_to_num(0.0, 0.0, 0.0).double()
@@ -260,7 +263,7 @@ def scale_below(pad: Tensor, counts: list[int], limit: float = TORCH_CLUSTER_DIS
 
 
 def _fps_torch_cluster(
-    pad: Tensor, counts: list[int], samples: list[int], starts: list[int] | None
+    pos: Tensor, clouds: Clouds, samples: list[int], starts: list[int] | None
 ) -> Tensor:
     """torch-cluster's FPS. Coordinates are scaled by a power of two (:func:`scale_below`)
     so that its CUDA kernel's start distance of 5e4 exceeds every squared distance, and
@@ -269,18 +272,19 @@ def _fps_torch_cluster(
     on CUDA."""
     import torch_cluster
 
-    pad = scale_below(pad, counts)
+    counts = clouds.counts_list
     used = [b for b, n in enumerate(counts) if n > 0]
-    if len(used) < len(counts):
+    if len(used) < len(counts):  # empty clouds hold no rows: renumber the others
         sub = _fps_torch_cluster(
-            pad[used],
-            [counts[b] for b in used],
+            pos,
+            Clouds.from_lengths([counts[b] for b in used], device=pos.device),
             [samples[b] for b in used],
             None if starts is None else [starts[b] for b in used],
         )
-        out = torch.zeros(len(counts), sub.size(1), dtype=torch.long, device=pad.device)
+        out = torch.zeros(len(counts), sub.size(1), dtype=torch.long, device=pos.device)
         out[used] = sub
         return out
+    pad = scale_below(clouds.to_padded(pos), clouds)
     num_clouds, size, dim = pad.shape
     device = pad.device
     if starts is not None and any(s != 0 for s in starts):
@@ -288,10 +292,8 @@ def _fps_torch_cluster(
         pad = pad.gather(1, src.unsqueeze(2).expand(-1, -1, dim))
     else:
         src = None
-    counts_t = torch.tensor(counts, device=device)
-    mask = valid_mask(counts_t, size)
-    packed = pad[mask] if any(n != size for n in counts) else pad.reshape(-1, dim)
-    batch = torch.repeat_interleave(torch.arange(num_clouds, device=device), counts_t)
+    packed = clouds.unpad(pad)
+    batch = clouds.batch
     # torch-cluster keeps ceil(ratio * n) points per cloud (computed in float32); half a
     # point below the wanted count lands exactly on it.
     ratio = torch.tensor(
@@ -300,13 +302,15 @@ def _fps_torch_cluster(
         device=device,
     )
     idx = torch_cluster.fps(packed, batch, ratio, random_start=False, batch_size=num_clouds)
-    got = torch.bincount(batch[idx], minlength=num_clouds)
-    if got.tolist() != samples:
-        raise RuntimeError(f"torch_cluster.fps returned {got.tolist()} samples, wanted {samples}")
-    ptr = cloud_ptr(counts_t)
     cloud = batch[idx]
-    local = idx - ptr[cloud]
-    rank = torch.arange(idx.numel(), device=device) - cloud_ptr(got)[cloud]
+    # torch-cluster returns the samples cloud by cloud: a packed batch of its own.
+    got = Clouds.from_batch(cloud, idx.numel(), num_clouds=num_clouds, trusted=True)
+    if got.counts_list != samples:
+        raise RuntimeError(
+            f"torch_cluster.fps returned {got.counts_list} samples, wanted {samples}"
+        )
+    local = idx - clouds.ptr[cloud]
+    rank = got.local
     if src is not None:
         local = _from_front(src[cloud, local], local, rank)
     steps = max(samples)
@@ -316,14 +320,14 @@ def _fps_torch_cluster(
 
 
 def _fps_open3d(
-    pad: Tensor, counts: list[int], samples: list[int], starts: list[int] | None
+    pos: Tensor, clouds: Clouds, samples: list[int], starts: list[int] | None
 ) -> np.ndarray:
     import open3d as o3d
 
-    num_clouds, _, dim = pad.shape
+    num_clouds, dim, counts = clouds.num_clouds, pos.size(1), clouds.counts_list
     if dim != 3:
         raise ValueError(f"backend 'open3d' samples 3-D points only, got {dim}-D points")
-    arr = pad.detach().numpy()
+    arr = clouds.to_padded(pos.detach().numpy())
     steps = max(samples)
     chosen = np.zeros((num_clouds, steps), dtype=np.int64)
     first = np.zeros(num_clouds, dtype=np.int64)
@@ -359,17 +363,17 @@ def _fps_open3d(
 
 
 def _fps_pytorch3d(
-    pad: Tensor, counts: list[int], samples: list[int], starts: list[int] | None
+    pos: Tensor, clouds: Clouds, samples: list[int], starts: list[int] | None
 ) -> Tensor:
     from pytorch3d.ops import sample_farthest_points
 
+    pad = clouds.to_padded(pos)
     num_clouds, size, dim = pad.shape
     src = None
     if starts is not None and any(s != 0 for s in starts):
-        src = torch.from_numpy(_to_front(starts, counts, size)).to(pad.device)
+        src = torch.from_numpy(_to_front(starts, clouds.counts_list, size)).to(pad.device)
         pad = pad.gather(1, src.unsqueeze(2).expand(-1, -1, dim))
-    lengths = torch.tensor(counts, device=pad.device)
-    _, idx = sample_farthest_points(pad, lengths=lengths, K=samples, random_start_point=False)
+    _, idx = sample_farthest_points(pad, lengths=clouds.counts, K=samples, random_start_point=False)
     idx = idx.clamp_min(0)
     if src is not None:
         rank = torch.arange(idx.size(1), device=idx.device).expand_as(idx)
@@ -378,17 +382,15 @@ def _fps_pytorch3d(
 
 
 def _fps_triton(
-    pad: Tensor, counts: list[int], samples: list[int], starts: list[int] | None
+    pos: Tensor, clouds: Clouds, samples: list[int], starts: list[int] | None
 ) -> Tensor:
     from ._triton_launch import fps_search
 
-    num_clouds, size, dim = pad.shape
-    device = pad.device
-    first = starts if starts is not None else [0] * num_clouds
+    device = pos.device
+    first = starts if starts is not None else [0] * clouds.num_clouds
     return fps_search(
-        pad.reshape(num_clouds * size, dim),
-        torch.arange(num_clouds, device=device) * size,
-        torch.tensor(counts, device=device),
+        pos,
+        clouds,
         torch.tensor(samples, device=device),
         torch.tensor(first, device=device),
         max(samples),
@@ -416,17 +418,13 @@ def auto(device: torch.device, dtype: torch.dtype, random_start: bool) -> tuple[
 
 
 def _run(
-    pad: Tensor,
-    counts: list[int],
-    samples: list[int],
-    random_start: bool,
-    backend: str | None,
+    pos: Tensor, clouds: Clouds, samples: list[int], random_start: bool, backend: str | None
 ) -> np.ndarray | Tensor:
-    starts = _random_starts(counts) if random_start else None
+    starts = _random_starts(clouds.counts_list) if random_start else None
     _, impl = select(
-        "fps", _IMPLS, pad.device, backend, lambda: auto(pad.device, pad.dtype, random_start)
+        "fps", _IMPLS, pos.device, backend, lambda: auto(pos.device, pos.dtype, random_start)
     )
-    return impl(pad, counts, samples, starts)
+    return impl(pos, clouds, samples, starts)
 
 
 def fps(
@@ -467,40 +465,45 @@ def fps(
         tensor([0, 2, 3])
     """
     check_points(pos)
+    return _fps(pos, batch, ratio, num, random_start, backend, batch_size, trusted=False)
+
+
+def fps_prechecked(
+    pos: Tensor,
+    batch: Tensor | None = None,
+    ratio: float | None = None,
+    num: int | None = None,
+    random_start: bool = False,
+    backend: str | None = None,
+    batch_size: int | None = None,
+) -> Tensor:
+    """:func:`fps` without the checks of ``pos`` and ``batch`` (the caller's obligations are
+    listed in :mod:`pointset.ops.prechecked`)."""
+    return _fps(pos, batch, ratio, num, random_start, backend, batch_size, trusted=True)
+
+
+def _fps(pos, batch, ratio, num, random_start, backend, batch_size, trusted: bool) -> Tensor:
     pos = measured(pos)
     if batch_size is not None and (
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
         raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
-    batch, counts = cloud_counts(batch, pos.size(0), size=batch_size or 0)
-    if batch_size is not None and len(counts) > batch_size:
-        raise ValueError(f"batch_size={batch_size} but batch holds cloud {len(counts) - 1}")
-    samples = _sample_counts(counts, ratio, num)
-    size = max(counts)
-    dim = pos.size(1)
-    if all(n == size for n in counts):
-        pad = pos.reshape(len(counts), size, dim)
-    elif pos.device.type == "cpu" and pos.dtype in (torch.float32, torch.float64):
-        pad = torch.from_numpy(to_padded_numpy(pos.detach().numpy(), counts, size))
-    else:
-        counts_t = torch.tensor(counts, device=pos.device)
-        if batch is None:  # one cloud, then empty ones up to batch_size
-            batch = torch.zeros(pos.size(0), dtype=torch.long, device=pos.device)
-        pad = to_padded(pos, batch, counts_t, size)
-    local = _run(pad, counts, samples, random_start, backend)
-    steps = local.shape[1]
-    uniform = all(s == steps for s in samples)
+    clouds = Clouds.from_batch(
+        batch, pos.size(0), pos.device, num_clouds=batch_size or 0, trusted=trusted
+    )
+    if batch_size is not None and clouds.num_clouds > batch_size:
+        raise ValueError(f"batch_size={batch_size} but batch holds cloud {clouds.num_clouds - 1}")
+    samples = _sample_counts(clouds.counts_list, ratio, num)
+    local = _run(pos, clouds, samples, random_start, backend)
+    # The samples are a batch of clouds themselves: cloud b holds samples[b] of them.
+    picked = Clouds.from_lengths(samples, device=pos.device)
     if isinstance(local, np.ndarray):
-        if len(counts) > 1:
-            local = local + np.cumsum([0] + counts[:-1])[:, None]
-        if not uniform:
-            local = local[np.arange(steps)[None, :] < np.asarray(samples)[:, None]]
-        return torch.from_numpy(np.ascontiguousarray(local).reshape(-1)).to(pos.device)
-    if len(counts) > 1:
-        local = local + cloud_ptr(torch.tensor(counts, device=pos.device)).unsqueeze(1)
-    if not uniform:
-        return local[valid_mask(torch.tensor(samples, device=pos.device), steps)]
-    return local.reshape(-1)
+        if clouds.num_clouds > 1:
+            local = local + clouds.ptr_np[:-1, None]
+        return torch.from_numpy(np.ascontiguousarray(picked.unpad(local))).to(pos.device)
+    if clouds.num_clouds > 1:
+        local = local + clouds.ptr[:-1].unsqueeze(1)
+    return picked.unpad(local)
 
 
 def fps_dense(
@@ -534,31 +537,10 @@ def fps_dense(
     num_clouds, size, dim = pos.shape
     if num_clouds == 0:
         raise ValueError(f"pos has no clouds (shape {tuple(pos.shape)})")
-    counts = _check_lengths(lengths, num_clouds, size)
-    if lengths is None:
-        check_points(pos.reshape(-1, dim))
-    else:
-        valid = valid_mask(lengths.to(pos.device), size)
-        check_points(pos[valid])
-        pos = pos.masked_fill(~valid.unsqueeze(2), 0)  # padding is never read, may hold NaN
-    samples = _sample_counts(counts, None, num)
-    local = _run(measured(pos), counts, samples, random_start, backend)
+    clouds = Clouds.from_lengths(lengths, num_clouds, size, pos.device)
+    packed = check_points(clouds.unpad(pos))  # padding is never read, may hold NaN
+    samples = _sample_counts(clouds.counts_list, None, num)
+    local = _run(measured(packed), clouds, samples, random_start, backend)
     if isinstance(local, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(local)).to(pos.device)
     return local
-
-
-def _check_lengths(lengths: Tensor | None, num_clouds: int, size: int) -> list[int]:
-    """Validate a ``[B]`` lengths vector against the padded size; return it as a list."""
-    if lengths is None:
-        return [size] * num_clouds
-    if not isinstance(lengths, Tensor) or lengths.dim() != 1 or lengths.numel() != num_clouds:
-        shape = tuple(lengths.shape) if isinstance(lengths, Tensor) else type(lengths).__name__
-        raise ValueError(f"lengths must have shape [{num_clouds}], got {shape}")
-    if lengths.is_floating_point() or lengths.dtype == torch.bool:
-        raise ValueError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
-    values = lengths.tolist()
-    for b, n in enumerate(values):
-        if not 0 <= n <= size:
-            raise ValueError(f"lengths[{b}]={n} is outside [0, {size}]")
-    return values

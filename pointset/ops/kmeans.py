@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .._checks import check_batch, check_points
+from ._clouds import Clouds
 from .nearest import nearest
 
 
@@ -91,15 +93,16 @@ def kmeans(
         raise ValueError(f"iters must be an int >= 0, got {iters!r}")
     if not tol >= 0:
         raise ValueError(f"tol must be >= 0, got {tol!r}")
-    if batch is None:
-        batch = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
-    counts = torch.bincount(batch)
-    small = (counts < k).nonzero()
-    if small.numel() > 0:
-        b = int(small[0, 0])
-        raise ValueError(f"k={k} is larger than cloud {b}, which has {int(counts[b])} points")
-    num_clouds = counts.numel()
-    center_batch = torch.arange(num_clouds, device=x.device).repeat_interleave(k)
+    clouds = Clouds.from_batch(batch, x.size(0), x.device, trusted=True)
+    batch = clouds.batch
+    small = np.flatnonzero(clouds.counts_np < k)
+    if small.size > 0:
+        b = int(small[0])
+        raise ValueError(
+            f"k={k} is larger than cloud {b}, which has {clouds.counts_list[b]} points"
+        )
+    num_clouds = clouds.num_clouds
+    center_batch = Clouds.from_lengths([k] * num_clouds, device=x.device).batch
 
     if isinstance(init, Tensor):
         if init.shape != (num_clouds * k, x.size(1)):
@@ -114,8 +117,7 @@ def kmeans(
 
         centers = x[fps(x, batch if num_clouds > 1 else None, num=k)]
     elif init == "random":
-        ptr = torch.cumsum(counts, 0) - counts
-        centers = x[_random_init(x, batch, ptr, k, generator)]
+        centers = x[_random_init(x, batch, clouds.ptr[:-1], k, generator)]
     else:
         raise ValueError(f"init must be 'fps', 'random' or a tensor of centers, got {init!r}")
 

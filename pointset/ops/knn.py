@@ -59,29 +59,22 @@ from torch import Tensor
 
 from .._checks import check_points, check_same_dim, distance_rescale, measured
 from ._backend import select
+from ._clouds import Clouds
 from ._native_knn import knn_padded
-from ._native_layout import cloud_counts, to_padded, valid_mask
 
 
 @dataclass
-class _Job:
-    """One validated kNN problem on flat point tensors.
-
-    Cloud ``b`` has points ``x[x_start[b] : x_start[b] + x_count[b]]`` and queries
-    ``y[y_start[b] : y_start[b] + y_count[b]]``. ``x_pad`` / ``y_pad`` are set when the
-    input already is padded ``[B, N, D]`` (then ``x_start[b] = b * N``).
-    """
+class _Search:
+    """One validated kNN problem: for every row of ``y`` (clouds ``cy``), its ``k`` nearest
+    rows of ``x`` (clouds ``cx``) in the same cloud. ``cx`` and ``cy`` hold the same number
+    of clouds; without self loops ``x is y`` and each query's own row is left out."""
 
     x: Tensor
     y: Tensor
-    x_start: list[int]
-    x_count: list[int]
-    y_start: list[int]
-    y_count: list[int]
+    cx: Clouds
+    cy: Clouds
     k: int
     exclude_self: bool
-    x_pad: Tensor | None = None
-    y_pad: Tensor | None = None
     need_dist: bool = True
 
     @property
@@ -89,22 +82,9 @@ class _Job:
         """Candidates to ask a library for: one more when the query's own point is dropped."""
         return self.k + 1 if self.exclude_self else self.k
 
-    def query_index(self) -> np.ndarray:
-        """Rows of ``y`` that are real queries, in cloud order."""
-        if self.y_pad is None:
-            return np.arange(sum(self.y_count), dtype=np.int64)
-        size = self.y_pad.size(1)
-        return np.concatenate(
-            [np.arange(b * size, b * size + m, dtype=np.int64) for b, m in enumerate(self.y_count)]
-        )
-
-
-def _starts(counts: list[int]) -> list[int]:
-    out, total = [], 0
-    for n in counts:
-        out.append(total)
-        total += n
-    return out
+    def query_start(self) -> Tensor:
+        """``[M]`` long: the first row of ``x`` in each query's cloud."""
+        return self.cx.ptr[:-1][self.cy.batch]
 
 
 def _check_k(k: int, x_counts: list[int], y_counts: list[int], self_loops: bool = True) -> None:
@@ -218,17 +198,16 @@ def _finish_torch(
     return dist, idx.gather(1, order)
 
 
-def _numpy_job(job: _Job):
-    """NumPy views ``(x, y)`` of a job and its query rows."""
-    return job.x.detach().numpy(), job.y.detach().numpy(), job.query_index()
+def _numpy_job(job: _Search):
+    """NumPy views ``(x, y)`` of a search."""
+    return job.x.detach().numpy(), job.y.detach().numpy()
 
 
-def _finish_job_numpy(job: _Job, idx: np.ndarray, found: np.ndarray | None = None):
-    """:func:`_finish_numpy` for a job's candidates ``idx: [Q, k']`` (rows of ``job.x``)."""
-    xa, ya, rows = _numpy_job(job)
-    yq = ya if rows.size == ya.shape[0] else ya[rows]
-    own = rows if job.exclude_self else None
-    return _finish_numpy(xa, yq, idx, job.k, own, found, job.need_dist)
+def _finish_job_numpy(job: _Search, idx: np.ndarray, found: np.ndarray | None = None):
+    """:func:`_finish_numpy` for a search's candidates ``idx: [M, k']`` (rows of ``job.x``)."""
+    xa, ya = _numpy_job(job)
+    own = np.arange(ya.shape[0], dtype=np.int64) if job.exclude_self else None
+    return _finish_numpy(xa, ya, idx, job.k, own, found, job.need_dist)
 
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
@@ -242,35 +221,36 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL[1]
 
 
-def _per_cloud(job: _Job, search, threads: bool = False):
+def _per_cloud(job: _Search, search, threads: bool = False):
     """Run ``search(points, queries, k, workers) -> (dist, local idx)`` (NumPy) cloud by
     cloud, then finish the candidates.
 
     With ``threads`` (for searches that release the GIL) several clouds run at once, each
     single-threaded; a lone cloud uses the library's own threads instead.
     """
-    xa, ya, _ = _numpy_job(job)
+    xa, ya = _numpy_job(job)
     wanted = job.wanted
-    total = sum(job.y_count)
-    if job.x_count == [xa.shape[0]] and job.y_count == [ya.shape[0]]:
-        # One cloud without padding: use the library's arrays as they are.
+    total = ya.shape[0]
+    if job.cx.num_clouds == 1:
+        # One cloud: use the library's arrays as they are.
         dist, local = search(xa, ya, wanted, -1 if total * wanted >= 16_384 else 1)
         idx = np.asarray(local, dtype=np.int64).reshape(total, wanted)
         return _finish_job_numpy(job, idx, np.asarray(dist).reshape(total, wanted))
     idx = np.empty((total, wanted), dtype=np.int64)
     found = np.empty((total, wanted), dtype=np.float64 if threads else xa.dtype)
-    tasks = []
-    q0 = 0
-    for xs, n, ys, m in zip(job.x_start, job.x_count, job.y_start, job.y_count):
-        if m > 0:
-            tasks.append((xs, n, ys, m, q0))
-            q0 += m
+    tasks = [
+        (xs, n, ys, m)
+        for xs, n, ys, m in zip(
+            job.cx.ptr_list, job.cx.counts_list, job.cy.ptr_list, job.cy.counts_list
+        )
+        if m > 0
+    ]
 
     def run(task, workers):
-        xs, n, ys, m, q = task
+        xs, n, ys, m = task
         dist, local = search(xa[xs : xs + n], ya[ys : ys + m], wanted, workers)
-        np.add(np.asarray(local).reshape(m, wanted), xs, out=idx[q : q + m])
-        found[q : q + m] = np.asarray(dist).reshape(m, wanted)
+        np.add(np.asarray(local).reshape(m, wanted), xs, out=idx[ys : ys + m])
+        found[ys : ys + m] = np.asarray(dist).reshape(m, wanted)
 
     if threads and len(tasks) > 1:
         list(_pool().map(lambda task: run(task, 1), tasks))  # re-raises a task's error
@@ -282,39 +262,19 @@ def _per_cloud(job: _Job, search, threads: bool = False):
 
 
 # ---------------------------------------------------------------------------------------
-# Backends: job -> (dist2 [Q, k], idx [Q, k]) for the real queries in cloud order, idx
+# Backends: search -> (dist2 [M, k], idx [M, k]) for every query (row of job.y), idx
 # indexing job.x; NumPy arrays (CPU libraries) or tensors.
 # ---------------------------------------------------------------------------------------
 
 
-def _knn_native(job: _Job):
-    num_clouds = len(job.x_count)
-    if job.x_pad is not None:
-        xp, yp = job.x_pad, job.y_pad
-    else:
-        xc = torch.tensor(job.x_count, device=job.x.device)
-        yc = torch.tensor(job.y_count, device=job.y.device)
-        xp = _padded(job.x, xc, job.x_count)
-        same = job.y is job.x and job.y_count == job.x_count
-        yp = xp if same else _padded(job.y, yc, job.y_count)
-    size = xp.size(1)
-    lengths = None
-    if any(n != size for n in job.x_count):
-        lengths = torch.tensor(job.x_count, device=xp.device)
+def _knn_native(job: _Search):
+    cx, cy = job.cx, job.cy
+    xp = cx.to_padded(job.x)
+    yp = xp if job.y is job.x and cy is cx else cy.to_padded(job.y)
+    lengths = None if cx.uniform else cx.counts
     dist, idx = knn_padded(xp, yp, job.k, lengths, job.exclude_self)
-    idx = idx + torch.tensor(job.x_start, device=idx.device).view(num_clouds, 1, 1)
-    if any(m != yp.size(1) for m in job.y_count):
-        keep = valid_mask(torch.tensor(job.y_count, device=idx.device), yp.size(1))
-        return dist[keep], idx[keep]
-    return dist.flatten(0, 1), idx.flatten(0, 1)
-
-
-def _padded(points: Tensor, counts_t: Tensor, counts: list[int]) -> Tensor:
-    size = max(counts)
-    if all(n == size for n in counts):
-        return points.reshape(len(counts), size, points.size(1))
-    batch = torch.repeat_interleave(torch.arange(len(counts), device=points.device), counts_t)
-    return to_padded(points, batch, counts_t, size)
+    idx = idx + cx.ptr[:-1].view(-1, 1, 1)
+    return cy.unpad(dist), cy.unpad(idx)
 
 
 def _scipy_search(points: np.ndarray, queries: np.ndarray, k: int, workers: int):
@@ -341,24 +301,23 @@ def _open3d_search(points: np.ndarray, queries: np.ndarray, k: int, workers: int
     return dist.numpy(), idx.numpy()
 
 
-def _knn_scipy(job: _Job):
+def _knn_scipy(job: _Search):
     return _per_cloud(job, _scipy_search, threads=True)
 
 
-def _knn_open3d(job: _Job):
+def _knn_open3d(job: _Search):
     return _per_cloud(job, _open3d_search)
 
 
-def _knn_numba(job: _Job):
+def _knn_numba(job: _Search):
     from ._numba_kernels import knn_grid
 
-    xa, ya, rows = _numpy_job(job)
+    xa, ya = _numpy_job(job)
     if xa.shape[1] not in (2, 3):
         raise ValueError(f"backend 'numba' searches 2-D or 3-D points, got {xa.shape[1]}-D")
-    queries = ya if rows.size == ya.shape[0] else ya[rows]
-    cloud = np.repeat(np.arange(len(job.y_count), dtype=np.int64), job.y_count)
-    own = rows if job.exclude_self else None
-    return knn_grid(xa, job.x_start, job.x_count, queries, cloud, own, job.k)
+    own = np.arange(ya.shape[0], dtype=np.int64) if job.exclude_self else None
+    cx = job.cx
+    return knn_grid(xa, cx.ptr_np[:-1], cx.counts_np, ya, job.cy.batch_np, own, job.k)
 
 
 #: Largest ``k`` torch-cluster's CUDA kNN kernel accepts (it asserts ``k <= 100``).
@@ -374,7 +333,7 @@ def check_torch_cluster_k(device: torch.device, wanted: int) -> None:
         )
 
 
-def _knn_torch_cluster(job: _Job):
+def _knn_torch_cluster(job: _Search):
     """torch-cluster's kNN with exact glue: empty clouds are dropped from the batch before
     the call (its CUDA kernel fails on an empty cloud in the middle of a batch), ``k`` is
     checked against the CUDA limit, and a ``-1`` neighbour (its CUDA kernel's answer for a
@@ -384,45 +343,37 @@ def _knn_torch_cluster(job: _Job):
 
     device = job.x.device
     check_torch_cluster_k(device, job.wanted)
-    used = [b for b, n in enumerate(job.x_count) if n > 0]
-    x_count = [job.x_count[b] for b in used]
-    y_count = [job.y_count[b] for b in used]
-    clouds = torch.arange(len(used), device=device)
-    xc = torch.tensor(x_count, device=device)
-    yc = torch.tensor(y_count, device=device)
-    rows = torch.from_numpy(job.query_index()).to(device)
-    x_start = [job.x_start[b] for b in used]
-    xs = job.x[_real_rows(x_start, x_count, device)]
-    ys = job.y[rows]
-    bx = torch.repeat_interleave(clouds, xc)
-    by = torch.repeat_interleave(clouds, yc)
-    row, col = torch_cluster.knn(xs, ys, job.wanted, bx, by, batch_size=len(used))
-    if row.numel() != ys.size(0) * job.wanted or bool((col < 0).any()):
+    # Renumber the clouds that hold points; queries only lie in those (k was checked).
+    used = job.cx.counts_np > 0
+    renumber = torch.from_numpy(np.cumsum(used) - 1).to(device)
+    bx = renumber[job.cx.batch]
+    by = renumber[job.cy.batch]
+    num_used = int(used.sum())
+    row, col = torch_cluster.knn(job.x, job.y, job.wanted, bx, by, batch_size=num_used)
+    if row.numel() != job.y.size(0) * job.wanted or bool((col < 0).any()):
         raise RuntimeError(
             "torch_cluster.knn returned missing neighbours (col = -1): its CUDA kernel "
             "cannot see points more than 1e5 away; use backend='triton' or 'native'"
         )
     # Every query has exactly `wanted` candidates (k was checked), grouped by query.
-    col = col + torch.tensor(x_start, device=device)[bx[col]] - _packed_starts(xc)[bx[col]]
     idx = col.view(-1, job.wanted)
     if device.type == "cpu":
         return _finish_job_numpy(job, idx.numpy())
-    return _finish_torch(job.x, ys, idx, job.k, rows if job.exclude_self else None)
+    return _finish_torch(job.x, job.y, idx, job.k, _own_rows(job))
 
 
-def _real_rows(starts: list[int], counts: list[int], device) -> Tensor:
-    return torch.cat([torch.arange(s, s + n, device=device) for s, n in zip(starts, counts)])
-
-
-def _packed_starts(counts_t: Tensor) -> Tensor:
-    return torch.cumsum(counts_t, 0) - counts_t
+def _own_rows(job: _Search) -> Tensor | None:
+    """Each query's own row of ``x`` when it must be left out (``x is y``), else ``None``."""
+    if not job.exclude_self:
+        return None
+    return torch.arange(job.y.size(0), device=job.y.device)
 
 
 #: Extra candidates asked from pytorch3d when it searches a float64 job in float32.
 _P3D_EXTRA = 8
 
 
-def _knn_pytorch3d(job: _Job):
+def _knn_pytorch3d(job: _Search):
     """pytorch3d's ``knn_points``. Its CPU kernel takes float32 only: a float64 job is
     searched in float32 for a few extra candidates, which are then ranked in float64; a
     query whose float64 k-th distance is not clear of the float32 search radius by the
@@ -431,49 +382,47 @@ def _knn_pytorch3d(job: _Job):
 
     device = job.x.device
     work = torch.float32
-    xc = torch.tensor(job.x_count, device=device)
-    yc = torch.tensor(job.y_count, device=device)
-    xp = job.x_pad if job.x_pad is not None else _padded(job.x, xc, job.x_count)
-    yp = job.y_pad if job.y_pad is not None else _padded(job.y, yc, job.y_count)
-    searched = [n for n, m in zip(job.x_count, job.y_count) if m > 0] or [job.wanted]
+    cx, cy = job.cx, job.cy
+    xp, yp = cx.to_padded(job.x), cy.to_padded(job.y)
+    searched = [n for n, m in zip(cx.counts_list, cy.counts_list) if m > 0] or [job.wanted]
     extra = 0 if job.x.dtype == work else _P3D_EXTRA
     wanted = min(job.wanted + extra, min(searched))
     found, idx, _ = knn_points(
-        yp.to(work), xp.to(work), lengths1=yc, lengths2=xc, K=wanted, return_sorted=True
+        yp.to(work),
+        xp.to(work),
+        lengths1=cy.counts,
+        lengths2=cx.counts,
+        K=wanted,
+        return_sorted=True,
     )
-    idx = idx.clamp_min(0) + torch.tensor(job.x_start, device=device).view(-1, 1, 1)
-    keep = valid_mask(yc, yp.size(1))
-    idx, found = idx[keep], found[keep]
+    idx = idx.clamp_min(0) + cx.ptr[:-1].view(-1, 1, 1)
+    idx, found = cy.unpad(idx), cy.unpad(found)
     if wanted > job.wanted:
         idx = _closest_candidates(job, idx, found)
         if idx is None:
             return _knn_native(job)
     if device.type == "cpu":
         return _finish_job_numpy(job, idx.numpy())
-    rows = torch.from_numpy(job.query_index()).to(device)
-    return _finish_torch(job.x, job.y[rows], idx, job.k, rows if job.exclude_self else None)
+    return _finish_torch(job.x, job.y, idx, job.k, _own_rows(job))
 
 
-def _knn_triton(job: _Job):
+def _knn_triton(job: _Search):
     from ._triton_launch import knn_search
 
-    device = job.x.device
-    rows = torch.from_numpy(job.query_index()).to(device)
-    per_query = torch.tensor(job.y_count, device=device)
-    start = torch.repeat_interleave(torch.tensor(job.x_start, device=device), per_query)
-    count = torch.repeat_interleave(torch.tensor(job.x_count, device=device), per_query)
-    # Without self loops x is y (same clouds), so a query's own point is row `rows` of x.
-    own = rows - start if job.exclude_self else None
-    dist, idx = knn_search(job.x, job.y[rows], start, count, job.k, own=own)
+    start = job.query_start()
+    # Without self loops x is y (same clouds), so a query's own point is its own row.
+    own = _own_rows(job)
+    dist, idx = knn_search(
+        job.x, job.y, job.cx, job.cy, job.k, own=None if own is None else own - start
+    )
     return dist.to(job.x.dtype), idx + start.unsqueeze(1)
 
 
-def _closest_candidates(job: _Job, idx: Tensor, found: Tensor) -> Tensor | None:
-    """The ``job.wanted`` best of float32 candidates ``idx: [Q, K]`` (float32 squared
-    distances ``found: [Q, K]``, ascending) ranked in the job's dtype, or ``None`` when a
+def _closest_candidates(job: _Search, idx: Tensor, found: Tensor) -> Tensor | None:
+    """The ``job.wanted`` best of float32 candidates ``idx: [M, K]`` (float32 squared
+    distances ``found: [M, K]``, ascending) ranked in the job's dtype, or ``None`` when a
     point outside the candidates could still be closer than the last one kept."""
-    rows = torch.from_numpy(job.query_index()).to(idx.device)
-    y = job.y[rows]
+    y = job.y
     diff = job.x[idx] - y.unsqueeze(1)
     dist = diff[..., 0].square()
     for c in range(1, job.x.size(1)):
@@ -490,12 +439,8 @@ def _closest_candidates(job: _Job, idx: Tensor, found: Tensor) -> Tensor | None:
     reach = found[:, -1].to(dist.dtype).clamp_min(0).sqrt()
     err = 2 * (2 * dim**0.5 * scale + (dim + 2) * reach) * eps
     kth = dist[:, job.wanted - 1].sqrt()
-    counts = torch.tensor(job.x_count, device=idx.device)
-    cloud = torch.repeat_interleave(
-        torch.arange(len(job.y_count), device=idx.device),
-        torch.tensor(job.y_count, device=idx.device),
-    )
-    exhausted = counts[cloud] <= found.size(1)  # every point of the cloud is a candidate
+    # every point of the query's cloud is a candidate
+    exhausted = job.cx.counts[job.cy.batch] <= found.size(1)
     if bool((exhausted | (kth + err < reach)).all()):
         return idx
     return None
@@ -512,9 +457,7 @@ _IMPLS = {
 }
 
 
-def auto(
-    device: torch.device, max_count: int, num_queries: int, k: int, dim: int = 3
-) -> tuple[str, ...]:
+def auto(device: torch.device, dim: int = 3) -> tuple[str, ...]:
     """Backends to try for kNN, fastest first (the rule is in the module docstring)."""
     if device.type != "cpu":
         return ("triton", "pytorch3d", "native")
@@ -523,14 +466,9 @@ def auto(
     return ("open3d", "scipy", "native")
 
 
-def _run(job: _Job, backend: str | None):
-    _, impl = select(
-        "knn",
-        _IMPLS,
-        job.x.device,
-        backend,
-        lambda: auto(job.x.device, max(job.x_count), sum(job.y_count), job.k, job.x.size(1)),
-    )
+def _run(job: _Search, backend: str | None):
+    device = job.x.device
+    _, impl = select("knn", _IMPLS, device, backend, lambda: auto(device, job.x.size(1)))
     return impl(job)
 
 
@@ -543,26 +481,28 @@ def _packed(
     exclude_self: bool,
     backend: str | None,
     neighbours_first: bool = False,
+    trusted: bool = False,
 ) -> Tensor:
-    """Shared body of :func:`knn` and :func:`knn_graph`: ``[2, M*k]`` (query, neighbour),
-    or (neighbour, query) with ``neighbours_first``."""
-    if batch_x is None and batch_y is None:
-        x_counts, y_counts = [x.size(0)], [y.size(0)]
-    else:
-        # One cloud on one side means cloud 0 there.
-        batch_x, x_counts = cloud_counts(batch_x, x.size(0), "batch_x")
-        batch_y, y_counts = cloud_counts(batch_y, y.size(0), "batch_y")
-        size = max(len(x_counts), len(y_counts))
-        x_counts += [0] * (size - len(x_counts))
-        y_counts += [0] * (size - len(y_counts))
-    _check_k(k, x_counts, y_counts, self_loops=not exclude_self)
+    """Shared body of :func:`knn` and :func:`knn_graph` on checked points: ``[2, M*k]``
+    (query, neighbour), or (neighbour, query) with ``neighbours_first``. The batch vectors
+    are checked unless ``trusted``."""
+    device = x.device
+    cx = Clouds.from_batch(batch_x, x.size(0), device, "batch_x", trusted=trusted)
+    cy = (
+        cx
+        if batch_y is batch_x and y is x
+        else Clouds.from_batch(batch_y, y.size(0), device, "batch_y", trusted=trusted)
+    )
+    # One cloud on one side (no batch vector) means cloud 0 there.
+    cx = cx.with_num_clouds(cy.num_clouds)
+    cy = cy.with_num_clouds(cx.num_clouds)
+    _check_k(k, cx.counts_list, cy.counts_list, self_loops=not exclude_self)
     same = x is y
     scale = distance_rescale(x, y)
     # Indices only come out: search detached inputs (no gradient to keep).
     x = x.detach() * scale if scale != 1.0 else x.detach()
     y = x if same else (y.detach() * scale if scale != 1.0 else y.detach())
-    job = _Job(x, y, _starts(x_counts), x_counts, _starts(y_counts), y_counts, k, exclude_self)
-    job.need_dist = False
+    job = _Search(x, y, cx, cy, k, exclude_self, need_dist=False)
     _, idx = _run(job, backend)
     if isinstance(idx, np.ndarray):
         out = np.empty((2, y.size(0), k), dtype=np.int64)
@@ -613,6 +553,19 @@ def knn(
     return _packed(measured(x), measured(y), k, batch_x, batch_y, False, backend)
 
 
+def knn_prechecked(
+    x: Tensor,
+    y: Tensor,
+    k: int,
+    batch_x: Tensor | None = None,
+    batch_y: Tensor | None = None,
+    backend: str | None = None,
+) -> Tensor:
+    """:func:`knn` without the checks of ``x``, ``y``, ``batch_x`` and ``batch_y`` (the
+    caller's obligations are listed in :mod:`pointset.ops.prechecked`)."""
+    return _packed(measured(x), measured(y), k, batch_x, batch_y, False, backend, trusted=True)
+
+
 def knn_graph(
     x: Tensor,
     k: int,
@@ -644,11 +597,29 @@ def knn_graph(
         tensor([[1, 0, 1],
                 [0, 1, 2]])
     """
+    check_points(x, "x")
+    return _graph(x, k, batch, loop, flow, backend, trusted=False)
+
+
+def knn_graph_prechecked(
+    x: Tensor,
+    k: int,
+    batch: Tensor | None = None,
+    loop: bool = False,
+    flow: str = "source_to_target",
+    backend: str | None = None,
+) -> Tensor:
+    """:func:`knn_graph` without the checks of ``x`` and ``batch`` (the caller's
+    obligations are listed in :mod:`pointset.ops.prechecked`)."""
+    return _graph(x, k, batch, loop, flow, backend, trusted=True)
+
+
+def _graph(x, k, batch, loop, flow, backend, trusted: bool) -> Tensor:
     if flow not in ("source_to_target", "target_to_source"):
         raise ValueError(f"flow must be 'source_to_target' or 'target_to_source', got {flow!r}")
-    check_points(x, "x")
     x = measured(x)
-    return _packed(x, x, k, batch, batch, not loop, backend, flow == "source_to_target")
+    neighbours_first = flow == "source_to_target"
+    return _packed(x, x, k, batch, batch, not loop, backend, neighbours_first, trusted)
 
 
 def knn_dense(
@@ -693,115 +664,48 @@ def knn_dense(
         check_same_dim(x[0], y[0], "x", "y")
     if x.dtype != y.dtype:
         raise ValueError(f"x and y must have the same dtype, got {x.dtype} and {y.dtype}")
-    num_clouds, size, dim = x.shape
+    num_clouds, size, _ = x.shape
     queries = y.size(1)
     in_dtype = x.dtype
     x, y = measured(x), measured(y)
-    x_counts = _lengths(x_lengths, num_clouds, size, "x_lengths")
-    y_counts = _lengths(y_lengths, num_clouds, queries, "y_lengths")
-    x = _checked_padded(x, x_lengths, "x")
-    y = _checked_padded(y, y_lengths, "y")
-    _check_k(k, x_counts, y_counts)
-    scale = distance_rescale(x, y)
-    xs, ys = x.detach(), y.detach()
+    cx = Clouds.from_lengths(x_lengths, num_clouds, size, x.device, "x_lengths")
+    cy = Clouds.from_lengths(y_lengths, num_clouds, queries, x.device, "y_lengths")
+    x, xs = _checked_padded(x, cx, "x")
+    y, ys = _checked_padded(y, cy, "y")
+    _check_k(k, cx.counts_list, cy.counts_list)
+    scale = distance_rescale(xs, ys)
+    xs, ys = xs.detach(), ys.detach()
     if scale != 1.0:
         xs, ys = xs * scale, ys * scale
-    dist, idx = _dense_search(xs, ys, k, x_counts, y_counts, backend)
+    dist, idx = _run(_Search(xs, ys, cx, cy, k, False), backend)
+    if isinstance(idx, np.ndarray):
+        dist, idx = torch.from_numpy(dist), torch.from_numpy(idx)
+    idx = idx - cx.ptr[:-1][cy.batch].unsqueeze(1).to(idx.device)  # local indices
+    dist = cy.to_padded(dist, width=queries)
+    idx = cy.to_padded(idx, width=queries)
     if scale != 1.0:
         dist = (dist.double() / scale**2).to(dist.dtype)
     if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
-        dist = _differentiable_dist2(dist, idx, x, y, y_counts)
+        dist = _differentiable_dist2(dist, idx, x, y, cy)
     return dist.to(in_dtype), idx
 
 
-def _differentiable_dist2(
-    dist: Tensor, idx: Tensor, x: Tensor, y: Tensor, y_counts: list[int]
-) -> Tensor:
+def _differentiable_dist2(dist: Tensor, idx: Tensor, x: Tensor, y: Tensor, cy: Clouds) -> Tensor:
     """``dist [B, M, k]`` with the gradient of ``|y_i - x_idx|^2`` w.r.t. ``x`` and ``y``
     (the values stay the searched ones; padded query rows get no gradient)."""
     num_clouds, queries, k = idx.shape
     gathered = x.gather(1, idx.reshape(num_clouds, -1, 1).expand(-1, -1, x.size(2)))
     diff = gathered.view(num_clouds, queries, k, -1) - y.unsqueeze(2)
     exact = diff.pow(2).sum(-1)
-    valid = torch.arange(queries, device=idx.device) < torch.tensor(
-        y_counts, device=idx.device
-    ).unsqueeze(1)
-    exact = exact * valid.unsqueeze(2).to(exact.dtype)
+    exact = exact * cy.valid_mask(queries).unsqueeze(2).to(exact.dtype)
     return dist.to(exact.dtype) + (exact - exact.detach())
 
 
-def _dense_search(
-    x: Tensor,
-    y: Tensor,
-    k: int,
-    x_counts: list[int],
-    y_counts: list[int],
-    backend: str | None,
-) -> tuple[Tensor, Tensor]:
-    """The search of :func:`knn_dense` on checked, detached input."""
-    num_clouds, size, dim = x.shape
-    queries = y.size(1)
-    job = _Job(
-        x.reshape(-1, dim),
-        y.reshape(-1, dim),
-        [b * size for b in range(num_clouds)],
-        x_counts,
-        [b * queries for b in range(num_clouds)],
-        y_counts,
-        k,
-        False,
-        x,
-        y,
-    )
-    dist, idx = _run(job, backend)
-    offsets = np.repeat(np.arange(num_clouds, dtype=np.int64) * size, y_counts)
-    if isinstance(idx, np.ndarray):
-        idx = idx - offsets[:, None]
-        if all(m == queries for m in y_counts):
-            return (
-                torch.from_numpy(dist.reshape(num_clouds, queries, k)),
-                torch.from_numpy(idx.reshape(num_clouds, queries, k)),
-            )
-        dist_out = np.zeros((num_clouds * queries, k), dtype=dist.dtype)
-        idx_out = np.zeros((num_clouds * queries, k), dtype=np.int64)
-        rows = job.query_index()
-        dist_out[rows] = dist
-        idx_out[rows] = idx
-        return (
-            torch.from_numpy(dist_out.reshape(num_clouds, queries, k)),
-            torch.from_numpy(idx_out.reshape(num_clouds, queries, k)),
-        )
-    idx = idx - torch.from_numpy(offsets).to(idx.device).unsqueeze(1)
-    if all(m == queries for m in y_counts):
-        return dist.view(num_clouds, queries, k), idx.view(num_clouds, queries, k)
-    rows = torch.from_numpy(job.query_index()).to(idx.device)
-    dist_out = dist.new_zeros(num_clouds * queries, k)
-    idx_out = idx.new_zeros(num_clouds * queries, k)
-    dist_out[rows] = dist
-    idx_out[rows] = idx
-    return dist_out.view(num_clouds, queries, k), idx_out.view(num_clouds, queries, k)
-
-
-def _lengths(lengths: Tensor | None, num_clouds: int, size: int, name: str) -> list[int]:
-    if lengths is None:
-        return [size] * num_clouds
-    if not isinstance(lengths, Tensor) or lengths.dim() != 1 or lengths.numel() != num_clouds:
-        shape = tuple(lengths.shape) if isinstance(lengths, Tensor) else type(lengths).__name__
-        raise ValueError(f"{name} must have shape [{num_clouds}], got {shape}")
-    if lengths.is_floating_point() or lengths.dtype == torch.bool:
-        raise ValueError(f"{name} must be an integer tensor, got dtype {lengths.dtype}")
-    values = lengths.tolist()
-    for b, n in enumerate(values):
-        if not 0 <= n <= size:
-            raise ValueError(f"{name}[{b}]={n} is outside [0, {size}]")
-    return values
-
-
-def _checked_padded(t: Tensor, lengths: Tensor | None, name: str) -> Tensor:
-    """Check the valid rows of a padded ``[B, N, D]`` tensor; zero its padding."""
-    if lengths is None:
-        check_points(t.reshape(-1, t.size(-1)), name, allow_empty=True)
-        return t
-    valid = valid_mask(lengths.to(t.device), t.size(1))
-    check_points(t[valid], name, allow_empty=True)
-    return t.masked_fill(~valid.unsqueeze(2), 0)
+def _checked_padded(t: Tensor, clouds: Clouds, name: str) -> tuple[Tensor, Tensor]:
+    """Check the valid rows of a padded ``t: [B, W, D]``. Returns ``(t with zero padding,
+    its valid rows packed [N, D])``."""
+    packed = clouds.unpad(t)
+    check_points(packed, name, allow_empty=True)
+    if clouds.uniform and clouds.max_count == t.size(1):
+        return t, packed
+    return t.masked_fill(~clouds.valid_mask(t.size(1)).unsqueeze(2), 0), packed

@@ -27,8 +27,8 @@ from torch import Tensor
 
 from .._checks import measured
 from ._backend import select
-from ._grouping import (
-    Layout,
+from ._clouds import Clouds
+from ._radius_search import (
     Workspace,
     block_sq_dist,
     check_pair,
@@ -36,20 +36,19 @@ from ._grouping import (
     iter_blocks,
     native_is_faster_on_cpu,
     search_slack,
-    sub_layout,
 )
 
 #: Up to this many coordinates distances use the exact direct-difference formula.
 DIRECT_MAX_DIM = 8
 
 
-def _nearest_native(x: Tensor, y: Tensor, layout: Layout) -> Tensor:
-    """``layout`` has ``y`` as searched set and ``x`` as queries."""
+def _nearest_native(x: Tensor, y: Tensor, cy: Clouds, cx: Clouds) -> Tensor:
+    """``cy`` / ``cx``: the clouds of the centers ``y`` and of the points ``x``."""
     out = torch.empty(x.size(0), dtype=torch.long, device=x.device)
     direct = x.size(1) <= DIRECT_MAX_DIM
     ws = Workspace(x.device)
     fill = math.inf if direct else 0.0
-    for qb, q_start, q_count, pb, p_start, p_count in iter_blocks(y, x, layout, fill=fill):
+    for qb, q_start, q_count, pb, p_start, p_count in iter_blocks(y, x, cy, cx, fill=fill):
         shape = (qb.size(1), qb.size(2), pb.size(2))
         if direct:
             d = block_sq_dist(qb, pb, ws.get("d", shape, x.dtype), ws.get("w", shape, x.dtype))
@@ -75,7 +74,7 @@ def _nearest_native(x: Tensor, y: Tensor, layout: Layout) -> Tensor:
     return out
 
 
-def _nearest_scipy(x: Tensor, y: Tensor, layout: Layout) -> Tensor:
+def _nearest_scipy(x: Tensor, y: Tensor, cy: Clouds, cx: Clouds) -> Tensor:
     import numpy as np
     from scipy.spatial import cKDTree
 
@@ -83,7 +82,7 @@ def _nearest_scipy(x: Tensor, y: Tensor, layout: Layout) -> Tensor:
     lo = torch.minimum(x.min(0).values, y.min(0).values)
     hi = torch.maximum(x.max(0).values, y.max(0).values)
     extent = float((hi - lo).max()) * math.sqrt(x.size(1))
-    ys, xs, groups = cpu_search_sets(y, x, layout, gap=2 * extent + 1.0)
+    ys, xs, groups = cpu_search_sets(y, x, cy, cx, gap=2 * extent + 1.0)
     out = torch.empty(x.size(0), dtype=torch.long)
     unsure = torch.zeros(x.size(0), dtype=torch.bool)
     for p0, p1, q0, q1 in groups:
@@ -93,34 +92,31 @@ def _nearest_scipy(x: Tensor, y: Tensor, layout: Layout) -> Tensor:
         unsure[q0:q1] = torch.from_numpy(dist[:, 1] <= dist[:, 0] * (1 + slack))
     if bool(unsure.any()):
         qi = unsure.nonzero().squeeze(1)
-        out[qi] = _nearest_native(x[qi], y, sub_layout(layout, qi))
+        out[qi] = _nearest_native(x[qi], y, cy, cx.subset(qi))
     return out
 
 
-def _nearest_triton(x: Tensor, y: Tensor, layout: Layout) -> Tensor:
+def _nearest_triton(x: Tensor, y: Tensor, cy: Clouds, cx: Clouds) -> Tensor:
     """The native direct-difference formula for any number of coordinates."""
     from ._triton_launch import knn_search
 
-    ptr = torch.tensor(layout.ptr_p, device=x.device)
-    start = ptr[layout.batch_q]
-    count = (ptr[1:] - ptr[:-1])[layout.batch_q]
-    _, idx = knn_search(y, x, start, count, 1)
-    return idx[:, 0] + start
+    _, idx = knn_search(y, x, cy, cx, 1)
+    return idx[:, 0] + cy.ptr[:-1][cx.batch]
 
 
 _IMPLS = {"native": _nearest_native, "scipy": _nearest_scipy, "triton": _nearest_triton}
 
 
-def auto(device: torch.device, layout: Layout, dim: int) -> tuple[str, ...]:
+def auto(device: torch.device, cy: Clouds, cx: Clouds, dim: int) -> tuple[str, ...]:
     """Backends to try for nearest, fastest first: triton then native on CUDA (native
     alone beyond :data:`DIRECT_MAX_DIM` coordinates, where it uses the expanded form), for more than
     :data:`DIRECT_MAX_DIM` coordinates, and on CPU while
-    :func:`~pointset.ops._grouping.native_is_faster_on_cpu` (e.g. 100k points and 64
+    :func:`~pointset.ops._radius_search.native_is_faster_on_cpu` (e.g. 100k points and 64
     centers: native 28 ms, scipy 41 ms; 100k points and 1,024 centers: 237 ms vs 62 ms);
     scipy otherwise."""
     if device.type == "cuda" and dim <= DIRECT_MAX_DIM:
         return ("triton", "native")
-    if device.type != "cpu" or dim > DIRECT_MAX_DIM or native_is_faster_on_cpu(layout):
+    if device.type != "cpu" or dim > DIRECT_MAX_DIM or native_is_faster_on_cpu(cy, cx):
         return ("native",)
     return ("scipy", "native")
 
@@ -151,11 +147,27 @@ def nearest(
         >>> nearest(x, torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))
         tensor([0, 0, 1, 1])
     """
-    layout = check_pair(y, x, batch_y, batch_x, names=("y", "x"))
-    for b, (m, n) in enumerate(zip(layout.counts_p(), layout.counts_q())):
+    return _nearest(x, y, batch_x, batch_y, backend, trusted=False)
+
+
+def nearest_prechecked(
+    x: Tensor,
+    y: Tensor,
+    batch_x: Tensor | None = None,
+    batch_y: Tensor | None = None,
+    backend: str | None = None,
+) -> Tensor:
+    """:func:`nearest` without the checks of ``x``, ``y``, ``batch_x`` and ``batch_y`` (the
+    caller's obligations are listed in :mod:`pointset.ops.prechecked`)."""
+    return _nearest(x, y, batch_x, batch_y, backend, trusted=True)
+
+
+def _nearest(x, y, batch_x, batch_y, backend, trusted: bool) -> Tensor:
+    cy, cx = check_pair(y, x, batch_y, batch_x, names=("y", "x"), trusted=trusted)
+    for b, (m, n) in enumerate(zip(cy.counts_list, cx.counts_list)):
         if n > 0 and m == 0:
             raise ValueError(f"cloud {b} has {n} points in x but no point in y to assign them to")
     _, impl = select(
-        "nearest", _IMPLS, x.device, backend, lambda: auto(x.device, layout, x.size(1))
+        "nearest", _IMPLS, x.device, backend, lambda: auto(x.device, cy, cx, x.size(1))
     )
-    return impl(measured(x.detach()), measured(y.detach()), layout)  # indices only
+    return impl(measured(x.detach()), measured(y.detach()), cy, cx)  # indices only

@@ -46,7 +46,8 @@ import torch
 from torch import Tensor
 
 from . import torch_cluster_compat as compat
-from ._grouping import truncate
+from ._clouds import Clouds
+from ._radius_search import truncate
 
 #: pyg-lib's schemas of the ops PyG calls (``pyg::<name>``), and the ``WITH_*`` flag of each.
 SCHEMAS = {
@@ -80,12 +81,7 @@ def _batch(ptr: Tensor | None, num: int) -> Tensor | None:
     """A batch vector ``[num]`` from cloud offsets ``ptr: [B + 1]`` (``None`` kept)."""
     if ptr is None:
         return None
-    counts = (ptr[1:] - ptr[:-1]).to(torch.long)
-    clouds = torch.arange(counts.numel(), device=ptr.device)
-    batch = torch.repeat_interleave(clouds, counts)
-    if batch.numel() != num:
-        raise ValueError(f"ptr ends at {int(ptr[-1])} but there are {num} points")
-    return batch
+    return Clouds.from_ptr(ptr, num).batch
 
 
 def _batches(x: Tensor, y: Tensor, ptr_x: Tensor | None, ptr_y: Tensor | None):

@@ -44,10 +44,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._checks import check_batch, measured
+from .._checks import measured
 from ._backend import select
-from ._grouping import (
-    Layout,
+from ._clouds import Clouds
+from ._radius_search import (
     check_count,
     check_pair,
     check_radius,
@@ -55,7 +55,6 @@ from ._grouping import (
     finalize,
     first_within_native,
     native_is_faster_on_cpu,
-    padded,
     search_slack,
     settle_first_k,
     sq_radius,
@@ -63,32 +62,32 @@ from ._grouping import (
 )
 
 # ---------------------------------------------------------------------------------------
-# backends: (x [N, D], y [M, D], layout, r, k) -> [2, E] (query, point), first k within r
+# backends: (x [N, D], y [M, D], clouds of x, clouds of y, r, k) -> [2, E] (query, point),
+# first k within r
 # ---------------------------------------------------------------------------------------
 
 
-def _radius_native(x: Tensor, y: Tensor, layout: Layout, r: float, k: int) -> Tensor:
-    return first_within_native(x, y, layout, r, k)
+def _radius_native(x: Tensor, y: Tensor, cx: Clouds, cy: Clouds, r: float, k: int) -> Tensor:
+    return first_within_native(x, y, cx, cy, r, k)
 
 
-def _radius_numba(x: Tensor, y: Tensor, layout: Layout, r: float, k: int) -> Tensor:
+def _radius_numba(x: Tensor, y: Tensor, cx: Clouds, cy: Clouds, r: float, k: int) -> Tensor:
     from ._numba_kernels import radius_grid
 
     if x.size(1) not in (2, 3):
         raise ValueError(f"backend 'numba' searches 2-D or 3-D points, got {x.size(1)}-D")
     xa, ya = x.detach().numpy(), y.detach().numpy()
-    counts = layout.counts_p()
-    cloud = layout.batch_q.numpy()
-    return torch.from_numpy(radius_grid(xa, layout.ptr_p[:-1], counts, ya, cloud, r, k))
+    edges = radius_grid(xa, cx.ptr_np[:-1], cx.counts_np, ya, cy.batch_np, r, k)
+    return torch.from_numpy(edges)
 
 
-def _radius_scipy(x: Tensor, y: Tensor, layout: Layout, r: float, k: int) -> Tensor:
+def _radius_scipy(x: Tensor, y: Tensor, cx: Clouds, cy: Clouds, r: float, k: int) -> Tensor:
     from scipy.spatial import cKDTree
 
     slack = search_slack(x.dtype, x.size(1))
     r_search = r * (1 + slack)
     same = y is x
-    xs, ys, groups = cpu_search_sets(x, y, layout, gap=2 * r_search + 1.0)
+    xs, ys, groups = cpu_search_sets(x, y, cx, cy, gap=2 * r_search + 1.0)
     rows, cols, certain = [], [], []
     for p0, p1, q0, q1 in groups:
         tree_x = cKDTree(xs[p0:p1])
@@ -111,13 +110,13 @@ def _radius_scipy(x: Tensor, y: Tensor, layout: Layout, r: float, k: int) -> Ten
     return finalize(x, y, torch.cat(rows), torch.cat(cols), r, k, certain=torch.cat(certain))
 
 
-def _radius_torch_cluster(x: Tensor, y: Tensor, layout: Layout, r: float, k: int) -> Tensor:
+def _radius_torch_cluster(x: Tensor, y: Tensor, cx: Clouds, cy: Clouds, r: float, k: int) -> Tensor:
     import torch_cluster
 
     slack = search_slack(x.dtype, x.size(1))
-    batched = layout.num_clouds > 1
-    batch_x = layout.batch_p.contiguous() if batched else None
-    batch_y = layout.batch_q.contiguous() if batched else None
+    batched = cx.num_clouds > 1
+    batch_x = cx.batch.contiguous() if batched else None
+    batch_y = cy.batch.contiguous() if batched else None
     if x.device.type == "cuda":
         # The CUDA kernel keeps the first k in index order, as pointset does.
         edge = torch_cluster.radius(
@@ -127,9 +126,9 @@ def _radius_torch_cluster(x: Tensor, y: Tensor, layout: Layout, r: float, k: int
             batch_x,
             batch_y,
             max_num_neighbors=k,
-            batch_size=layout.num_clouds,
+            batch_size=cx.num_clouds,
         )
-        return settle_first_k(x, y, layout, edge[0], edge[1], r, k)
+        return settle_first_k(x, y, cx, cy, edge[0], edge[1], r, k)
     # The CPU kernel truncates in kd-tree order: ask for everything, then keep the first k.
     edge = torch_cluster.radius(
         x,
@@ -137,19 +136,19 @@ def _radius_torch_cluster(x: Tensor, y: Tensor, layout: Layout, r: float, k: int
         r * (1 + slack),
         batch_x,
         batch_y,
-        max_num_neighbors=max(layout.counts_p()),
+        max_num_neighbors=cx.max_count,
         num_workers=torch.get_num_threads(),
-        batch_size=layout.num_clouds,
+        batch_size=cx.num_clouds,
     )
     return finalize(x, y, edge[0], edge[1], r, k)
 
 
-def _radius_open3d(x: Tensor, y: Tensor, layout: Layout, r: float, k: int) -> Tensor:
+def _radius_open3d(x: Tensor, y: Tensor, cx: Clouds, cy: Clouds, r: float, k: int) -> Tensor:
     import open3d.core as o3c
 
     slack = search_slack(x.dtype, x.size(1))
     r_search = r * (1 + slack)
-    xs, ys, groups = cpu_search_sets(x, y, layout, gap=2 * r_search + 1.0)
+    xs, ys, groups = cpu_search_sets(x, y, cx, cy, gap=2 * r_search + 1.0)
     rows, cols, certain = [], [], []
     for p0, p1, q0, q1 in groups:
         nns = o3c.nns.NearestNeighborSearch(o3c.Tensor.from_numpy(xs[p0:p1]))
@@ -164,7 +163,7 @@ def _radius_open3d(x: Tensor, y: Tensor, layout: Layout, r: float, k: int) -> Te
     return finalize(x, y, torch.cat(rows), torch.cat(cols), r, k, certain=torch.cat(certain))
 
 
-def _radius_pytorch3d(x: Tensor, y: Tensor, layout: Layout, r: float, k: int) -> Tensor:
+def _radius_pytorch3d(x: Tensor, y: Tensor, cx: Clouds, cy: Clouds, r: float, k: int) -> Tensor:
     from pytorch3d.ops import ball_query as p3d_ball_query
 
     work = torch.float32  # pytorch3d's CPU kernel takes float32 only
@@ -174,33 +173,27 @@ def _radius_pytorch3d(x: Tensor, y: Tensor, layout: Layout, r: float, k: int) ->
         # Rounding the coordinates themselves moves points by up to |coord| * eps.
         scale = float(torch.cat([x.abs().max().view(1), y.abs().max().view(1)]).max())
         r_search += 4 * x.size(1) ** 0.5 * scale * torch.finfo(work).eps
-    xp = padded(x.to(work), layout.ptr_p, layout.batch_p)
-    yp = padded(y.to(work), layout.ptr_q, layout.batch_q)
-    counts_x = torch.tensor(layout.counts_p(), device=x.device)
-    counts_y = torch.tensor(layout.counts_q(), device=x.device)
+    xp = cx.to_padded(x.to(work))
+    yp = cy.to_padded(y.to(work))
+    counts_x, counts_y = cx.counts, cy.counts
     # No query can have more neighbours than its cloud has points ("keep all" limits).
-    k_search = max(1, min(k, max(layout.counts_p())))
+    k_search = max(1, min(k, cx.max_count))
     _, idx, _ = p3d_ball_query(
         yp, xp, lengths1=counts_y, lengths2=counts_x, K=k_search, radius=r_search, return_nn=False
     )  # idx: [B, M_max, k_search], -1 padded, lowest index first
     b, i, s = (idx >= 0).nonzero(as_tuple=True)
     valid = i < counts_y[b]
     b, i, s = b[valid], i[valid], s[valid]
-    ptr_x = torch.tensor(layout.ptr_p[:-1], device=x.device)
-    ptr_y = torch.tensor(layout.ptr_q[:-1], device=x.device)
-    row = ptr_y[b] + i
-    col = ptr_x[b] + idx[b, i, s]
-    return settle_first_k(x, y, layout, row, col, r, k)
+    row = cy.ptr[b] + i
+    col = cx.ptr[b] + idx[b, i, s]
+    return settle_first_k(x, y, cx, cy, row, col, r, k)
 
 
-def _radius_triton(x: Tensor, y: Tensor, layout: Layout, r: float, k: int) -> Tensor:
+def _radius_triton(x: Tensor, y: Tensor, cx: Clouds, cy: Clouds, r: float, k: int) -> Tensor:
     from ._triton_launch import radius_search, work_dtype
 
-    ptr = torch.tensor(layout.ptr_p, device=x.device)
-    start = ptr[layout.batch_q]
-    count = (ptr[1:] - ptr[:-1])[layout.batch_q]
     r2 = float(sq_radius(r, torch.empty(0, dtype=work_dtype(x.dtype))))
-    return torch.stack(radius_search(x, y, start, count, r2, k))
+    return torch.stack(radius_search(x, y, cx, cy, r2, k))
 
 
 _IMPLS = {
@@ -214,7 +207,7 @@ _IMPLS = {
 }
 
 
-def auto(device: torch.device, layout: Layout, dim: int) -> tuple[str, ...]:
+def auto(device: torch.device, cx: Clouds, cy: Clouds, dim: int) -> tuple[str, ...]:
     """Backends to try for radius search, fastest first.
 
     CUDA: the triton kernels, then pytorch3d, then native (torch-cluster's CUDA kernel is
@@ -222,26 +215,26 @@ def auto(device: torch.device, layout: Layout, dim: int) -> tuple[str, ...]:
     the numba cell grid (the fastest measured by ``benchmarks/ops.py`` on both the batched
     and the 200,000-point rows), then native. Other dimensions: the native brute force for
     small problems and batches of small clouds
-    (:func:`~pointset.ops._grouping.native_is_faster_on_cpu`) and beyond 8 coordinates,
+    (:func:`~pointset.ops._radius_search.native_is_faster_on_cpu`) and beyond 8 coordinates,
     else scipy's kd-tree, then torch-cluster's.
     """
     if device.type == "cuda":
         return ("triton", "pytorch3d", "native")
     if dim in (2, 3):
         return ("numba", "native")
-    if dim > 8 or native_is_faster_on_cpu(layout):
+    if dim > 8 or native_is_faster_on_cpu(cx, cy):
         return ("native",)
     return ("scipy", "torch_cluster", "native")
 
 
 def radius_edges(
-    x: Tensor, y: Tensor, layout: Layout, r: float, k: int, backend: str | None, op: str
+    x: Tensor, y: Tensor, cx: Clouds, cy: Clouds, r: float, k: int, backend: str | None, op: str
 ) -> Tensor:
     """Dispatch the "first k within r" search on validated input: ``[2, E]`` (query, point).
 
     Only indices come out, so inputs that require grad are searched detached."""
-    _, impl = select(op, _IMPLS, x.device, backend, lambda: auto(x.device, layout, x.size(1)))
-    return impl(x.detach(), y.detach(), layout, r, k)
+    _, impl = select(op, _IMPLS, x.device, backend, lambda: auto(x.device, cx, cy, x.size(1)))
+    return impl(x.detach(), y.detach(), cx, cy, r, k)
 
 
 def radius(
@@ -278,10 +271,28 @@ def radius(
         tensor([[0, 0, 1],
                 [0, 1, 2]])
     """
+    return _radius(x, y, r, batch_x, batch_y, max_num_neighbors, backend, trusted=False)
+
+
+def radius_prechecked(
+    x: Tensor,
+    y: Tensor,
+    r: float,
+    batch_x: Tensor | None = None,
+    batch_y: Tensor | None = None,
+    max_num_neighbors: int = 32,
+    backend: str | None = None,
+) -> Tensor:
+    """:func:`radius` without the checks of ``x``, ``y``, ``batch_x`` and ``batch_y`` (the
+    caller's obligations are listed in :mod:`pointset.ops.prechecked`)."""
+    return _radius(x, y, r, batch_x, batch_y, max_num_neighbors, backend, trusted=True)
+
+
+def _radius(x, y, r, batch_x, batch_y, max_num_neighbors, backend, trusted: bool) -> Tensor:
     r = check_radius(r)
     k = check_count(max_num_neighbors, "max_num_neighbors")
-    layout = check_pair(x, y, batch_x, batch_y)
-    return radius_edges(measured(x), measured(y), layout, r, k, backend, "radius")
+    cx, cy = check_pair(x, y, batch_x, batch_y, trusted=trusted)
+    return radius_edges(measured(x), measured(y), cx, cy, r, k, backend, "radius")
 
 
 def radius_graph(
@@ -320,17 +331,34 @@ def radius_graph(
         tensor([[1, 0],
                 [0, 1]])
     """
+    return _graph(x, r, batch, loop, max_num_neighbors, flow, backend, trusted=False)
+
+
+def radius_graph_prechecked(
+    x: Tensor,
+    r: float,
+    batch: Tensor | None = None,
+    loop: bool = False,
+    max_num_neighbors: int = 32,
+    flow: str = "source_to_target",
+    backend: str | None = None,
+) -> Tensor:
+    """:func:`radius_graph` without the checks of ``x`` and ``batch`` (the caller's
+    obligations are listed in :mod:`pointset.ops.prechecked`)."""
+    return _graph(x, r, batch, loop, max_num_neighbors, flow, backend, trusted=True)
+
+
+def _graph(x, r, batch, loop, max_num_neighbors, flow, backend, trusted: bool) -> Tensor:
     if flow not in ("source_to_target", "target_to_source"):
         raise ValueError(f"flow must be 'source_to_target' or 'target_to_source', got {flow!r}")
     r = check_radius(r)
     k = check_count(max_num_neighbors, "max_num_neighbors")
-    check_batch(batch, x.size(0) if isinstance(x, Tensor) and x.dim() == 2 else 0, "batch")
-    layout = check_pair(x, x, batch, batch, names=("x", "x"))
+    cx, _ = check_pair(x, x, batch, batch, names=("x", "x"), trusted=trusted)
     x = measured(x)
     if loop:
-        edge = radius_edges(x, x, layout, r, k, backend, "radius_graph")
+        edge = radius_edges(x, x, cx, cx, r, k, backend, "radius_graph")
     else:
-        edge = radius_edges(x, x, layout, r, k + 1, backend, "radius_graph")
+        edge = radius_edges(x, x, cx, cx, r, k + 1, backend, "radius_graph")
         edge = edge[:, edge[0] != edge[1]]
         edge = truncate(edge[0], edge[1], x.size(0), k)
     return edge.flip(0) if flow == "source_to_target" else edge

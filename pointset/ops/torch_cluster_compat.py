@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_batch
+from ._clouds import Clouds
 from .fps import fps as _fps
 from .knn import knn as _knn
 from .knn import knn_graph as _knn_graph
@@ -63,9 +64,9 @@ def _batch_of(batch: Tensor | None, num: int, batch_size: int | None, name: str)
 
 
 def _counts(batch: Tensor | None, num: int, size: int) -> Tensor:
-    if batch is None:
-        return torch.tensor([num] + [0] * (size - 1))
-    return torch.bincount(batch.cpu(), minlength=size)
+    """Points per cloud ``[size]`` (CPU) of a checked batch vector."""
+    clouds = Clouds.from_batch(batch, num, num_clouds=size, trusted=True)
+    return torch.from_numpy(clouds.counts_np)
 
 
 def _cosine(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -283,16 +284,9 @@ def fps(
     if ptr is not None:
         if batch is not None:
             raise ValueError("give either batch or ptr, not both")
-        ptr_t = torch.as_tensor(ptr, dtype=torch.long).view(-1).cpu()
-        if ptr_t.numel() < 2 or int(ptr_t[0]) != 0 or int(ptr_t[-1]) != src.size(0):
-            raise ValueError(
-                f"ptr must run from 0 to the number of points ({src.size(0)}), got {ptr_t.tolist()}"
-            )
-        counts = ptr_t[1:] - ptr_t[:-1]
-        if bool((counts < 0).any()):
-            raise ValueError(f"ptr must be non-decreasing, got {ptr_t.tolist()}")
-        batch = torch.repeat_interleave(torch.arange(counts.numel()), counts).to(src.device)
-        batch_size = counts.numel() if batch_size is None else batch_size
+        clouds = Clouds.from_ptr(ptr, src.size(0), src.device)
+        batch = clouds.batch
+        batch_size = clouds.num_clouds if batch_size is None else batch_size
     batch, size = _batch_of(batch, src.size(0), batch_size, "batch")
     return _fps(
         src,

@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pointset.ops import _grouping, nearest
+from pointset.ops import _radius_search, nearest
 from pointset.ops._backend import is_available, unavailable_reason
 
 BACKENDS = ("native", "scipy")
@@ -103,7 +103,7 @@ def test_native_blocks_do_not_change_the_result(monkeypatch):
     """A tiny block budget gives the same answer as one block (oracle)."""
     x, batch_x = make_clouds([200, 3, 100], 3, torch.float32, 2, seed=6)
     y, batch_y = make_clouds([20, 2, 30], 3, torch.float32, 2, seed=7)
-    monkeypatch.setattr(_grouping, "BLOCK_ELEMENTS", 50)
+    monkeypatch.setattr(_radius_search, "BLOCK_ELEMENTS", 50)
     out = nearest(x, y, batch_x, batch_y, backend="native")
     assert out.tolist() == nearest_oracle(x, y, batch_x, batch_y)
 

@@ -1,4 +1,4 @@
-"""Tests for ``pointset.ops.radius`` (and the shared machinery in ``_grouping``).
+"""Tests for ``pointset.ops.radius`` (and the shared machinery in ``_radius_search``).
 
 Oracle: :func:`radius_oracle`, a plain loop written here - for every query, the points of its
 cloud in index order, squared distance by direct differences coordinate by coordinate in the
@@ -18,8 +18,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pointset.ops import _grouping, radius, radius_graph
+from pointset.ops import _radius_search, radius, radius_graph
 from pointset.ops._backend import is_available, unavailable_reason
+from pointset.ops._clouds import Clouds
 from pointset.ops.radius import _radius_pytorch3d
 
 BACKENDS = ("native", "numba", "scipy", "torch_cluster", "open3d", "pytorch3d")
@@ -137,7 +138,7 @@ def test_native_blocks_do_not_change_the_result(monkeypatch):
     """A tiny block budget (clouds split along queries, clouds grouped) == one block."""
     x, batch = make_clouds([300, 2, 3, 150], 3, torch.float64, 2, seed=5)
     whole = radius(x, x, 0.5, batch, batch, 6, backend="native")
-    monkeypatch.setattr(_grouping, "BLOCK_ELEMENTS", 100)
+    monkeypatch.setattr(_radius_search, "BLOCK_ELEMENTS", 100)
     assert torch.equal(radius(x, x, 0.5, batch, batch, 6, backend="native"), whole)
     assert whole.tolist() == radius_oracle(x, x, 0.5, batch, batch, 6)
 
@@ -147,7 +148,9 @@ def test_plan_blocks_covers_every_query_once():
     (oracle: counting queries per block)."""
     ptr_p = [0, 10, 10, 15, 1015, 1020]
     ptr_q = [0, 4, 9, 9, 309, 311]
-    blocks = _grouping.plan_blocks(ptr_p, ptr_q, budget=2000)
+    cp = Clouds.from_ptr(ptr_p, ptr_p[-1])
+    cq = Clouds.from_ptr(ptr_q, ptr_q[-1])
+    blocks = _radius_search.plan_blocks(cp, cq, budget=2000)
     covered = []
     for blk in blocks:
         n = max(ptr_p[b + 1] - ptr_p[b] for b in range(blk.b0, blk.b1))
@@ -166,10 +169,10 @@ def test_settle_first_k_recomputes_cut_queries():
     slightly larger radius, it returns the first k within r (oracle), also where boundary
     points took slots."""
     x, batch = make_clouds([80, 50], 2, torch.float32, 2, seed=6)
-    layout = _grouping.check_pair(x, x, batch, batch)
+    cx, _ = _radius_search.check_pair(x, x, batch, batch)
     r, k = 0.5, 4
-    loose = _grouping.first_within_native(x, x, layout, r * 1.001, k)
-    settled = _grouping.settle_first_k(x, x, layout, loose[0], loose[1], r, k)
+    loose = _radius_search.first_within_native(x, x, cx, cx, r * 1.001, k)
+    settled = _radius_search.settle_first_k(x, x, cx, cx, loose[0], loose[1], r, k)
     assert not torch.equal(loose, settled)  # the boundary cases are really there
     assert settled.tolist() == radius_oracle(x, x, r, batch, batch, k)
 
@@ -197,8 +200,8 @@ def test_pytorch3d_glue_with_a_stand_in(monkeypatch):
     for dtype in (torch.float32, torch.float64):
         x, batch_x = make_clouds([30, 12, 25], 3, dtype, 2, seed=7)
         y, batch_y = make_clouds([9, 0, 14], 3, dtype, 2, seed=8)
-        layout = _grouping.check_pair(x, y, batch_x, batch_y)
-        edge = _radius_pytorch3d(x, y, layout, 0.5, 3)
+        cx, cy = _radius_search.check_pair(x, y, batch_x, batch_y)
+        edge = _radius_pytorch3d(x, y, cx, cy, 0.5, 3)
         assert edge.tolist() == radius_oracle(x, y, 0.5, batch_x, batch_y, 3)
 
 

@@ -24,6 +24,7 @@ from test_fps import fps_oracle
 
 from pointset import ops
 from pointset.ops import _backend
+from pointset.ops._clouds import Clouds
 
 fps_module = importlib.import_module("pointset.ops.fps")
 knn_module = importlib.import_module("pointset.ops.knn")
@@ -87,7 +88,8 @@ def test_fps_glue_scales_coordinates_below_the_start_distance(fake_torch_cluster
     counts, samples = [60, 0, 45], [20, 0, 15]
     alone = fake_fps(pad[0], torch.zeros(60, dtype=torch.long), torch.tensor([1 / 3]), False, 1)
     assert alone.tolist() != fps_oracle(pad[0], 20)
-    out = fps_module._fps_torch_cluster(pad, counts, samples, None)
+    clouds = Clouds.from_lengths(counts)
+    out = fps_module._fps_torch_cluster(clouds.unpad(pad), clouds, samples, None)
     assert out[0].tolist() == fps_oracle(pad[0], 20)
     assert out[2, :15].tolist() == fps_oracle(pad[2, :45], 15)
     assert out[1].abs().sum() == 0
@@ -97,12 +99,12 @@ def test_scale_below_is_a_power_of_two():
     """The scale factor is an exact power of two and brings the squared extent under
     half the start distance (hand-computed: extent^2 = 3 * 1e8)."""
     pad = torch.tensor([[[0.0, 0.0, 0.0], [1e4, 1e4, 1e4]]], dtype=torch.float64)
-    scaled = fps_module.scale_below(pad, [2])
+    scaled = fps_module.scale_below(pad, Clouds.from_lengths([2]))
     factor = float(scaled[0, 1, 0] / pad[0, 1, 0])
     assert math.log2(factor) == round(math.log2(factor))
     assert float(scaled[0, 1].square().sum()) < 2.5e4
     small = torch.rand(1, 5, 3)
-    assert fps_module.scale_below(small, [5]) is small
+    assert fps_module.scale_below(small, Clouds.from_lengths([5])) is small
 
 
 def test_knn_glue_passes_empty_clouds_and_rejects_missing_neighbours(fake_torch_cluster):
@@ -137,7 +139,7 @@ def test_auto_never_picks_torch_cluster_on_cuda():
     radius_module = importlib.import_module("pointset.ops.radius")
     for rule in (
         fps_module.auto(cuda, torch.float32, False),
-        knn_module.auto(cuda, 10, 10, 3),
-        radius_module.auto(cuda, None, 3),
+        knn_module.auto(cuda, 3),
+        radius_module.auto(cuda, None, None, 3),
     ):
         assert rule == ("triton", "pytorch3d", "native")

@@ -235,12 +235,12 @@ def test_cpu_needs_the_interpreter(monkeypatch):
     with pytest.raises(BackendUnavailableError, match="CUDA tensors"), ops.use_backend("triton"):
         fps(pos, num=3)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert "triton" not in knn_module.auto(cpu, 20, 20, 2)
+    assert "triton" not in knn_module.auto(cpu, 2)
     assert "triton" not in fps_module.auto(cpu, torch.float32, False)
-    assert "triton" not in radius_module.auto(cpu, None, 3)
-    assert knn_module.auto(cuda, 20, 20, 2)[0] == "triton"
+    assert "triton" not in radius_module.auto(cpu, None, None, 3)
+    assert knn_module.auto(cuda, 2)[0] == "triton"
     assert fps_module.auto(cuda, torch.float32, True)[0] == "triton"
-    assert radius_module.auto(cuda, None, 3)[0] == "triton"
+    assert radius_module.auto(cuda, None, None, 3)[0] == "triton"
     name, _ = _backend.select("knn", knn_module._IMPLS, cpu, None, lambda: ("triton", "native"))
     assert name == "native"
 

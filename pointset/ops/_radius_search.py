@@ -1,4 +1,4 @@
-"""Machinery shared by the radius-type operators (``radius``, ``ball_query``, ``nearest``).
+"""Radius search: the machinery shared by ``radius``, ``ball_query`` and ``nearest``.
 
 Three ideas live here:
 
@@ -21,10 +21,12 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_batch, check_points, check_same_dim
+from .._checks import check_points, check_same_dim
+from ._clouds import Clouds
 
 #: Pairwise distances held at once per block (elements) on CPU; CUDA uses 16x more.
 BLOCK_ELEMENTS = 1 << 18
@@ -58,78 +60,37 @@ def check_count(k: int, name: str) -> int:
     return k
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Two packed point sets split into the same clouds.
-
-    ``ptr_p[b] .. ptr_p[b + 1]`` are the points of cloud ``b`` (searched set) and
-    ``ptr_q[b] .. ptr_q[b + 1]`` its queries, as Python ints (``B + 1`` each).
-    ``batch_p: [N]`` / ``batch_q: [M]`` are long tensors on the points' device.
-    """
-
-    ptr_p: list[int]
-    ptr_q: list[int]
-    batch_p: Tensor
-    batch_q: Tensor
-
-    @property
-    def num_clouds(self) -> int:
-        return len(self.ptr_p) - 1
-
-    def counts_p(self) -> list[int]:
-        return [b - a for a, b in zip(self.ptr_p[:-1], self.ptr_p[1:])]
-
-    def counts_q(self) -> list[int]:
-        return [b - a for a, b in zip(self.ptr_q[:-1], self.ptr_q[1:])]
-
-
 def check_pair(
     p: Tensor,
     q: Tensor,
     batch_p: Tensor | None,
     batch_q: Tensor | None,
     names: Sequence[str] = ("x", "y"),
-) -> Layout:
+    trusted: bool = False,
+) -> tuple[Clouds, Clouds]:
     """Validate a searched set ``p: [N, D]`` and queries ``q: [M, D]`` with their batch
-    vectors (``None`` = every point in cloud 0) and return their :class:`Layout`."""
+    vectors (``None`` = every point in cloud 0) and return their clouds, as many of each.
+    ``trusted`` skips the checks (see :mod:`pointset.ops.prechecked`)."""
     name_p, name_q = names
-    check_points(p, name_p)
-    check_points(q, name_q)
-    check_same_dim(p, q, name_p, name_q)
-    if p.dtype != q.dtype:
-        raise ValueError(
-            f"{name_p} and {name_q} must have the same dtype, got {p.dtype} and {q.dtype}"
-        )
-    batch_p = check_batch(batch_p, p.size(0), f"batch_{name_p}")
-    batch_q = check_batch(batch_q, q.size(0), f"batch_{name_q}")
-    if batch_p is None:
-        batch_p = torch.zeros(p.size(0), dtype=torch.long, device=p.device)
-    if batch_q is None:
-        batch_q = torch.zeros(q.size(0), dtype=torch.long, device=q.device)
-    for name, batch in ((f"batch_{name_p}", batch_p), (f"batch_{name_q}", batch_q)):
-        if batch.device != p.device:
-            raise ValueError(f"{name} is on {batch.device} but the points are on {p.device}")
-    num_clouds = max(int(batch_p[-1]), int(batch_q[-1])) + 1
-    return Layout(
-        ptr_p=_ptr(batch_p, num_clouds),
-        ptr_q=_ptr(batch_q, num_clouds),
-        batch_p=batch_p,
-        batch_q=batch_q,
-    )
-
-
-def sub_layout(layout: Layout, queries: Tensor) -> Layout:
-    """The layout of a subset ``queries: [S]`` (ascending indices) of the queries."""
-    batch_q = layout.batch_q[queries]
-    return Layout(layout.ptr_p, _ptr(batch_q, layout.num_clouds), layout.batch_p, batch_q)
-
-
-def _ptr(batch: Tensor, num_clouds: int) -> list[int]:
-    counts = torch.bincount(batch, minlength=num_clouds).tolist()
-    ptr = [0]
-    for c in counts:
-        ptr.append(ptr[-1] + c)
-    return ptr
+    label_p = "batch" if name_p == name_q else f"batch_{name_p}"
+    if not trusted:
+        check_points(p, name_p)
+        if q is not p:
+            check_points(q, name_q)
+        check_same_dim(p, q, name_p, name_q)
+        if p.dtype != q.dtype:
+            raise ValueError(
+                f"{name_p} and {name_q} must have the same dtype, got {p.dtype} and {q.dtype}"
+            )
+        for name, batch in ((label_p, batch_p), (f"batch_{name_q}", batch_q)):
+            if isinstance(batch, Tensor) and batch.device != p.device:
+                raise ValueError(f"{name} is on {batch.device} but the points are on {p.device}")
+    cp = Clouds.from_batch(batch_p, p.size(0), p.device, label_p, trusted=trusted)
+    if batch_q is batch_p and q.size(0) == p.size(0):
+        cq = cp
+    else:
+        cq = Clouds.from_batch(batch_q, q.size(0), p.device, f"batch_{name_q}", trusted=trusted)
+    return cp.with_num_clouds(cq.num_clouds), cq.with_num_clouds(cp.num_clouds)
 
 
 # ---------------------------------------------------------------------------------------
@@ -210,11 +171,12 @@ class Block:
     q1: int
 
 
-def plan_blocks(ptr_p: list[int], ptr_q: list[int], budget: int) -> list[Block]:
+def plan_blocks(cp: Clouds, cq: Clouds, budget: int) -> list[Block]:
     """Greedy chunks of consecutive clouds whose padded distance block
     ``clouds x max queries x max points`` stays within ``budget`` elements (a cloud that
     alone exceeds it is split along its queries). Clouds without queries or without points
-    are skipped: they produce no pairs."""
+    are skipped: they produce no pairs. ``cp`` / ``cq``: clouds of the points / queries."""
+    ptr_p, ptr_q = cp.ptr_list, cq.ptr_list
     blocks: list[Block] = []
     num_clouds = len(ptr_p) - 1
     b = 0
@@ -249,10 +211,10 @@ def budget_for(device: torch.device) -> int:
 
 
 def gather_block(
-    pos: Tensor, batch: Tensor, ptr: list[int], b0: int, b1: int, i0: int, i1: int, fill: float
+    pos: Tensor, clouds: Clouds, b0: int, b1: int, i0: int, i1: int, fill: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Rows ``i0 .. i1 - 1`` of ``pos: [N, D]`` (clouds ``b0 .. b1 - 1``) as a padded
-    coordinate-major block.
+    """Rows ``i0 .. i1 - 1`` of ``pos: [N, D]`` (clouds ``b0 .. b1 - 1`` of ``clouds``) as a
+    padded coordinate-major block.
 
     Returns ``(block [D, C, w], start [C], count [C])``: slot ``j < count[c]`` of cloud
     ``b0 + c`` holds row ``start[c] + j``; padding slots hold ``fill``.
@@ -263,48 +225,29 @@ def gather_block(
         start = torch.tensor([i0], device=device)
         count = torch.tensor([i1 - i0], device=device)
         return block, start, count
-    counts = [ptr[b + 1] - ptr[b] for b in range(b0, b1)]
-    starts = torch.tensor(ptr[b0:b1], device=device)
-    count = torch.tensor(counts, device=device)
-    width = max(counts)
-    local_cloud = batch[i0:i1] - b0
-    slot = torch.arange(i0, i1, device=device) - starts[local_cloud]
+    starts = clouds.ptr[b0:b1]
+    count = clouds.counts[b0:b1]
+    width = max(clouds.counts_list[b0:b1])
     out = pos.new_full((b1 - b0, width, pos.size(1)), fill)
-    out[local_cloud, slot] = pos[i0:i1]
+    out[clouds.batch[i0:i1] - b0, clouds.local[i0:i1]] = pos[i0:i1]
     return out.permute(2, 0, 1).contiguous(), starts, count
 
 
 def iter_blocks(
-    p: Tensor, q: Tensor, layout: Layout, fill: float = math.inf
+    p: Tensor, q: Tensor, cp: Clouds, cq: Clouds, fill: float = math.inf
 ) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]]:
     """Yield ``(q_block [D, C, m], q_start [C], q_count [C], p_block [D, C, n], p_start [C],
     p_count [C])`` over :func:`plan_blocks`, queries in ascending order."""
     cached: tuple[int, int] | None = None
-    for blk in plan_blocks(layout.ptr_p, layout.ptr_q, budget_for(p.device)):
-        qb, q_start, q_count = gather_block(
-            q, layout.batch_q, layout.ptr_q, blk.b0, blk.b1, blk.q0, blk.q1, fill
-        )
+    ptr_p = cp.ptr_list
+    for blk in plan_blocks(cp, cq, budget_for(p.device)):
+        qb, q_start, q_count = gather_block(q, cq, blk.b0, blk.b1, blk.q0, blk.q1, fill)
         if cached != (blk.b0, blk.b1):  # a split cloud reuses its points block
             pb, p_start, p_count = gather_block(
-                p,
-                layout.batch_p,
-                layout.ptr_p,
-                blk.b0,
-                blk.b1,
-                layout.ptr_p[blk.b0],
-                layout.ptr_p[blk.b1],
-                fill,
+                p, cp, blk.b0, blk.b1, ptr_p[blk.b0], ptr_p[blk.b1], fill
             )
             cached = (blk.b0, blk.b1)
         yield qb, q_start, q_count, pb, p_start, p_count
-
-
-def padded(pos: Tensor, ptr: list[int], batch: Tensor, fill: float = 0.0) -> Tensor:
-    """Packed ``pos: [N, D]`` as a padded ``[B, max count, D]`` tensor (clouds of ``ptr``)."""
-    if len(ptr) == 2:
-        return pos.unsqueeze(0)
-    block, _, _ = gather_block(pos, batch, ptr, 0, len(ptr) - 1, 0, pos.size(0), fill)
-    return block.permute(1, 2, 0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -312,7 +255,7 @@ def padded(pos: Tensor, ptr: list[int], batch: Tensor, fill: float = 0.0) -> Ten
 # ---------------------------------------------------------------------------------------
 
 
-def first_within_native(p: Tensor, q: Tensor, layout: Layout, r: float, k: int) -> Tensor:
+def first_within_native(p: Tensor, q: Tensor, cp: Clouds, cq: Clouds, r: float, k: int) -> Tensor:
     """For each query, the ``k`` lowest-index points of its cloud with ``d^2 < r^2``.
 
     Returns ``[2, E]`` long (query, point), grouped by query ascending, points ascending.
@@ -320,7 +263,7 @@ def first_within_native(p: Tensor, q: Tensor, layout: Layout, r: float, k: int) 
     r2 = sq_radius(r, p)
     ws = Workspace(p.device)
     rows, cols = [], []
-    for qb, q_start, _, pb, p_start, _ in iter_blocks(p, q, layout):
+    for qb, q_start, _, pb, p_start, _ in iter_blocks(p, q, cp, cq):
         shape = (qb.size(1), qb.size(2), pb.size(2))
         d = block_sq_dist(qb, pb, ws.get("d", shape, p.dtype), ws.get("w", shape, p.dtype))
         hit = torch.lt(d, r2, out=ws.get("hit", shape, torch.bool))  # padding (inf) never hits
@@ -374,17 +317,16 @@ def truncate(row: Tensor, col: Tensor, num_queries: int, k: int) -> Tensor:
     """Keep the first ``k`` pairs of every query of (query-sorted) ``row``/``col``."""
     if row.numel() == 0:
         return torch.stack([row, col])
-    counts = torch.bincount(row, minlength=num_queries)
-    if int(counts.max()) <= k:
+    # The pairs of each query form one cloud of the packed edge list.
+    edges = Clouds.from_batch(row, row.numel(), num_clouds=num_queries, trusted=True)
+    if edges.max_count <= k:
         return torch.stack([row, col])
-    start = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(row.numel(), device=row.device) - start[row]
-    keep = rank < k
+    keep = edges.local < k
     return torch.stack([row[keep], col[keep]])
 
 
 def settle_first_k(
-    p: Tensor, q: Tensor, layout: Layout, row: Tensor, col: Tensor, r: float, k: int
+    p: Tensor, q: Tensor, cp: Clouds, cq: Clouds, row: Tensor, col: Tensor, r: float, k: int
 ) -> Tensor:
     """Settle the answer of a library that itself keeps the first ``k`` lowest-index points
     within a slightly larger radius (torch-cluster on CUDA, pytorch3d).
@@ -402,7 +344,7 @@ def settle_first_k(
     row, col = row[keep], col[keep]
     if bool(redo.any()):
         qi = redo.nonzero().squeeze(1)
-        extra = first_within_native(p, q[qi], sub_layout(layout, qi), r, k)
+        extra = first_within_native(p, q[qi], cp, cq.subset(qi), r, k)
         row = torch.cat([row, qi[extra[0]]])
         col = torch.cat([col, extra[1]])
     return finalize(p, q, row, col, r, k, certain=torch.ones_like(row, dtype=torch.bool))
@@ -418,7 +360,7 @@ def settle_first_k(
 SEPARATE_BELOW = 256
 
 
-def cpu_search_sets(p: Tensor, q: Tensor, layout: Layout, gap: float):
+def cpu_search_sets(p: Tensor, q: Tensor, cp: Clouds, cq: Clouds, gap: float):
     """Float64 numpy copies of ``p`` and ``q`` for a CPU search library, and the row
     ranges ``[(p0, p1, q0, q1), ...]`` to search together.
 
@@ -427,7 +369,6 @@ def cpu_search_sets(p: Tensor, q: Tensor, layout: Layout, gap: float):
     ``cloud * gap`` keeps them more than ``gap`` apart, which adds no cross-cloud pair
     within ``gap`` and leaves distances inside a cloud unchanged.
     """
-    import numpy as np
 
     def as_numpy(pos: Tensor, batch: Tensor, separate: bool):
         arr = pos.detach().cpu().to(torch.float64).numpy()
@@ -436,17 +377,18 @@ def cpu_search_sets(p: Tensor, q: Tensor, layout: Layout, gap: float):
         extra = batch.detach().cpu().to(torch.float64).numpy()[:, None] * gap
         return np.concatenate([arr, extra], axis=1)
 
-    num_clouds = layout.num_clouds
+    num_clouds = cp.num_clouds
     together = num_clouds == 1 or p.size(0) < SEPARATE_BELOW * num_clouds
     separate = together and num_clouds > 1
-    p_np = as_numpy(p, layout.batch_p, separate)
-    q_np = p_np if q is p else as_numpy(q, layout.batch_q, separate)
+    p_np = as_numpy(p, cp.batch, separate)
+    q_np = p_np if q is p else as_numpy(q, cq.batch, separate)
     if together:
         return p_np, q_np, [(0, p.size(0), 0, q.size(0))]
     groups = []
+    ptr_p, ptr_q = cp.ptr_list, cq.ptr_list
     for b in range(num_clouds):
-        p0, p1 = layout.ptr_p[b], layout.ptr_p[b + 1]
-        q0, q1 = layout.ptr_q[b], layout.ptr_q[b + 1]
+        p0, p1 = ptr_p[b], ptr_p[b + 1]
+        q0, q1 = ptr_q[b], ptr_q[b + 1]
         if p1 > p0 and q1 > q0:
             groups.append((p0, p1, q0, q1))
     return p_np, q_np, groups
@@ -463,13 +405,13 @@ NATIVE_MAX_PAIRS = 1 << 20
 NATIVE_PAIRS_PER_POINT = 128
 
 
-def native_is_faster_on_cpu(layout: Layout) -> bool:
+def native_is_faster_on_cpu(cp: Clouds, cq: Clouds) -> bool:
     """Whether brute force beats a kd-tree on CPU for this problem.
 
     Measured on a 2-core CPU (one torch thread): brute force costs about 4-12 ns per
     same-cloud pair, a kd-tree search about 1.5 us per point; so brute force wins while
     ``pairs <= max(2^20, 128 * (N + M))`` - small problems and batches of small clouds.
     """
-    pairs = sum(n * m for n, m in zip(layout.counts_p(), layout.counts_q()))
-    points = layout.ptr_p[-1] + layout.ptr_q[-1]
+    pairs = int(np.dot(cp.counts_np, cq.counts_np))
+    points = cp.num_points + cq.num_points
     return pairs <= max(NATIVE_MAX_PAIRS, NATIVE_PAIRS_PER_POINT * points)
