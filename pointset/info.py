@@ -6,7 +6,7 @@ import platform
 
 import torch
 
-from .ops._backend import BACKENDS, CPU_ONLY, backend_version, unavailable_reason
+from .ops import BACKENDS, CPU_ONLY, backend_version, unavailable_reason
 
 
 def format_info() -> str:

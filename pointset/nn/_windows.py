@@ -171,7 +171,7 @@ def cloud_knn(
     index (the order of :func:`pointset.ops.knn`). Clouds with at least ``k`` points are
     searched in one call; smaller ones one at a time with all their points.
     """
-    from pointset.ops import knn
+    from pointset.ops.prechecked import knn
 
     nq = query.size(0)
     index = torch.full((nq, k), -1, dtype=torch.long, device=query.device)

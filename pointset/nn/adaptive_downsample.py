@@ -13,10 +13,10 @@ from pointset.nn._aff_geometry import (
     rel_pos_features,
 )
 from pointset.nn.cluster_attention import check_features, check_pos_dim, packed_to_padded
+from pointset.ops import prechecked
 from pointset.ops.cluster_neighbourhood import (
     Neighbourhood,
     check_neighbourhood_sizes,
-    cluster_neighbourhood,
     expand_global,
     gather_tokens,
     nearest_other_distance,
@@ -180,7 +180,7 @@ class AdaptiveDownsample(nn.Module):
                 "this layer has no importance head (score_net=False); use forward_dense"
             )
         xd, pd, valid, counts = packed_to_padded(x, pos, batch)
-        nbhd = cluster_neighbourhood(
+        nbhd = prechecked.cluster_neighbourhood(
             pd, self.cluster_size, self.nbhd_size, counts, extent=extent, per_cloud=True
         )
         out = self.forward_dense(xd, pd, nbhd, None, stride, adaptive_prior, counts)

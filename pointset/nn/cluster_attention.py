@@ -17,7 +17,7 @@ from pointset.nn._aff_geometry import (
     neighbour_sum,
     rel_pos_features,
 )
-from pointset.ops import Clouds
+from pointset.ops import Clouds, prechecked
 from pointset.ops.cluster_neighbourhood import (
     Neighbourhood,
     check_neighbourhood_sizes,
@@ -51,9 +51,8 @@ def check_pos_dim(pos: Tensor, pos_dim: int) -> None:
 def packed_to_padded(
     x: Tensor, pos: Tensor, batch: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor, list[int]]:
-    """Validate a packed batch and pad it: ``(x [B, N, C], pos [B, N, D], valid [B, N],
-    counts)``; every cloud must hold at least one point."""
-    check_points(pos)
+    """Validate the batch of checked packed ``pos`` and pad it: ``(x [B, N, C],
+    pos [B, N, D], valid [B, N], counts)``; every cloud must hold at least one point."""
     clouds = Clouds.from_batch(batch, pos.size(0), pos.device)
     counts = clouds.counts_list
     if any(n == 0 for n in counts):
@@ -191,7 +190,7 @@ class ClusterAttention(MessagePassing):
         if edge_index is not None:
             return self._forward_edges(x, pos, edge_index)
         xd, pd, valid, counts = packed_to_padded(x, pos, batch)
-        nbhd = cluster_neighbourhood(
+        nbhd = prechecked.cluster_neighbourhood(
             pd, self.cluster_size, self.nbhd_size, counts, extent=extent, per_cloud=True
         )
         return self.forward_dense(xd, pd, nbhd)[valid]

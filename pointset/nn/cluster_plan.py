@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from pointset._checks import batch_counts, check_batch, check_points, check_positive_int
-from pointset.ops import fps, knn
+from pointset.ops.prechecked import fps, knn
 
 
 class ClusterPlan(NamedTuple):

@@ -13,7 +13,7 @@ from pointset.nn.joint_bilateral_upsample import (
     _cloud_sizes,
     cloud_spacing_or,
 )
-from pointset.ops import voxel_downsample
+from pointset.ops.prechecked import voxel_downsample
 
 __all__ = ["JBUStack", "PyramidLevel"]
 

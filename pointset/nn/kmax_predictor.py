@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pointset._checks import check_points, check_positive_int
+from pointset._checks import check_batch, check_points, check_positive_int
 from pointset.nn._kmax_blocks import ConvBN, kmax_norm
 from pointset.nn.kmeans_cross_attention import cloud_logits
-from pointset.ops import radius
+from pointset.ops.prechecked import radius
 
 __all__ = ["KMaXPredictor", "PixelWindow", "pixel_window", "void_bias"]
 
@@ -51,6 +51,7 @@ def pixel_window(pos: Tensor, batch: Tensor | None = None, spacing: float = 1.0)
         )
     if not spacing > 0:
         raise ValueError(f"spacing must be > 0, got {spacing}")
+    batch = check_batch(batch, pos.size(0))
     half = KERNEL // 2
     counts = torch.bincount(batch) if batch is not None else torch.tensor([pos.size(0)])
     reach = (half + 0.5) * math.sqrt(2.0) * spacing * (1.0 + 1e-6)

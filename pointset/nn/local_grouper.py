@@ -9,7 +9,8 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from pointset._checks import batch_counts, check_batch, check_points, check_positive_int
-from pointset.ops import fps, fps_dense, knn, knn_dense
+from pointset.ops import fps_dense, knn_dense
+from pointset.ops.prechecked import fps, knn
 
 NORMALIZE_MODES = ("anchor", "center")
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from pointset._checks import batch_counts, check_batch, check_int, check_points, check_positive_int
-from pointset.ops import fps, knn
+from pointset.ops.prechecked import fps, knn
 
 __all__ = ["PointReducer"]
 

@@ -2,9 +2,12 @@
 
 from ._backend import (
     BACKENDS,
+    CPU_ONLY,
     BackendUnavailableError,
     available_backends,
+    backend_version,
     is_available,
+    unavailable_reason,
     use_backend,
 )
 from ._clouds import Clouds
@@ -19,9 +22,12 @@ from .voxel_grid import VoxelDownsample, voxel_downsample, voxel_grid
 __all__ = [
     "Clouds",
     "BACKENDS",
+    "CPU_ONLY",
     "BackendUnavailableError",
     "available_backends",
+    "backend_version",
     "is_available",
+    "unavailable_reason",
     "use_backend",
     "fps",
     "fps_dense",

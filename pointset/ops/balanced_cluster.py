@@ -293,6 +293,19 @@ def balanced_cluster_dense(
         raise ValueError(f"pos must have shape [B, N, D], got {shape}")
     num_clouds, size, dim = pos.shape
     check_points(pos.reshape(-1, dim) if num_clouds * size else pos.new_zeros(0, max(dim, 1)))
+    return balanced_cluster_dense_prechecked(pos, cluster_size, lengths, extent, per_cloud)
+
+
+def balanced_cluster_dense_prechecked(
+    pos: Tensor,
+    cluster_size: int,
+    lengths: Tensor | None = None,
+    extent: Sequence[float] | None = None,
+    per_cloud: bool = False,
+) -> DenseBalancedClusters:
+    """:func:`balanced_cluster_dense` for ``pos [B, N, D]`` whose values the caller has
+    checked (finite floating positions); the scalar, length and extent checks remain."""
+    num_clouds, size, dim = pos.shape
     cluster_size = _check_cluster_size(cluster_size)
     box = _check_extent(extent, dim)
     clouds = Clouds.from_lengths(lengths, num_clouds, size, pos.device)

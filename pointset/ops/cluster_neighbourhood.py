@@ -25,10 +25,11 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
+from .._checks import check_points
 from ._backend import select
 from ._clouds import Clouds
 from ._native_knn import smallest_k
-from .balanced_cluster import _check_extent, _check_inside, balanced_cluster_dense
+from .balanced_cluster import _check_extent, _check_inside, balanced_cluster_dense_prechecked
 from .knn import knn_dense
 
 #: Distances held at once per chunk of queries of :func:`knn_lowest_index` (elements).
@@ -361,6 +362,27 @@ def cluster_neighbourhood(
         >>> nbhd.index.shape
         torch.Size([1, 64, 16])
     """
+    if not isinstance(pos, Tensor) or pos.dim() != 3:
+        shape = tuple(pos.shape) if isinstance(pos, Tensor) else type(pos).__name__
+        raise ValueError(f"pos must have shape [B, N, D], got {shape}")
+    batch, num, dim = pos.shape
+    check_points(pos.reshape(-1, dim) if batch * num else pos.new_zeros(0, max(dim, 1)))
+    return cluster_neighbourhood_prechecked(
+        pos, cluster_size, nbhd_size, lengths, extent, per_cloud, backend
+    )
+
+
+def cluster_neighbourhood_prechecked(
+    pos: Tensor,
+    cluster_size: int,
+    nbhd_size: int,
+    lengths: Sequence[int] | None = None,
+    extent: Sequence[float] | None = None,
+    per_cloud: bool = False,
+    backend: str | None = None,
+) -> Neighbourhood:
+    """:func:`cluster_neighbourhood` for padded ``pos [B, N, D]`` whose values the caller
+    has checked (finite floating positions); the size, length and extent checks remain."""
     batch, num, dim = pos.shape
     device = pos.device
     clouds = Clouds.from_lengths(lengths, batch, num, device)
@@ -386,7 +408,7 @@ def cluster_neighbourhood(
             num_clusters = length_t
             own = torch.arange(num, device=device).expand(batch, -1)
         else:
-            clusters = balanced_cluster_dense(
+            clusters = balanced_cluster_dense_prechecked(
                 pos, m, lengths=length_t, extent=extent, per_cloud=per_cloud
             )
             member, cmask, centers = clusters.member, clusters.mask, clusters.centers

@@ -80,6 +80,18 @@ def voxel_grid(
     """
     check_points(pos, "pos")
     batch = check_batch(batch, pos.size(0), "batch")
+    return voxel_grid_prechecked(pos, size, batch, start, end)
+
+
+def voxel_grid_prechecked(
+    pos: Tensor,
+    size: Number | Sequence[Number] | Tensor,
+    batch: Tensor | None = None,
+    start: Number | Sequence[Number] | Tensor | None = None,
+    end: Number | Sequence[Number] | Tensor | None = None,
+) -> Tensor:
+    """:func:`voxel_grid` for a checked ``pos [N, D]`` and ``batch [N]`` (see
+    :mod:`pointset.ops.prechecked`); the grid arguments are still checked."""
     dim = pos.size(1)
     size_t = _per_dim(size, dim, "size", pos)
     if bool((size_t <= 0).any()):
@@ -164,7 +176,22 @@ def voxel_downsample(
         tensor([[0.5000, 0.5000],
                 [3.0000, 0.0000]])
     """
-    cluster = voxel_grid(pos, size, batch, start, end)
+    check_points(pos, "pos")
+    batch = check_batch(batch, pos.size(0), "batch")
+    return voxel_downsample_prechecked(pos, size, batch, x, start, end)
+
+
+def voxel_downsample_prechecked(
+    pos: Tensor,
+    size: Number | Sequence[Number] | Tensor,
+    batch: Tensor | None = None,
+    x: Tensor | None = None,
+    start: Number | Sequence[Number] | Tensor | None = None,
+    end: Number | Sequence[Number] | Tensor | None = None,
+) -> VoxelDownsample:
+    """:func:`voxel_downsample` for a checked ``pos [N, D]`` and ``batch [N]`` (see
+    :mod:`pointset.ops.prechecked`); ``x`` and the grid arguments are still checked."""
+    cluster = voxel_grid_prechecked(pos, size, batch, start, end)
     if x is not None:
         if not isinstance(x, Tensor) or x.dim() == 0 or x.size(0) != pos.size(0):
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__

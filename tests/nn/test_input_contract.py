@@ -354,3 +354,26 @@ def test_every_exported_layer_answers_forward_x_pos_batch(name):
         first = first["mask_logits"]
     assert isinstance(first, torch.Tensor) and bool(torch.isfinite(first).all())
     assert first.size(0) <= x.size(0) or name == "JBUStack" or name.startswith("JointBilateral")
+
+
+@pytest.mark.parametrize("name", sorted(POINT_LAYERS))
+def test_each_input_is_checked_once(name, check_counter):
+    """A layer checks its positions and batch vectors once at its entry and then calls the
+    operators through ``pointset.ops.prechecked``: no tensor goes through ``check_points``
+    or ``check_batch`` twice in one forward. Oracle: call spies on the two checks."""
+    make, call, pos_dim = POINT_LAYERS[name]
+    gen = torch.Generator().manual_seed(0)
+    d = D if pos_dim in (None, "unused") else pos_dim
+    pos = torch.rand(24, d, generator=gen)
+    x = torch.randn(24, C, generator=gen)
+    batch = torch.tensor([0] * 12 + [1] * 12)
+    layer = make().eval()
+    with torch.no_grad():
+        call(layer, x, pos, batch)
+    seen: dict = {}
+    for check, tensor in check_counter.checked:
+        if isinstance(tensor, torch.Tensor):
+            key = (check, tensor.data_ptr(), tuple(tensor.shape), tensor.dtype)
+            seen[key] = seen.get(key, 0) + 1
+    repeated = {k[0] + str(k[2]): n for k, n in seen.items() if n > 1}
+    assert not repeated, f"{name} checks the same tensor more than once: {repeated}"
