@@ -196,20 +196,10 @@ def _fps_native(
 def _fps_numba(
     pad: Tensor, counts: list[int], samples: list[int], starts: list[int] | None
 ) -> np.ndarray:
-    from ._numba_kernels import fps_clouds
+    from ._numba_fps import fps_clouds
 
-    arr = pad.detach().numpy()
     start = starts if starts is not None else [0] * len(counts)
-    big = [b for b, n in enumerate(counts) if n >= BUCKETED_MIN_POINTS and samples[b] > 0]
-    # Large clouds: the bucket-pruned loop skips most of the work; small ones run in
-    # parallel through the compiled plain loop.
-    small_samples = [0 if b in big else s for b, s in enumerate(samples)]
-    out = fps_clouds(arr, counts, small_samples, start)
-    if out.shape[1] < max(samples):
-        out = np.pad(out, ((0, 0), (0, max(samples) - out.shape[1])))
-    for b in big:
-        out[b, : samples[b]] = fps_bucketed_numpy(arr[b, : counts[b]], samples[b], start[b])
-    return out
+    return fps_clouds(pad.detach().numpy(), counts, samples, start)
 
 
 def _fps_fpsample(
