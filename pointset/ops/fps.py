@@ -9,8 +9,8 @@ bfloat16 points on every backend.
 
 Backends (``backend=`` or :func:`~pointset.ops.use_backend`):
 
-* ``"numba"`` - CPU, compiled: the plain loop in parallel over clouds, and the bucket-pruned
-  loop of ``"native"`` for large clouds (``pointset.ops._numba_kernels``).
+* ``"numba"`` - CPU, compiled, in parallel over clouds: an exact KD-tree-pruned loop for
+  clouds of 512 points or more, the plain loop below (``pointset.ops._numba_fps``).
 * ``"native"`` - no extra dependency, any device. On CPU it runs NumPy loops: the plain
   batched loop for clouds under ``BUCKETED_MIN_POINTS`` points and an exact bucket-pruned
   loop for larger ones (see ``pointset.ops._native_fps``); elsewhere a batched PyTorch loop.
@@ -32,16 +32,12 @@ Backends (``backend=`` or :func:`~pointset.ops.use_backend`):
 Automatic choice (:func:`auto`), measured with ``benchmarks/ops.py`` on a 2-core AMD EPYC
 CPU with torch 2.13 (table in the README):
 
-* CPU, ``random_start=True``, float32: ``fpsample`` (QuickFPS), then ``numba``, then
-  ``native``. QuickFPS is the fastest FPS measured for a random start, on 32 clouds x 1,024
-  and on one cloud of 200,000. Note that it breaks exact distance ties (grid-like points)
-  in its tree's order rather than towards the lowest index; pass ``backend="numba"`` or
-  ``"native"`` where that matters.
-* CPU otherwise (fixed start, or float64 where fpsample would round to float32):
-  ``numba``, then ``native``. Both run the plain loop, compiled and in parallel over clouds
-  (numba) or as NumPy array passes (native), for clouds under ``BUCKETED_MIN_POINTS``
-  points, and the exact bucket-pruned loop for larger ones. Libraries that honour a fixed
-  start run the plain O(N x samples) loop: on 200,000 -> 4,096 they are 3-400x slower.
+* CPU: ``numba``, then ``native``, for fixed and random starts alike. numba's KD-tree loop
+  is exact (lowest-index ties) and measured faster than fpsample's QuickFPS (which cannot
+  honour a given start and breaks ties in tree order) on 32 clouds x 1,024 and on one
+  cloud of 200,000; libraries that honour a fixed start run the plain O(N x samples) loop.
+  ``native`` runs the plain loop as NumPy array passes for clouds under
+  ``BUCKETED_MIN_POINTS`` points and an exact bucket-pruned loop for larger ones.
 * Other devices: ``triton`` (exact, one program per cloud), ``pytorch3d`` (not measured
   here, the machine has no GPU), then ``native``. ``torch_cluster`` is not chosen
   automatically there: its CUDA kernel starts distances at 5e4 (wrong samples once a
@@ -400,8 +396,6 @@ def auto(device: torch.device, dtype: torch.dtype, random_start: bool) -> tuple[
     """Backends to try for FPS, fastest first (the rule is in the module docstring)."""
     if device.type != "cpu":
         return ("triton", "pytorch3d", "native")
-    if random_start and dtype == torch.float32:
-        return ("fpsample", "numba", "native")
     return ("numba", "native")
 
 
