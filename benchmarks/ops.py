@@ -12,7 +12,7 @@ Fixed-start FPS rows list the libraries that honour the start point, plus fpsamp
 QuickFPS from a random start (it cannot take a start), marked as such.
 
     python benchmarks/ops.py --threads 2          # full run (torch-cluster's 200k FPS: minutes)
-    python benchmarks/ops.py --quick --threads 2  # skip torch-cluster's slowest rows
+    python benchmarks/ops.py --quick --threads 2  # skip the slowest cells (minutes each)
     python benchmarks/ops.py --device cuda        # the same rows on a GPU (benchmarks/ops_cuda.py)
 """
 
@@ -246,7 +246,8 @@ def knn_large_case():
         libs["open3d"] = (run_o3d, False)
     if p3d_ops is not None:
         dense = pos.view(1, size, 3)
-        libs["pytorch3d"] = (lambda: p3d_ops.knn_points(dense, dense, K=k), False)
+        # brute force: size^2 distances, minutes on 200,000 points (skipped by --quick)
+        libs["pytorch3d"] = (lambda: p3d_ops.knn_points(dense, dense, K=k), size > 50_000)
     pairs = size * k
     return Case(f"kNN one cloud {size:,}, k={k}", ours, libs, Work(pairs, pairs * 16))
 
@@ -280,7 +281,10 @@ def radius_case(num, size, r, max_num):
         libs["open3d"] = (run_o3d, False)
     if p3d_ops is not None:
         dense = pos.view(num, size, 3)
-        libs["pytorch3d"] = (lambda: p3d_ops.ball_query(dense, dense, K=max_num, radius=r), False)
+        libs["pytorch3d"] = (  # brute force, as for kNN
+            lambda: p3d_ops.ball_query(dense, dense, K=max_num, radius=r),
+            size > 50_000,
+        )
     clouds_txt = f"{num} clouds x {size:,}" if num > 1 else f"one cloud {size:,}"
     edges = ours().size(1)  # every edge found needs its distance and 16 bytes of output
     return Case(f"radius {clouds_txt}, r={r}, max {max_num}", ours, libs, Work(edges, edges * 16))
@@ -428,7 +432,11 @@ def machine_info() -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="skip torch-cluster's slowest rows")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="skip torch-cluster's 200k FPS and pytorch3d's 200k brute-force searches",
+    )
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per cell (CUDA)")
     parser.add_argument("--runs", type=int, default=5, help="interleaved runs per cell (CPU)")
     parser.add_argument(
