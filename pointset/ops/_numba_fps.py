@@ -7,15 +7,17 @@ differences in the input dtype, ``((p0 - q0)^2 + (p1 - q1)^2) + ...``.
 
 * :func:`_fps_plain` - the O(N x samples) loop over coordinate planes (it vectorises). Used
   for clouds below :data:`TREE_MIN_POINTS` points.
-* :func:`_fps_tree` - the same loop over a KD-tree. The points are split at the median of
-  the widest axis down to leaves of about :data:`LEAF_SIZE` points; every node keeps its
-  bounding box and the largest running distance inside it (with the lowest index holding
-  it). A new sample only descends into nodes whose box is closer to it than that largest
-  distance, since no other point's distance can shrink; the next sample is the root's
-  maximum. Skipping a node therefore never changes a distance, so the running distances,
-  and with them the sequence and its ties, are those of the plain loop. The box test is
-  made conservative against rounding (a relative margin of 1e-4 and an absolute one of a
-  few smallest normal numbers), far above the error of either distance.
+* :func:`_fps_tree` - the same loop over a KD-tree. A node of more than a leaf's worth of
+  points is cut at the middle of the widest side of its bounding box, down to leaves of at
+  most :data:`LEAF_SIZE` (large clouds :data:`LEAF_SIZE_LARGE`) points; every node keeps its
+  bounding box and the largest running distance inside it, with the lowest index holding
+  it. A new sample is only handed to leaves whose box is closer to it than that largest
+  distance, since no other point's distance can shrink, and a leaf applies the samples it
+  holds only once it holds the root's maximum (or :data:`_PENDING` of them). Skipping never
+  changes a distance, and a held-back sample only lowers a leaf below its stored maximum,
+  so the up-to-date leaf at the root is the plain loop's next sample, ties included. The
+  box test is made conservative against rounding (a relative margin of 1e-4 and an
+  absolute one of a few smallest normal numbers), far above the error of either distance.
 
 The tree is the idea of QuickFPS (Han et al., 2023), written here for an exact, given start.
 Clouds run in parallel on ``torch.get_num_threads()`` threads.
