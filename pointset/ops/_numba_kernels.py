@@ -1,4 +1,5 @@
-"""Compiled CPU kernels for the ``"numba"`` backend: FPS, kNN and radius search.
+"""Compiled CPU kernels for the ``"numba"`` backend: kNN and radius search (FPS is in
+``_numba_fps``).
 
 Imported only when the backend is used (``numba`` is an optional dependency, part of the
 ``fast`` extra). Every kernel computes squared distances the way the rest of pointset does -
@@ -38,71 +39,6 @@ def _threads() -> int:
     import torch
 
     return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-
-
-# ---------------------------------------------------------------------------------------
-# Farthest point sampling
-# ---------------------------------------------------------------------------------------
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def _fps_clouds(planes, counts, steps, starts, out, done):  # pragma: no cover - compiled
-    num_clouds, dim, size = planes.shape
-    for b in prange(num_clouds):
-        n = counts[b]
-        if steps[b] == 0:
-            done[b] = 1
-            continue
-        pts = planes[b]  # [D, N]: each coordinate contiguous, so the update vectorises
-        mind = np.full(n, np.inf, dtype=planes.dtype)
-        step = np.empty(n, dtype=planes.dtype)
-        cur = starts[b]
-        for s in range(steps[b]):
-            out[b, s] = cur
-            if s + 1 == steps[b]:
-                break
-            q = pts[0, cur]
-            for i in range(n):
-                diff = pts[0, i] - q
-                step[i] = diff * diff
-            for c in range(1, dim):
-                q = pts[c, cur]
-                for i in range(n):
-                    diff = pts[c, i] - q
-                    step[i] += diff * diff
-            for i in range(n):
-                mind[i] = min(mind[i], step[i])
-            best = mind[0]
-            arg = 0
-            for i in range(1, n):
-                if mind[i] > best:
-                    best = mind[i]
-                    arg = i
-            cur = arg
-        done[b] = 1
-
-
-def fps_clouds(pad: np.ndarray, counts, steps, starts) -> np.ndarray:
-    """Exact FPS of every cloud of ``pad: [B, N, D]`` (valid in its first ``counts[b]``
-    slots), ``steps[b]`` samples from local index ``starts[b]``; returns ``[B, max(steps)]``
-    int64 local indices in selection order (entries past ``steps[b]`` are 0).
-
-    Clouds run in parallel; each is the plain O(n x steps) loop.
-    """
-    counts = np.asarray(counts, dtype=np.int64)
-    steps = np.asarray(steps, dtype=np.int64)
-    starts = np.asarray(starts, dtype=np.int64)
-    out = np.zeros((pad.shape[0], int(steps.max(initial=0))), dtype=np.int64)
-    with _LOCK:
-        numba.set_num_threads(_threads())
-        done = np.zeros(pad.shape[0], dtype=np.uint8)
-        _fps_clouds(np.ascontiguousarray(pad.transpose(0, 2, 1)), counts, steps, starts, out, done)
-    if not done.all():
-        raise RuntimeError(
-            f"the numba FPS kernel stopped early on cloud {int(np.flatnonzero(done == 0)[0])}; "
-            "its results are incomplete"
-        )
-    return out
 
 
 # ---------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ bfloat16 points on every backend.
 
 Backends (``backend=`` or :func:`~pointset.ops.use_backend`):
 
-* ``"numba"`` - CPU, compiled: the plain loop in parallel over clouds, and the bucket-pruned
-  loop of ``"native"`` for large clouds (``pointset.ops._numba_kernels``).
+* ``"numba"`` - CPU, compiled, in parallel over clouds: an exact KD-tree-pruned loop for
+  clouds of 512 points or more, the plain loop below (``pointset.ops._numba_fps``).
 * ``"native"`` - no extra dependency, any device. On CPU it runs NumPy loops: the plain
   batched loop for clouds under ``BUCKETED_MIN_POINTS`` points and an exact bucket-pruned
   loop for larger ones (see ``pointset.ops._native_fps``); elsewhere a batched PyTorch loop.
@@ -32,16 +32,14 @@ Backends (``backend=`` or :func:`~pointset.ops.use_backend`):
 Automatic choice (:func:`auto`), measured with ``benchmarks/ops.py`` on a 2-core AMD EPYC
 CPU with torch 2.13 (table in the README):
 
-* CPU, ``random_start=True``, float32: ``fpsample`` (QuickFPS), then ``numba``, then
-  ``native``. QuickFPS is the fastest FPS measured for a random start, on 32 clouds x 1,024
-  and on one cloud of 200,000. Note that it breaks exact distance ties (grid-like points)
-  in its tree's order rather than towards the lowest index; pass ``backend="numba"`` or
-  ``"native"`` where that matters.
-* CPU otherwise (fixed start, or float64 where fpsample would round to float32):
-  ``numba``, then ``native``. Both run the plain loop, compiled and in parallel over clouds
-  (numba) or as NumPy array passes (native), for clouds under ``BUCKETED_MIN_POINTS``
-  points, and the exact bucket-pruned loop for larger ones. Libraries that honour a fixed
-  start run the plain O(N x samples) loop: on 200,000 -> 4,096 they are 3-400x slower.
+* CPU: ``numba``, then ``native``, for fixed and random starts alike. numba's KD-tree loop
+  is exact (lowest-index ties) and runs at the speed of fpsample's QuickFPS on one cloud of
+  200,000 points (0.94x-1.04x its time); on 32 clouds x 1,024 QuickFPS is faster (numba
+  takes 1.34x its time), but it cannot honour a given start and breaks ties in tree order,
+  so ``auto`` keeps the exact answer. Libraries that honour a fixed start run the plain
+  O(N x samples) loop and are slower.
+  ``native`` runs the plain loop as NumPy array passes for clouds under
+  ``BUCKETED_MIN_POINTS`` points and an exact bucket-pruned loop for larger ones.
 * Other devices: ``triton`` (exact, one program per cloud), ``pytorch3d`` (not measured
   here, the machine has no GPU), then ``native``. ``torch_cluster`` is not chosen
   automatically there: its CUDA kernel starts distances at 5e4 (wrong samples once a
@@ -192,25 +190,10 @@ def _fps_native(
 def _fps_numba(
     pos: Tensor, clouds: Clouds, samples: list[int], starts: list[int] | None
 ) -> np.ndarray:
-    from ._numba_kernels import fps_clouds
+    from ._numba_fps import fps_clouds
 
-    packed = pos.detach().numpy()
-    counts, ptr = clouds.counts_list, clouds.ptr_list
-    start = starts if starts is not None else [0] * len(counts)
-    big = [b for b, n in enumerate(counts) if n >= BUCKETED_MIN_POINTS and samples[b] > 0]
-    # Large clouds: the bucket-pruned loop skips most of the work; small ones run in
-    # parallel through the compiled plain loop.
-    small_samples = [0 if b in big else s for b, s in enumerate(samples)]
-    if len(big) < len(counts):
-        out = fps_clouds(clouds.to_padded(packed), counts, small_samples, start)
-    else:  # nothing left for the plain loop
-        out = np.zeros((len(counts), 0), dtype=np.int64)
-    if out.shape[1] < max(samples):
-        out = np.pad(out, ((0, 0), (0, max(samples) - out.shape[1])))
-    for b in big:
-        cloud = packed[ptr[b] : ptr[b + 1]]
-        out[b, : samples[b]] = fps_bucketed_numpy(cloud, samples[b], start[b])
-    return out
+    start = starts if starts is not None else [0] * clouds.num_clouds
+    return fps_clouds(clouds.to_padded(pos.detach().numpy()), clouds.counts_np, samples, start)
 
 
 def _fps_fpsample(
@@ -412,8 +395,6 @@ def auto(device: torch.device, dtype: torch.dtype, random_start: bool) -> tuple[
     """Backends to try for FPS, fastest first (the rule is in the module docstring)."""
     if device.type != "cpu":
         return ("triton", "pytorch3d", "native")
-    if random_start and dtype == torch.float32:
-        return ("fpsample", "numba", "native")
     return ("numba", "native")
 
 

@@ -79,7 +79,7 @@ def test_auto_takes_the_first_usable_entry(calls, monkeypatch):
 def test_auto_rules_documented_in_the_modules():
     """The rules stated in the fps / knn module docstrings."""
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert fps_module.auto(cpu, torch.float32, True) == ("fpsample", "numba", "native")
+    assert fps_module.auto(cpu, torch.float32, True) == ("numba", "native")
     assert fps_module.auto(cpu, torch.float32, False) == ("numba", "native")
     assert fps_module.auto(cpu, torch.float64, True) == ("numba", "native")
     assert fps_module.auto(cuda, torch.float32, False)[-1] == "native"
