@@ -27,21 +27,38 @@ def _load(shared_dir, name):
 
 
 def _run_recording(model, x):
-    """Logits plus the intermediates the fixtures store (via forward hooks)."""
+    """Logits plus the intermediates the fixtures store: the embedding and pos-block outputs
+    (forward hooks), and every stage's FPS / kNN indices and anchor positions as the model
+    used them (the stage's ``grouper.sample`` and ``pre.forward_grouped`` are wrapped to
+    record their results)."""
     rec = {}
     hooks = [model.embedding.register_forward_hook(lambda m, i, o: rec.__setitem__("embed", o))]
-    for s, grouper in enumerate(model.local_grouper_list):
-        hooks.append(
-            grouper.register_forward_hook(
-                lambda m, i, o, s=s: rec.__setitem__(f"group{s}", (m.sample(i[0]), o[0]))
-            )
-        )
     for s, pos in enumerate(model.pos_blocks_list):
         hooks.append(pos.register_forward_hook(lambda m, i, o, s=s: rec.__setitem__(f"pos{s}", o)))
-    with torch.no_grad():
-        logits = model(x)
-    for h in hooks:
-        h.remove()
+    indices, anchors = {}, {}
+    stages = list(zip(model.local_grouper_list, model.pre_blocks_list))
+    for s, (grouper, pre) in enumerate(stages):
+
+        def sample(xyz, s=s, original=grouper.sample):
+            indices[s] = original(xyz)
+            return indices[s]
+
+        def forward_grouped(*args, s=s, original=pre.forward_grouped):
+            out = original(*args)
+            anchors[s] = out[0]
+            return out
+
+        grouper.sample, pre.forward_grouped = sample, forward_grouped
+    try:
+        with torch.no_grad():
+            logits = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        for grouper, pre in stages:
+            del grouper.sample, pre.forward_grouped
+    for s in range(len(stages)):
+        rec[f"group{s}"] = (indices[s], anchors[s])
     return logits, rec
 
 
