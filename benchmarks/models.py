@@ -49,8 +49,11 @@ Usage (from the repository root)::
 
     OMP_NUM_THREADS=2 python benchmarks/models.py --threads 2 --output benchmarks/results/models.md
     python benchmarks/models.py --only coc_tiny pointmlp_elite --repeats 3
-    python benchmarks/models.py --threads 2 --compare-ref main --runs 5 \
-        --only pointmlp pointmlp_elite pointmlp_coc
+    OMP_NUM_THREADS=2 python benchmarks/models.py --compare-ref 2c97ca4 --runs 5 --calls 1 \
+        --train-batch 2 --only pointmlp_elite pointmlp pointmlp_coc --threads 2 \
+        --output benchmarks/results/pointmlp_vs_2c97ca4.md
+
+(the PointMLP speed-up of the README; its tables are in ``benchmarks/results/``).
 """
 
 from __future__ import annotations

@@ -34,6 +34,32 @@ class PackedGroups(NamedTuple):
     neighbor_index: Tensor
 
 
+class _DenseParts(NamedTuple):
+    """Factors of dense groups (:meth:`LocalGrouper._dense_parts`); group member ``j`` of
+    anchor ``a`` in cloud ``b`` is ``[alpha * centred[b, a, j] * scale[b] + beta,
+    anchor[b, a]]`` with ``centred[b, a, j] = feats[b, knn_idx[b, a, j]] - reference[b, a]``
+    (``[feats[b, knn_idx[b, a, j]], anchor[b, a]]`` without normalisation, where the last
+    three fields are ``None``).
+
+    Attributes:
+        new_xyz: ``[B, S, D]`` anchor positions.
+        knn_idx: ``[B, S, k]`` group members, indices into the ``N`` points.
+        anchor: ``[B, S, C]`` anchor features.
+        feats: ``[B, N, C']`` point features, followed by the positions with ``use_xyz``.
+        reference: ``[B, S, C']`` what each group is centred on (anchor or group mean).
+        centred: ``[B, S, k, C']`` members minus their reference.
+        scale: ``[B]`` ``1 / (std + 1e-5)``, one unbiased std of ``centred`` per cloud.
+    """
+
+    new_xyz: Tensor
+    knn_idx: Tensor
+    anchor: Tensor
+    feats: Tensor
+    reference: Tensor | None
+    centred: Tensor | None
+    scale: Tensor | None
+
+
 class LocalGrouper(nn.Module):
     r"""The local grouper with geometric affine module of PointMLP.
 
@@ -159,18 +185,38 @@ class LocalGrouper(nn.Module):
             ``new_xyz [B, S, D]`` anchor positions and ``new_points [B, S, k, C_out]``.
         """
         self._check_dense_points(xyz, points)
+        parts = self._dense_parts(xyz, points)
+        if self.normalize is None:
+            grouped = _gather(parts.feats, parts.knn_idx)  # [B, S, k, C']
+        else:
+            g = parts.centred * parts.scale.view(-1, 1, 1, 1)
+            grouped = self.affine_alpha * g + self.affine_beta
+        repeated = parts.anchor.unsqueeze(2).expand(-1, -1, self.kneighbors, -1)
+        return parts.new_xyz, torch.cat([grouped, repeated], dim=-1)
+
+    def _dense_parts(self, xyz: Tensor, points: Tensor) -> _DenseParts:
+        """The factors of the dense groups (inputs checked by the caller).
+
+        Group member ``j`` of anchor ``a`` in cloud ``b`` is
+        ``[alpha * (feats[b, j] - reference[b, a]) * scale[b] + beta, anchor[b, a]]``
+        (``[feats[b, j], anchor[b, a]]`` without normalisation), so a linear map of the
+        groups can be applied to the ``N`` points and ``S`` anchors instead of the ``S * k``
+        members.
+
+        Returns:
+            :class:`_DenseParts`.
+        """
         fps_idx, knn_idx = self.sample(xyz)
         new_xyz = _gather(xyz, fps_idx)
         anchor = _gather(points, fps_idx)  # [B, S, C]
-        grouped = _gather(points, knn_idx)  # [B, S, k, C]
-        if self.use_xyz:
-            grouped = torch.cat([grouped, _gather(xyz, knn_idx)], dim=-1)
-        if self.normalize is not None:
-            g = grouped - self._reference(grouped, anchor, new_xyz)
-            std = torch.std(g.reshape(g.size(0), -1), dim=-1).view(-1, 1, 1, 1)
-            grouped = self.affine_alpha * (g / (std + 1e-5)) + self.affine_beta
-        repeated = anchor.unsqueeze(2).expand(-1, -1, self.kneighbors, -1)
-        return new_xyz, torch.cat([grouped, repeated], dim=-1)
+        feats = torch.cat([points, xyz], dim=-1) if self.use_xyz else points
+        if self.normalize is None:
+            return _DenseParts(new_xyz, knn_idx, anchor, feats, None, None, None)
+        grouped = _gather(feats, knn_idx)  # [B, S, k, C']
+        reference = self._reference(grouped, anchor, new_xyz)  # [B, S, 1, C']
+        centred = grouped - reference
+        scale = 1.0 / (torch.std(centred.reshape(centred.size(0), -1), dim=-1) + 1e-5)
+        return _DenseParts(new_xyz, knn_idx, anchor, feats, reference.squeeze(-2), centred, scale)
 
     # ----------------------------------------------------------------- packed entry
     def forward(self, x: Tensor, pos: Tensor, batch: Tensor | None = None) -> PackedGroups:

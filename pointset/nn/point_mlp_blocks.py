@@ -10,6 +10,11 @@ blocks compute on channels-last rows ``[M, C]`` in both layouts: one ``F.linear`
 with ``weight.squeeze(-1)`` per convolution and a 2-D batch norm, which on CPU is several
 times faster than ``Conv1d`` on ``[B * S, C, k]`` (many tiny convolutions). The
 parameters and buffers stay those of the ``Conv1d`` / ``BatchNorm1d`` modules.
+
+A batch norm that normalises with its running statistics (eval mode) is an affine map per
+channel, so it is folded into the convolution before it: one ``addmm`` with the weight
+``W * s`` and bias ``(b - mu) * s + beta``, ``s = gamma / sqrt(var + eps)``, computed from the
+parameters at every call (exact up to floating-point rounding, and differentiable).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from torch import Tensor, nn
 from pointset._checks import check_int, check_positive_int
 
 from .group_context_cluster import GroupContextCluster
+from .local_grouper import LocalGrouper
 
 ACTIVATIONS = ("relu", "gelu", "rrelu", "selu", "silu", "hardswish", "leakyrelu", "leakyrelu0.2")
 
@@ -89,20 +95,65 @@ def _check_pointwise(module: nn.Module, *seqs: nn.Sequential) -> None:
 
 def conv_rows(conv: nn.Conv1d, x: Tensor) -> Tensor:
     """A kernel-1 ``conv`` applied to channels-last rows ``x [M, C_in]`` -> ``[M, C_out]``."""
-    weight = conv.weight.squeeze(-1)  # [C_out, C_in / groups]
-    if conv.groups == 1:
-        return F.linear(x, weight, conv.bias)
-    g = conv.groups
+    return _linear_rows(x, conv.weight.squeeze(-1), conv.bias, conv.groups)
+
+
+def _linear_rows(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int = 1) -> Tensor:
+    """Rows ``x [M, C_in]`` times a (grouped) ``weight [C_out, C_in / groups]`` plus ``bias``."""
+    if groups == 1:
+        return F.linear(x, weight, bias)
     y = torch.einsum(
-        "mgi,goi->mgo", x.view(x.size(0), g, -1), weight.view(g, -1, weight.size(1))
+        "mgi,goi->mgo", x.view(x.size(0), groups, -1), weight.view(groups, -1, weight.size(1))
     ).reshape(x.size(0), -1)
-    return y if conv.bias is None else y + conv.bias
+    return y if bias is None else y + bias
+
+
+def _uses_running_stats(bn: nn.Module) -> bool:
+    """Whether ``bn`` is a batch norm that normalises with its running statistics."""
+    return (
+        isinstance(bn, nn.BatchNorm1d)
+        and not bn.training
+        and bn.running_mean is not None
+        and bn.running_var is not None
+    )
+
+
+def folded_conv_bn(conv: nn.Conv1d, bn: nn.Module) -> tuple[Tensor, Tensor | None, bool]:
+    """The kernel-1 ``conv`` followed by ``bn`` as one affine map where that is exact.
+
+    Returns:
+        ``weight [C_out, C_in / groups]``, ``bias [C_out]`` (or ``None``) and whether ``bn``
+        was folded in (only when it uses running statistics; otherwise the convolution's own
+        weight and bias are returned and ``bn`` must still be applied).
+    """
+    weight = conv.weight.squeeze(-1)
+    if not _uses_running_stats(bn):
+        return weight, conv.bias, False
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean if conv.bias is None else conv.bias - bn.running_mean
+    bias = shift * scale
+    if bn.bias is not None:
+        bias = bias + bn.bias
+    return weight * scale.unsqueeze(1), bias, True
 
 
 def sequential_rows(seq: nn.Sequential, x: Tensor) -> Tensor:
-    """Run ``Conv1d`` / ``BatchNorm1d`` / activation layers on rows ``x [M, C]``."""
-    for layer in seq:
-        x = conv_rows(layer, x) if isinstance(layer, nn.Conv1d) else layer(x)
+    """Run ``Conv1d`` / ``BatchNorm1d`` / activation layers on rows ``x [M, C]``; a
+    ``Conv1d`` followed by an eval-mode ``BatchNorm1d`` runs as one folded ``addmm``."""
+    layers = list(seq)
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        if isinstance(layer, nn.Conv1d):
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            weight, bias, folded = folded_conv_bn(layer, nxt)
+            x = _linear_rows(x, weight, bias, layer.groups)
+            i += 2 if folded else 1
+        else:
+            x = layer(x)
+            i += 1
     return x
 
 
@@ -259,7 +310,8 @@ class ConvBNReLURes1D(nn.Module):
 
     def _rows(self, x: Tensor) -> Tensor:
         """Checked channels-last rows ``x [M, C]`` -> ``[M, C]``."""
-        return self.act(sequential_rows(self.net2, sequential_rows(self.net1, x)) + x)
+        # the sum is a fresh tensor that no backward needs, so it is updated in place
+        return self.act(sequential_rows(self.net2, sequential_rows(self.net1, x)).add_(x))
 
     def forward_dense(self, x: Tensor) -> Tensor:
         """The official layout ``x [B, C, L]`` -> ``[B, C, L]``."""
@@ -364,12 +416,87 @@ class PreExtraction(nn.Module):
         if b == 0 or s == 0 or k == 0:
             raise ValueError(f"PreExtraction got an empty input of shape {tuple(x.shape)}")
         rows = sequential_rows(self.transfer.net, x.reshape(b * s * k, d))  # [B*S*k, C_out]
+        return self._extract(rows, b, s, k)
+
+    def forward_grouped(
+        self, grouper: LocalGrouper, xyz: Tensor, points: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        r"""Group dense clouds with ``grouper`` and extract: ``new_xyz, self(groups)`` for
+        ``new_xyz, groups = grouper(xyz, points)``, without building ``groups``.
+
+        ``transfer``'s convolution is linear in the group members, and a member of anchor
+        :math:`a` is :math:`[\alpha \odot (f_j - r_a)\, s + \beta,\ f_a]`, so with
+        :math:`W = [W_g, W_f]`
+
+        .. math::
+            W g_{a,j} + c = s\, P_j + Q_a, \quad P = (W_g \operatorname{diag}\alpha) f,
+            \quad Q_a = W_f f_a + W_g \beta + c - s\, (W_g \operatorname{diag}\alpha) r_a:
+
+        the product runs over the ``N`` points and ``S`` anchors, and only its output is
+        gathered for the ``S * k`` members (PointMLP's widest matrix product, on ``2C``
+        input channels, becomes a gather). Exact up to floating-point rounding; the batch
+        statistics, running statistics and gradients are those of :meth:`forward`.
+
+        Args:
+            grouper (LocalGrouper): The grouper of this stage
+                (``grouper.out_channels == in_channels``).
+            xyz: ``[B, N, D]`` positions.
+            points: ``[B, N, C]`` features.
+
+        Returns:
+            ``new_xyz [B, S, D]`` and ``[B, C_out, S]``.
+        """
+        if grouper.out_channels != self.group_channels:
+            raise ValueError(
+                f"the grouper gives {grouper.out_channels} channels, PreExtraction expects "
+                f"{self.group_channels}"
+            )
+        grouper._check_dense_points(xyz, points)
+        parts = grouper._dense_parts(xyz, points)
+        conv, bn, act = self.transfer.net
+        if not _pointwise(self.transfer.net):
+            raise ValueError("forward_grouped needs a kernel-1 transfer convolution")
+        weight, bias, folded = folded_conv_bn(conv, bn)  # [C_out, C' + C], [C_out]
+        c_member = parts.feats.size(-1)
+        w_member, w_anchor = weight[:, :c_member], weight[:, c_member:]
+        per_anchor = F.linear(parts.anchor, w_anchor, bias)  # [B, S, C_out]
+        if parts.scale is None:
+            per_point = F.linear(parts.feats, w_member)  # [B, N, C_out]
+        else:
+            w_scaled = w_member * grouper.affine_alpha.view(1, -1)
+            scale = parts.scale.view(-1, 1, 1)
+            per_point = F.linear(parts.feats, w_scaled) * scale
+            per_anchor = (
+                per_anchor
+                + F.linear(grouper.affine_beta.view(-1), w_member)
+                - F.linear(parts.reference, w_scaled) * scale
+            )
+        b, n, c_out = per_point.shape
+        s, k = parts.knn_idx.shape[1:]
+        offsets = torch.arange(b, device=xyz.device).view(-1, 1, 1) * n
+        index = (parts.knn_idx + offsets).reshape(-1)
+        rows = per_point.reshape(b * n, c_out).index_select(0, index)  # [B*S*k, C_out]
+        # the gathered rows are a fresh tensor that no backward needs: add in place
+        rows.view(b * s, k, c_out).add_(per_anchor.reshape(b * s, 1, c_out))
+        if not folded:
+            rows = bn(rows)
+        return parts.new_xyz, self._extract(act(rows), b, s, k).transpose(1, 2)
+
+    def _extract(self, rows: Tensor, b: int, s: int, k: int) -> Tensor:
+        """``operation`` on transferred rows ``[B*S*k, C_out]``, then the max over each
+        group -> ``[B, S, C_out]``."""
         for layer in self.operation:
             if isinstance(layer, GroupContextCluster):
                 rows = layer.forward_tokens(rows.view(b * s, k, -1)).view(b * s * k, -1)
             else:
                 rows = layer._rows(rows)
-        return rows.view(b, s, k, -1).max(dim=2).values
+        groups = rows.view(b, s, k, -1)
+        if torch.is_grad_enabled() and rows.requires_grad:
+            # max's gradient goes to one member per group, as Conv1d + max pooling's does
+            pooled = groups.max(dim=2).values
+        else:
+            pooled = groups.amax(dim=2)
+        return pooled
 
 
 class PosExtraction(nn.Module):

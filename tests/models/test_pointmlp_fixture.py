@@ -27,31 +27,48 @@ def _load(shared_dir, name):
 
 
 def _run_recording(model, x):
-    """Logits plus the intermediates the fixtures store. The model calls its layers'
-    ``forward_dense``; each is wrapped for the run to record its inputs and output."""
+    """Logits plus the intermediates the fixtures store: the embedding and pos-block outputs
+    (their ``forward_dense``, which the model calls, wrapped to record the output), and every
+    stage's FPS / kNN indices and anchor positions as the model used them (the stage's
+    ``grouper.sample`` and ``pre.forward_grouped`` wrapped to record their results)."""
     rec = {}
 
     def record(module, key):
         method = module.forward_dense
 
         def call(*args):
-            out = method(*args)
-            rec[key] = (module.sample(args[0]), out[0]) if key.startswith("group") else out
-            return out
+            rec[key] = method(*args)
+            return rec[key]
 
         module.forward_dense = call  # an instance attribute shadows the method
 
     record(model.embedding, "embed")
-    for s, grouper in enumerate(model.local_grouper_list):
-        record(grouper, f"group{s}")
     for s, pos in enumerate(model.pos_blocks_list):
         record(pos, f"pos{s}")
+    indices, anchors = {}, {}
+    stages = list(zip(model.local_grouper_list, model.pre_blocks_list))
+    for s, (grouper, pre) in enumerate(stages):
+
+        def sample(xyz, s=s, original=grouper.sample):
+            indices[s] = original(xyz)
+            return indices[s]
+
+        def forward_grouped(*args, s=s, original=pre.forward_grouped):
+            out = original(*args)
+            anchors[s] = out[0]
+            return out
+
+        grouper.sample, pre.forward_grouped = sample, forward_grouped
     try:
         with torch.no_grad():
             logits = model(x)
     finally:
-        for module in [model.embedding, *model.local_grouper_list, *model.pos_blocks_list]:
+        for module in [model.embedding, *model.pos_blocks_list]:
             del module.forward_dense
+        for grouper, pre in stages:
+            del grouper.sample, pre.forward_grouped
+    for s in range(len(stages)):
+        rec[f"group{s}"] = (indices[s], anchors[s])
     return logits, rec
 
 

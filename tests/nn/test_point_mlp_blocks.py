@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from pointset.nn.group_context_cluster import GroupContextCluster
+from pointset.nn.local_grouper import LocalGrouper
 from pointset.nn.point_mlp_blocks import (
     ConvBNReLU1D,
     ConvBNReLURes1D,
@@ -227,3 +230,75 @@ def test_packed_forward_equals_the_dense_layout():
         ConvBNReLU1D(6, 4)(dense)
     with pytest.raises(ValueError, match="forward_dense"):
         ConvBNReLU1D(6, 4, kernel_size=3)(x)
+
+
+@pytest.mark.parametrize("groups,coc", [(1, False), (2, False), (1, True)])
+def test_folded_eval_rows_equal_conv1d_in_eval(groups, coc):
+    """Oracle: the official Conv1d / BatchNorm1d path in eval mode (running statistics);
+    the folded products give the same output and the same input and parameter gradients."""
+    ours = _randomize(
+        PreExtraction(3, 8, blocks=2, groups=groups, res_expansion=0.5, coc=coc).double()
+    )
+    ref = _randomize(
+        PreExtraction(3, 8, blocks=2, groups=groups, res_expansion=0.5, coc=coc).double()
+    )
+    x = torch.randn(2, 5, 6, 2 * 3 + 3, dtype=torch.float64)
+    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_ours, out_ref = ours.forward_dense(x_ours), _official_pre_extraction(ref, x_ref)
+    torch.testing.assert_close(out_ours, out_ref, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.forward_dense(x), out_ref, rtol=1e-12, atol=1e-12)
+    weight = torch.randn_like(out_ref)
+    (out_ours * weight).sum().backward()
+    (out_ref * weight).sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=1e-10, atol=1e-10)
+    for (name, p_ours), p_ref in zip(ours.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p_ours.grad, p_ref.grad, rtol=1e-10, atol=1e-10, msg=name)
+    for (name, b_ours), b_ref in zip(ours.named_buffers(), ref.buffers()):
+        torch.testing.assert_close(b_ours, b_ref, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("normalize,use_xyz", [("anchor", False), ("center", True), (None, True)])
+def test_forward_grouped_equals_grouper_then_official_pre_extraction(normalize, use_xyz, train):
+    """Oracle: the LocalGrouper's groups fed to the official Conv1d / BatchNorm1d path;
+    forward_grouped (transfer product on points and anchors) gives the same anchors,
+    output, input / grouper / block gradients and running statistics (float64)."""
+    torch.manual_seed(0)
+    grouper = LocalGrouper(4, 6, 5, use_xyz=use_xyz, normalize=normalize).double()
+    if grouper.affine_alpha is not None:
+        with torch.no_grad():
+            grouper.affine_alpha.uniform_(0.5, 1.5)
+            grouper.affine_beta.uniform_(-0.5, 0.5)
+    modules = {}
+    for side in ("ours", "ref"):
+        pre = _randomize(PreExtraction(4, 8, blocks=2, use_xyz=use_xyz, coc=True).double())
+        modules[side] = (copy.deepcopy(grouper).train(train), pre.train(train))
+    xyz = torch.rand(2, 20, 3, dtype=torch.float64)
+    points = torch.randn(2, 20, 4, dtype=torch.float64)
+    p_ours, p_ref = points.clone().requires_grad_(), points.clone().requires_grad_()
+    anchors, out_ours = modules["ours"][1].forward_grouped(modules["ours"][0], xyz, p_ours)
+    exp_anchors, groups = modules["ref"][0].forward_dense(xyz, p_ref)
+    out_ref = _official_pre_extraction(modules["ref"][1], groups)
+    torch.testing.assert_close(anchors, exp_anchors, rtol=0, atol=0)
+    torch.testing.assert_close(out_ours, out_ref, rtol=1e-10, atol=1e-10)
+    weight = torch.randn_like(out_ref)
+    (out_ours * weight).sum().backward()
+    (out_ref * weight).sum().backward()
+    torch.testing.assert_close(p_ours.grad, p_ref.grad, rtol=1e-10, atol=1e-10)
+    for part in range(2):
+        named_ref = dict(modules["ref"][part].named_parameters())
+        for name, p in modules["ours"][part].named_parameters():
+            torch.testing.assert_close(p.grad, named_ref[name].grad, rtol=1e-9, atol=1e-10)
+        named_ref = dict(modules["ref"][part].named_buffers())
+        for name, b in modules["ours"][part].named_buffers():
+            torch.testing.assert_close(b, named_ref[name], rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_forward_grouped_rejects_a_mismatched_grouper():
+    """Oracle: the input contract (ValueError naming both channel counts)."""
+    pre = PreExtraction(4, 8, use_xyz=False)
+    with pytest.raises(ValueError, match="gives 11 channels"):
+        pre.forward_grouped(
+            LocalGrouper(4, 3, 2, use_xyz=True), torch.rand(1, 8, 3), torch.rand(1, 8, 4)
+        )
