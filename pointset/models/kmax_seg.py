@@ -149,7 +149,7 @@ class KMaXSeg(nn.Module):
         self._cluster_centers = nn.Embedding(query_dim, num_queries)
         layer_args = dict(
             num_classes=num_classes + 1,
-            in_channel_query=query_dim,
+            query_channels=query_dim,
             base_filters=base_filters,
             num_heads=num_heads,
             drop_path_prob=drop_path_prob,
@@ -158,7 +158,7 @@ class KMaXSeg(nn.Module):
             ffn_dim=ffn_dim,
         )
         self._kmax_transformer_layers = nn.ModuleList(
-            KMaXDecoderLayer(in_channel_pixel=levels[s], **layer_args)
+            KMaXDecoderLayer(in_channels=levels[s], **layer_args)
             for s in range(num_scales)
             for _ in range(layers_per_scale)
         )

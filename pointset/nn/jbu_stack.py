@@ -64,7 +64,7 @@ class JBUStack(nn.Module):
     docstring for how it differs from the grid path).
 
     Args:
-        feat_dim (int): feature channels ``C``.
+        in_channels (int): feature channels ``C``.
         guidance_dim (int): guidance channels ``G`` (default: 3, as upstream).
         key_dim (int): range-MLP width of each step (default: 32).
         radius (int): window radius of each step (default: 3).
@@ -78,14 +78,16 @@ class JBUStack(nn.Module):
         - **point output:** ``[N, C]``
     """
 
-    def __init__(self, feat_dim: int, guidance_dim: int = 3, key_dim: int = 32, radius: int = 3):
+    def __init__(self, in_channels: int, guidance_dim: int = 3, key_dim: int = 32, radius: int = 3):
         super().__init__()
-        self.feat_dim, self.guidance_dim = feat_dim, guidance_dim
+        self.in_channels, self.guidance_dim = in_channels, guidance_dim
         for k in range(1, 5):
             setattr(
-                self, f"up{k}", JointBilateralUpsample(guidance_dim, feat_dim, key_dim, 2, radius)
+                self,
+                f"up{k}",
+                JointBilateralUpsample(guidance_dim, in_channels, key_dim, 2, radius),
             )
-        self.fixup_proj = nn.Sequential(nn.Dropout2d(0.2), nn.Conv2d(feat_dim, feat_dim, 1))
+        self.fixup_proj = nn.Sequential(nn.Dropout2d(0.2), nn.Conv2d(in_channels, in_channels, 1))
         self.reset_parameters()
 
     @property
@@ -166,6 +168,6 @@ class JBUStack(nn.Module):
 
     def __repr__(self) -> str:
         return (
-            f"{self.__class__.__name__}(feat_dim={self.feat_dim}, "
+            f"{self.__class__.__name__}(in_channels={self.in_channels}, "
             f"guidance_dim={self.guidance_dim}, steps=4)"
         )

@@ -138,7 +138,7 @@ class JointBilateralUpsample(nn.Module):
 
     Args:
         guidance_dim (int): guidance channels ``G`` (3 for RGB).
-        feat_dim (int): feature channels ``C`` (only checked; the layer has no weights on
+        in_channels (int): feature channels ``C`` (only checked; the layer has no weights on
             the features).
         key_dim (int): width ``K`` of the range MLP (default: 32).
         scale (int): stored for compatibility; unused (default: 2).
@@ -160,17 +160,17 @@ class JointBilateralUpsample(nn.Module):
     def __init__(
         self,
         guidance_dim: int,
-        feat_dim: int,
+        in_channels: int,
         key_dim: int = 32,
         scale: int = 2,
         radius: int = 3,
         interp_k: int = 4,
     ) -> None:
         super().__init__()
-        for name, v in (("guidance_dim", guidance_dim), ("feat_dim", feat_dim), ("key_dim", key_dim),
+        for name, v in (("guidance_dim", guidance_dim), ("in_channels", in_channels), ("key_dim", key_dim),
                         ("scale", scale), ("radius", radius), ("interp_k", interp_k)):  # fmt: skip
             check_positive_int(v, name)
-        self.guidance_dim, self.feat_dim, self.key_dim = guidance_dim, feat_dim, key_dim
+        self.guidance_dim, self.in_channels, self.key_dim = guidance_dim, in_channels, key_dim
         self.scale, self.radius, self.interp_k = scale, radius, interp_k
         self.diameter = 2 * radius + 1
         taps = self.diameter**2
@@ -258,9 +258,9 @@ class JointBilateralUpsample(nn.Module):
             )
 
     def _check_channels(self, c: int, g: int, name_c: str, name_g: str) -> None:
-        if c != self.feat_dim:
+        if c != self.in_channels:
             raise ValueError(
-                f"{name_c} has {c} channels, the layer expects feat_dim={self.feat_dim}"
+                f"{name_c} has {c} channels, the layer expects in_channels={self.in_channels}"
             )
         if g != self.guidance_dim:
             raise ValueError(
@@ -451,5 +451,5 @@ class JointBilateralUpsample(nn.Module):
     def __repr__(self) -> str:
         return (
             f"{self.__class__.__name__}(guidance_dim={self.guidance_dim}, "
-            f"feat_dim={self.feat_dim}, key_dim={self.key_dim}, radius={self.radius})"
+            f"in_channels={self.in_channels}, key_dim={self.key_dim}, radius={self.radius})"
         )

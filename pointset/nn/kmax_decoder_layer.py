@@ -80,8 +80,8 @@ class KMaXDecoderLayer(nn.Module):
     Args:
         num_classes (int): width of the class head incl. void (default: 133, the official
             default; the decoder passes ``num_classes + 1``).
-        in_channel_pixel (int): pixel channels ``Cp`` (default: 2048).
-        in_channel_query (int): center channels ``Dq`` (default: 256).
+        in_channels (int): pixel channels ``Cp`` (default: 2048).
+        query_channels (int): center channels ``Dq`` (default: 256).
         base_filters (int): base width (default: 128).
         num_heads (int): self-attention heads (default: 8).
         bottleneck_expansion (float): bottleneck = ``round(base_filters * this)`` (default: 2).
@@ -108,8 +108,8 @@ class KMaXDecoderLayer(nn.Module):
     def __init__(
         self,
         num_classes: int = 133,
-        in_channel_pixel: int = 2048,
-        in_channel_query: int = 256,
+        in_channels: int = 2048,
+        query_channels: int = 256,
         base_filters: int = 128,
         num_heads: int = 8,
         bottleneck_expansion: float = 2,
@@ -123,8 +123,8 @@ class KMaXDecoderLayer(nn.Module):
         super().__init__()
         for name, value in (
             ("num_classes", num_classes),
-            ("in_channel_pixel", in_channel_pixel),
-            ("in_channel_query", in_channel_query),
+            ("in_channels", in_channels),
+            ("query_channels", query_channels),
             ("base_filters", base_filters),
             ("num_heads", num_heads),
             ("pixel_head_dim", pixel_head_dim),
@@ -147,27 +147,27 @@ class KMaXDecoderLayer(nn.Module):
         if not 0.0 <= drop_path_prob < 1.0:
             raise ValueError(f"drop_path_prob must be in [0, 1), got {drop_path_prob}")
         self.num_classes = num_classes
-        self.in_channel_pixel = in_channel_pixel
-        self.in_channel_query = in_channel_query
+        self.in_channels = in_channels
+        self.query_channels = query_channels
         self.num_heads = num_heads
         self.bottleneck = bottleneck
         self.key_depth = key_depth
         self.value_depth = value_depth
         self.drop_path_prob = drop_path_prob
         std = bottleneck**-0.5
-        self._query_conv1_bn_act = ConvBN(in_channel_query, bottleneck, act=True)
-        self._pixel_conv1_bn_act = ConvBN(in_channel_pixel, bottleneck, act=True, conv2d=True)
+        self._query_conv1_bn_act = ConvBN(query_channels, bottleneck, act=True)
+        self._pixel_conv1_bn_act = ConvBN(in_channels, bottleneck, act=True, conv2d=True)
         self._query_qkv_conv_bn = ConvBN(bottleneck, 2 * key_depth + value_depth, init=std)
         self._pixel_v_conv_bn = ConvBN(bottleneck, value_depth, conv2d=True, init=std)
         self._query_self_attention = _AttentionOperation(value_depth, num_heads)
-        self._query_conv3_bn = ConvBN(value_depth, in_channel_query, norm_init=0.0)
-        self._query_ffn_conv1_bn_act = ConvBN(in_channel_query, ffn_dim, act=True)
-        self._query_ffn_conv2_bn = ConvBN(ffn_dim, in_channel_query, norm_init=0.0)
+        self._query_conv3_bn = ConvBN(value_depth, query_channels, norm_init=0.0)
+        self._query_ffn_conv1_bn_act = ConvBN(query_channels, ffn_dim, act=True)
+        self._query_ffn_conv2_bn = ConvBN(ffn_dim, query_channels, norm_init=0.0)
         self._predcitor = KMaXPredictor(
             bottleneck, bottleneck, num_classes, pixel_head_dim, embed_dim
         )
         self._kmeans_query_batch_norm_retrieved_value = kmax_norm(value_depth)
-        self._kmeans_query_conv3_bn = ConvBN(value_depth, in_channel_query, norm_init=0.0)
+        self._kmeans_query_conv3_bn = ConvBN(value_depth, query_channels, norm_init=0.0)
         self.kmeans = KMeansCrossAttention()
 
     def reset_parameters(self) -> None:
@@ -209,8 +209,8 @@ class KMaXDecoderLayer(nn.Module):
             shape = tuple(pixel.shape) if isinstance(pixel, Tensor) else type(pixel).__name__
             raise ValueError(f"pixel_feature must be [B, Cp, H, W], got {shape}")
         b, c, h, w = pixel.shape
-        if c != self.in_channel_pixel:
-            raise ValueError(f"pixel_feature has {c} channels, expected {self.in_channel_pixel}")
+        if c != self.in_channels:
+            raise ValueError(f"pixel_feature has {c} channels, expected {self.in_channels}")
         if b == 0 or h == 0 or w == 0:
             raise ValueError(f"pixel_feature is empty: shape {tuple(pixel.shape)}")
         if b != query.size(0):
@@ -286,11 +286,11 @@ class KMaXDecoderLayer(nn.Module):
         if not isinstance(query, Tensor) or query.dim() != 3 or not query.is_floating_point():
             shape = tuple(query.shape) if isinstance(query, Tensor) else type(query).__name__
             raise ValueError(
-                f"query_feature must be a floating [B, {self.in_channel_query}, L] tensor, got {shape}"
+                f"query_feature must be a floating [B, {self.query_channels}, L] tensor, got {shape}"
             )
-        if query.size(1) != self.in_channel_query:
+        if query.size(1) != self.query_channels:
             raise ValueError(
-                f"query_feature has {query.size(1)} channels, expected {self.in_channel_query} "
+                f"query_feature has {query.size(1)} channels, expected {self.query_channels} "
                 f"(shape {tuple(query.shape)})"
             )
         if query.size(0) == 0 or query.size(2) == 0:
@@ -303,10 +303,8 @@ class KMaXDecoderLayer(nn.Module):
             raise ValueError(
                 f"pixel_feature must be a floating [B, C, H, W] (dense) or [N, C] (packed) tensor, got {shape}"
             )
-        if x.size(1) != self.in_channel_pixel:
-            raise ValueError(
-                f"pixel_feature has {x.size(1)} channels, expected {self.in_channel_pixel}"
-            )
+        if x.size(1) != self.in_channels:
+            raise ValueError(f"pixel_feature has {x.size(1)} channels, expected {self.in_channels}")
         if x.size(0) == 0:
             raise ValueError("pixel_feature is empty (0 points)")
         self._check_finite(x)
@@ -335,6 +333,6 @@ class KMaXDecoderLayer(nn.Module):
     def __repr__(self) -> str:
         return (
             f"{self.__class__.__name__}(num_classes={self.num_classes}, "
-            f"in_channel_pixel={self.in_channel_pixel}, in_channel_query={self.in_channel_query}, "
+            f"in_channels={self.in_channels}, query_channels={self.query_channels}, "
             f"bottleneck={self.bottleneck}, heads={self.num_heads}, drop_path_prob={self.drop_path_prob})"
         )

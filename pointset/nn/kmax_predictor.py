@@ -139,18 +139,18 @@ class KMaXPredictor(nn.Module):
     center tap (each point alone in its window).
 
     Args:
-        in_channel_pixel (int): pixel channels (the layer's bottleneck width).
-        in_channel_query (int): query channels (the official literal 256; equal to the
+        in_channels (int): pixel channels (the layer's bottleneck width).
+        query_channels (int): query channels (the official literal 256; equal to the
             bottleneck width in every official configuration).
         num_classes (int): width of the class head, including void (default: 134).
         pixel_head_dim (int): hidden width of the pixel head (official literal 256).
         embed_dim (int): pixel embedding / mask kernel width (official literal 128).
 
     Shapes:
-        - **input:** ``x [N, in_channel_pixel]`` packed, ``pos [N, 2]`` (optional,
+        - **input:** ``x [N, in_channels]`` packed, ``pos [N, 2]`` (optional,
           ``(row, col)``), ``batch [N]`` (optional); keywords
-          ``query [B, in_channel_query, L]``, ``spacing`` (grid step of ``pos``),
-          ``class_query`` (optional, ``[B, in_channel_query, L]``). Dense
+          ``query [B, query_channels, L]``, ``spacing`` (grid step of ``pos``),
+          ``class_query`` (optional, ``[B, query_channels, L]``). Dense
           (:meth:`forward_dense`): ``pixel [B, C, H, W]``, ``query``, ``class_query``.
         - **output:** dict with ``class_logits [B, L, num_classes]``, ``mask_logits [N, L]``
           (dense: ``[B, L, H, W]``) and ``pixel_feature [N, embed_dim]`` (dense:
@@ -159,35 +159,35 @@ class KMaXPredictor(nn.Module):
 
     def __init__(
         self,
-        in_channel_pixel: int,
-        in_channel_query: int,
+        in_channels: int,
+        query_channels: int,
         num_classes: int = 134,
         pixel_head_dim: int = 256,
         embed_dim: int = 128,
     ) -> None:
         super().__init__()
         for name, value in (
-            ("in_channel_pixel", in_channel_pixel),
-            ("in_channel_query", in_channel_query),
+            ("in_channels", in_channels),
+            ("query_channels", query_channels),
             ("num_classes", num_classes),
             ("pixel_head_dim", pixel_head_dim),
             ("embed_dim", embed_dim),
         ):
             check_positive_int(value, name)
-        self.in_channel_pixel = in_channel_pixel
-        self.in_channel_query = in_channel_query
+        self.in_channels = in_channels
+        self.query_channels = query_channels
         self.num_classes = num_classes
         self.embed_dim = embed_dim
-        self._pixel_space_head_conv0bnact = _DepthwiseConvBN(in_channel_pixel)
+        self._pixel_space_head_conv0bnact = _DepthwiseConvBN(in_channels)
         self._pixel_space_head_conv1bnact = ConvBN(
-            in_channel_pixel, pixel_head_dim, act=True, conv2d=True
+            in_channels, pixel_head_dim, act=True, conv2d=True
         )
         self._pixel_space_head_last_convbn = ConvBN(
             pixel_head_dim, embed_dim, bias=True, conv2d=True, init=0.01
         )
-        self._transformer_mask_head = ConvBN(in_channel_query, embed_dim)
+        self._transformer_mask_head = ConvBN(query_channels, embed_dim)
         self._transformer_class_head = ConvBN(
-            in_channel_query, num_classes, bias=True, norm=False, init=0.01
+            query_channels, num_classes, bias=True, norm=False, init=0.01
         )
         self._pixel_space_mask_batch_norm = kmax_norm(1)
         self.reset_parameters()
@@ -200,17 +200,17 @@ class KMaXPredictor(nn.Module):
     def pixel_embedding(
         self, x: Tensor, grid: tuple[int, int, int] | None = None, window: PixelWindow | None = None
     ) -> Tensor:
-        """``x [N, in_channel_pixel]`` -> L2-normalised ``[N, embed_dim]`` (eps 1e-12)."""
+        """``x [N, in_channels]`` -> L2-normalised ``[N, embed_dim]`` (eps 1e-12)."""
         y = self._pixel_space_head_conv0bnact(x, grid, window)
         y = self._pixel_space_head_last_convbn(self._pixel_space_head_conv1bnact(y))
         return F.normalize(y, p=2, dim=1)
 
     def mask_kernels(self, query: Tensor) -> Tensor:
-        """``query [B, in_channel_query, L]`` -> mask kernels ``[B, L, embed_dim]``."""
+        """``query [B, query_channels, L]`` -> mask kernels ``[B, L, embed_dim]``."""
         return self._transformer_mask_head(query).transpose(1, 2)
 
     def class_logits(self, query: Tensor) -> Tensor:
-        """``query [B, in_channel_query, L]`` -> class logits ``[B, L, num_classes]``."""
+        """``query [B, query_channels, L]`` -> class logits ``[B, L, num_classes]``."""
         return void_bias(self._transformer_class_head(query).transpose(1, 2))
 
     def mask_norm(self, logits: Tensor) -> Tensor:
@@ -234,7 +234,7 @@ class KMaXPredictor(nn.Module):
         if not isinstance(x, Tensor) or x.dim() != 2:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(
-                f"x must be packed pixels [N, {self.in_channel_pixel}], got {shape} "
+                f"x must be packed pixels [N, {self.in_channels}], got {shape} "
                 "(feature maps go to forward_dense)"
             )
         return self._predict(x, query, batch, pos, spacing, class_query)
@@ -261,10 +261,10 @@ class KMaXPredictor(nn.Module):
         if (
             not isinstance(query, Tensor)
             or query.dim() != 3
-            or query.size(1) != self.in_channel_query
+            or query.size(1) != self.query_channels
         ):
             shape = tuple(query.shape) if isinstance(query, Tensor) else type(query).__name__
-            raise ValueError(f"query must be [B, {self.in_channel_query}, L], got {shape}")
+            raise ValueError(f"query must be [B, {self.query_channels}, L], got {shape}")
         grid = None
         if pixel.dim() == 4:
             b, c, h, w = pixel.shape
@@ -273,10 +273,8 @@ class KMaXPredictor(nn.Module):
             grid = (b, h, w)
             pixel = pixel.flatten(2).transpose(1, 2).reshape(b * h * w, c)
             batch = torch.arange(b, device=pixel.device).repeat_interleave(h * w)
-        if pixel.dim() != 2 or pixel.size(1) != self.in_channel_pixel:
-            raise ValueError(
-                f"pixel must be [N, {self.in_channel_pixel}], got {tuple(pixel.shape)}"
-            )
+        if pixel.dim() != 2 or pixel.size(1) != self.in_channels:
+            raise ValueError(f"pixel must be [N, {self.in_channels}], got {tuple(pixel.shape)}")
         if batch is None:
             batch = torch.zeros(pixel.size(0), dtype=torch.long, device=pixel.device)
         counts = torch.bincount(batch, minlength=query.size(0))
@@ -299,6 +297,6 @@ class KMaXPredictor(nn.Module):
 
     def __repr__(self) -> str:
         return (
-            f"{self.__class__.__name__}({self.in_channel_pixel}, {self.in_channel_query}, "
+            f"{self.__class__.__name__}({self.in_channels}, {self.query_channels}, "
             f"num_classes={self.num_classes}, embed_dim={self.embed_dim})"
         )

@@ -210,15 +210,15 @@ INT_ARGUMENTS = [
     (lambda **kw: GridPointReducer(**{"in_channels": C, **kw}), "out_channels"),
     (lambda **kw: FeaturePropagation(**{"in_channels": C, "out_channels": 8, **kw}), "k"),
     (lambda **kw: GroupContextCluster(**{"in_channels": C, **kw}), "heads"),
-    (lambda **kw: JointBilateralUpsample(**{"guidance_dim": 3, "feat_dim": C, **kw}), "radius"),
+    (lambda **kw: JointBilateralUpsample(**{"guidance_dim": 3, "in_channels": C, **kw}), "radius"),
     (lambda **kw: ConvBNReLU1D(**{"in_channels": C, **kw}), "out_channels"),
     (lambda **kw: ConvBNReLURes1D(**{"in_channels": C, **kw}), "groups"),
     (lambda **kw: PosExtraction(**{"in_channels": C, **kw}), "in_channels"),
     (
-        lambda **kw: psnn.KMaXPredictor(**{"in_channel_pixel": C, "in_channel_query": 8, **kw}),
+        lambda **kw: psnn.KMaXPredictor(**{"in_channels": C, "query_channels": 8, **kw}),
         "num_classes",
     ),  # fmt: skip
-    (lambda **kw: psnn.KMaXDecoderLayer(**{"in_channel_pixel": C, **kw}), "num_heads"),
+    (lambda **kw: psnn.KMaXDecoderLayer(**{"in_channels": C, **kw}), "num_heads"),
 ]
 
 

@@ -157,7 +157,7 @@ def test_bad_input_raises():
     stack = JBUStack(4)
     with pytest.raises(ValueError, match="same batch size"):
         stack.forward_dense(torch.randn(2, 4, 2, 2), torch.randn(1, 3, 32, 32))
-    with pytest.raises(ValueError, match="feat_dim=4"):
+    with pytest.raises(ValueError, match="in_channels=4"):
         stack.forward_dense(torch.randn(1, 5, 2, 2), torch.randn(1, 3, 32, 32))
     with pytest.raises(ValueError, match="at least 2x2"):
         stack.forward_dense(torch.randn(1, 4, 1, 2), torch.randn(1, 3, 32, 32))
@@ -174,4 +174,4 @@ def test_bad_input_raises():
 
 def test_repr():
     """The constructor arguments appear in the repr."""
-    assert repr(JBUStack(8)) == "JBUStack(feat_dim=8, guidance_dim=3, steps=4)"
+    assert repr(JBUStack(8)) == "JBUStack(in_channels=8, guidance_dim=3, steps=4)"

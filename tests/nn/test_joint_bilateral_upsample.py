@@ -251,7 +251,7 @@ def test_bad_grid_input_raises():
     s, g = torch.randn(2, 4, 4, 4), torch.randn(2, 3, 8, 8)
     with pytest.raises(ValueError, match="same batch size"):
         layer.forward_dense(s, g[:1])
-    with pytest.raises(ValueError, match="feat_dim=4"):
+    with pytest.raises(ValueError, match="in_channels=4"):
         layer.forward_dense(torch.randn(2, 5, 4, 4), g)
     with pytest.raises(ValueError, match="guidance_dim=3"):
         layer.forward_dense(s, torch.randn(2, 4, 8, 8))
@@ -280,7 +280,7 @@ def test_bad_point_input_raises():
         layer(x[:0], pos[:0], guidance=g, pos_out=q)
     with pytest.raises(ValueError, match="larger than the output"):
         layer(g.new_zeros(60, 4), q, guidance=g[:5], pos_out=pos)
-    with pytest.raises(ValueError, match="feat_dim=4"):
+    with pytest.raises(ValueError, match="in_channels=4"):
         layer(torch.randn(5, 3), pos, guidance=g, pos_out=q)
     with pytest.raises(ValueError, match="guidance_dim=3"):
         layer(x, pos, guidance=torch.randn(60, 2), pos_out=q)
@@ -297,4 +297,6 @@ def test_repr_and_reset():
     layer = _noisy(JointBilateralUpsample(3, 8))
     layer.reset_parameters()
     assert layer.range_temp.item() == 0.0 and layer.sigma_spatial.item() == 1.0
-    assert repr(layer) == "JointBilateralUpsample(guidance_dim=3, feat_dim=8, key_dim=32, radius=3)"
+    assert (
+        repr(layer) == "JointBilateralUpsample(guidance_dim=3, in_channels=8, key_dim=32, radius=3)"
+    )

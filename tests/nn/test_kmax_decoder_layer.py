@@ -29,10 +29,13 @@ def fixture(shared_dir):
 
 
 def fixture_layer(data, dtype=torch.float32) -> KMaXDecoderLayer:
-    """The fixture's layer: its config with the literals 256/128/2048 mapped (width_map_json)."""
+    """The fixture's layer: its config (official argument names mapped to ours) with the
+    literals 256/128/2048 mapped (width_map_json)."""
     widths = {int(k): v for k, v in json.loads(data["width_map_json"]).items()}
+    names = {"in_channel_pixel": "in_channels", "in_channel_query": "query_channels"}
+    config = {names.get(k, k): v for k, v in json.loads(data["config_json"]).items()}
     layer = KMaXDecoderLayer(
-        **json.loads(data["config_json"]),
+        **config,
         pixel_head_dim=widths[256],
         embed_dim=widths[128],
         ffn_dim=widths[2048],
@@ -70,7 +73,7 @@ def assert_close(actual, expected, atol=5e-5, rtol=1e-5, name=""):
 
 def tiny_layer(seed=0, **kw) -> KMaXDecoderLayer:
     torch.manual_seed(seed)
-    args = dict(num_classes=5, in_channel_pixel=6, in_channel_query=8, base_filters=4, num_heads=2)
+    args = dict(num_classes=5, in_channels=6, query_channels=8, base_filters=4, num_heads=2)
     args.update(kw)
     layer = KMaXDecoderLayer(**args, pixel_head_dim=8, embed_dim=4, ffn_dim=12)
     with torch.no_grad():  # move every parameter and BN statistic away from its init
