@@ -100,15 +100,20 @@ class GroupContextCluster(nn.Module):
             ``[G, k, C]``.
         """
         g, k, _ = tokens.shape
-        feats = self.fc1(tokens).view(g, k, self.heads, self.head_dim)
-        value = self.fc_v(tokens).view(g, k, self.heads, self.head_dim)
-        center = feats.mean(dim=1, keepdim=True)  # [G, 1, H, d]
-        value_center = value.mean(dim=1, keepdim=True)
-        sim = self._similarity(center, feats).unsqueeze(-1)  # [G, k, H, 1]
-        agg = ((value * sim).sum(dim=1, keepdim=True) + value_center) / (
-            sim.sum(dim=1, keepdim=True) + 1.0
-        )  # [G, 1, H, d]
-        out = (agg * sim).reshape(g, k, self.heads * self.head_dim)
+        h, d = self.heads, self.head_dim
+        # fc1 and fc_v in one product; the sums over the k members as batched products, so
+        # no normalised copy of the features and no weighted copy of the values is built
+        weight = torch.cat([self.fc1.weight, self.fc_v.weight])
+        bias = torch.cat([self.fc1.bias, self.fc_v.bias])
+        feats, value = F.linear(tokens, weight, bias).view(g, k, 2, h, d).unbind(2)
+        center = F.normalize(feats.mean(dim=1), dim=-1)  # [G, H, d]
+        norm = torch.linalg.vector_norm(feats, dim=-1).clamp_min(1e-12)  # [G, k, H]
+        cos = torch.einsum("gkhd,ghd->gkh", feats, center) / norm
+        sim = torch.sigmoid(self.sim_beta + self.sim_alpha * cos)  # [G, k, H]
+        agg = (torch.einsum("gkhd,gkh->ghd", value, sim) + value.mean(dim=1)) / (
+            sim.sum(dim=1).unsqueeze(-1) + 1.0
+        )  # [G, H, d]
+        out = (agg.unsqueeze(1) * sim.unsqueeze(-1)).reshape(g, k, h * d)
         return tokens + self.fc2(out)
 
     def forward(
