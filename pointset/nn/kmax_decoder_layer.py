@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from pointset._checks import batch_counts, check_batch, check_positive_int
 from pointset.nn._kmax_blocks import ConvBN, drop_path, kmax_norm
-from pointset.nn.kmax_predictor import KMaXPredictor, PixelWindow, pixel_window
+from pointset.nn.kmax_predictor import KMaXPredictor, PixelWindow, _pixel_window
 from pointset.nn.kmeans_cross_attention import KMeansCrossAttention
 
 __all__ = ["KMaXDecoderLayer"]
@@ -195,7 +195,7 @@ class KMaXDecoderLayer(nn.Module):
                 raise ValueError(
                     f"pos must be [N, 2] with N = {pixel_feature.size(0)}, got {tuple(pos.shape)}"
                 )
-            window = pixel_window(pos, batch, spacing)
+            window = _pixel_window(pos, batch, spacing)
         return self._run(pixel_feature, query_feature, batch, None, window)
 
     def forward_dense(
@@ -241,10 +241,12 @@ class KMaXDecoderLayer(nn.Module):
 
         pred = self._predcitor
         feature = pred.pixel_embedding(pixel_space, grid, window)
-        step = self.kmeans(
+        # batch was checked on entry: the step runs without checking it again
+        counts = torch.bincount(batch, minlength=query.size(0))
+        step = self.kmeans._step(
             feature,
-            None,
             batch,
+            counts,
             centers=pred.mask_kernels(query_space),
             value=pixel_value,
             logit_norm=pred._pixel_space_mask_batch_norm,

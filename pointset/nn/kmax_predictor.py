@@ -44,6 +44,11 @@ def pixel_window(pos: Tensor, batch: Tensor | None = None, spacing: float = 1.0)
     On a full grid with positions ``(row, col) * spacing`` every tap holds exactly the pixel
     a 5x5 convolution reads, and taps outside the image hold nothing (zero padding).
     """
+    return _pixel_window(pos, check_batch(batch, pos.size(0)), spacing)
+
+
+def _pixel_window(pos: Tensor, batch: Tensor | None, spacing: float) -> PixelWindow:
+    """:func:`pixel_window` for a ``batch`` its caller has checked."""
     check_points(pos, "pos")
     if pos.size(1) != 2:
         raise ValueError(
@@ -51,7 +56,6 @@ def pixel_window(pos: Tensor, batch: Tensor | None = None, spacing: float = 1.0)
         )
     if not spacing > 0:
         raise ValueError(f"spacing must be > 0, got {spacing}")
-    batch = check_batch(batch, pos.size(0))
     half = KERNEL // 2
     counts = torch.bincount(batch) if batch is not None else torch.tensor([pos.size(0)])
     reach = (half + 0.5) * math.sqrt(2.0) * spacing * (1.0 + 1e-6)

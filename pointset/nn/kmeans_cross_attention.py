@@ -103,6 +103,18 @@ class KMeansCrossAttention(nn.Module):
     ) -> KMeansStep:
         """One k-means step; see the class docstring (``pos`` is not used)."""
         counts = self._check(x, centers, value, batch)
+        return self._step(x, batch, counts, centers, value, logit_norm)
+
+    @staticmethod
+    def _step(
+        x: Tensor,
+        batch: Tensor | None,
+        counts: Tensor,
+        centers: Tensor,
+        value: Tensor,
+        logit_norm: Callable[[Tensor], Tensor] | None = None,
+    ) -> KMeansStep:
+        """The step on checked inputs (``counts [B]``: points per cloud of ``batch``)."""
         num_clouds, num_clusters = centers.size(0), centers.size(1)
         if batch is None:
             batch = torch.zeros(x.size(0), dtype=torch.long, device=x.device)

@@ -377,3 +377,20 @@ def test_each_input_is_checked_once(name, check_counter):
             seen[key] = seen.get(key, 0) + 1
     repeated = {k[0] + str(k[2]): n for k, n in seen.items() if n > 1}
     assert not repeated, f"{name} checks the same tensor more than once: {repeated}"
+
+
+def test_kmax_decoder_layer_checks_each_input_once(check_counter):
+    """The kMaX layer's point path checks ``batch`` once on entry and ``pos`` once in its
+    5x5 window, then runs the k-means step and the radius search without checking them
+    again. Oracle: call spies on ``check_points`` / ``check_batch``."""
+    layer = psnn.KMaXDecoderLayer(
+        num_classes=5, in_channels=C, query_channels=8, base_filters=4, num_heads=2
+    ).eval()
+    ys, xs = torch.meshgrid(torch.arange(4.0), torch.arange(6.0), indexing="ij")
+    pos = torch.stack([ys, xs], -1).view(-1, 2).repeat(2, 1)  # two 4 x 6 images
+    batch = torch.arange(2).repeat_interleave(24)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(48, C, generator=gen)
+    with torch.no_grad():
+        layer(x, pos, batch, query_feature=torch.randn(2, 8, 5, generator=gen))
+    assert check_counter == {"check_points": 1, "check_batch": 1}
