@@ -68,8 +68,8 @@ def _frame_setting(entry: dict, top: dict, key: str, default: Any) -> Any:
     return entry.get(key, top.get(key, default))
 
 
-def read_index(root: Path, index_file: str = INDEX_FILE) -> tuple[list[RGBDFrame], tuple[str, ...]]:
-    """Parse and check ``root/index_file``; returns the frames and the class names."""
+def load_frames_json(root: Path, index_file: str = INDEX_FILE) -> tuple[Path, dict, list]:
+    """Read ``root/index_file``: ``(path, top-level mapping, non-empty 'frames' list)``."""
     path = root / index_file
     if not path.is_file():
         raise DatasetError(
@@ -79,10 +79,44 @@ def read_index(root: Path, index_file: str = INDEX_FILE) -> tuple[list[RGBDFrame
     try:
         top = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise DatasetError(f"{path} is not valid JSON: {exc}") from exc
+        raise DatasetError(f"{path} is not valid JSON: {' '.join(str(exc).split())}") from None
     entries = top.get("frames") if isinstance(top, dict) else None
     if not isinstance(entries, list) or not entries:
         raise DatasetError(f"{path} must hold an object with a non-empty 'frames' list")
+    return path, top, entries
+
+
+def frame_files(root: Path, entry: dict, keys: tuple[str, ...], where: str) -> dict[str, Path]:
+    """The image files ``keys`` of one frame entry, each checked to be an existing file."""
+    files = {}
+    for key in keys:
+        files[key] = root / str(entry[key])
+        if files[key].is_dir():
+            raise DatasetError(f"{where}: {key} image {files[key]} is a folder, not a file")
+        if not files[key].is_file():
+            raise DatasetError(f"{where}: {key} image {files[key]} does not exist")
+    return files
+
+
+def frame_camera(entry: dict, top: dict, where: str) -> tuple[PinholeIntrinsics, float, float]:
+    """``(intrinsics, depth_scale, depth_trunc)`` of a frame: its own values, else the
+    folder's, else PrimeSense defaults, 1000 and 3 m."""
+    try:
+        intrinsics = PinholeIntrinsics.from_any(
+            _frame_setting(entry, top, "intrinsics", PRIMESENSE_DEFAULT)
+        )
+        scale = float(_frame_setting(entry, top, "depth_scale", 1000.0))
+        trunc = float(_frame_setting(entry, top, "depth_trunc", 3.0))
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"{where}: {' '.join(str(exc).split())}") from None
+    if not (scale > 0 and trunc > 0):
+        raise DatasetError(f"{where}: depth_scale and depth_trunc must be positive")
+    return intrinsics, scale, trunc
+
+
+def read_index(root: Path, index_file: str = INDEX_FILE) -> tuple[list[RGBDFrame], tuple[str, ...]]:
+    """Parse and check ``root/index_file``; returns the frames and the class names."""
+    path, top, entries = load_frames_json(root, index_file)
     classes = top.get("classes")
     if classes is None:
         names = [e.get("label") for e in entries if isinstance(e, dict)]
@@ -107,23 +141,8 @@ def read_index(root: Path, index_file: str = INDEX_FILE) -> tuple[list[RGBDFrame
             label = classes.index(label)
         elif isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(classes):
             raise DatasetError(f"{where}: label {label!r} is not in [0, {len(classes)})")
-        files = {}
-        for key in ("color", "depth"):
-            files[key] = root / entry[key]
-            if files[key].is_dir():
-                raise DatasetError(f"{where}: {key} image {files[key]} is a folder, not a file")
-            if not files[key].is_file():
-                raise DatasetError(f"{where}: {key} image {files[key]} does not exist")
-        try:
-            intrinsics = PinholeIntrinsics.from_any(
-                _frame_setting(entry, top, "intrinsics", PRIMESENSE_DEFAULT)
-            )
-            scale = float(_frame_setting(entry, top, "depth_scale", 1000.0))
-            trunc = float(_frame_setting(entry, top, "depth_trunc", 3.0))
-        except (TypeError, ValueError) as exc:
-            raise DatasetError(f"{where}: {exc}") from exc
-        if not (scale > 0 and trunc > 0):
-            raise DatasetError(f"{where}: depth_scale and depth_trunc must be positive")
+        files = frame_files(root, entry, ("color", "depth"), where)
+        intrinsics, scale, trunc = frame_camera(entry, top, where)
         frames.append(RGBDFrame(files["color"], files["depth"], label, intrinsics, scale, trunc))
     return frames, classes
 

@@ -38,7 +38,6 @@ each kept pixel is read through its ``pixel`` back-reference, and a seeded rando
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,11 +47,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data import PRIMESENSE_DEFAULT, PinholeIntrinsics, PointSet, from_rgbd
+from ..data import PinholeIntrinsics, PointSet, from_rgbd
 from ..data.rgbd import read_color, read_depth
 from .errors import DatasetError
-
-INDEX_FILE = "frames.json"
+from .rgbd_folder import INDEX_FILE, frame_camera, frame_files, load_frames_json
 
 
 @dataclass(frozen=True)
@@ -69,19 +67,7 @@ class LabeledFrame:
 
 def read_seg_index(root: Path, index_file: str = INDEX_FILE) -> tuple[list[LabeledFrame], dict]:
     """Parse and check ``root/index_file``; returns the frames and the top-level mapping."""
-    path = root / index_file
-    if not path.is_file():
-        raise DatasetError(
-            f"RGBD folder {root} has no {index_file} listing the frames "
-            "(see the layout in datasets/README.md)"
-        )
-    try:
-        top = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{path} is not valid JSON: {' '.join(str(exc).split())}") from None
-    entries = top.get("frames") if isinstance(top, dict) else None
-    if not isinstance(entries, list) or not entries:
-        raise DatasetError(f"{path} must hold an object with a non-empty 'frames' list")
+    path, top, entries = load_frames_json(root, index_file)
     classes = top.get("classes")
     if not isinstance(classes, list) or not classes:
         raise DatasetError(f"{path} needs a non-empty 'classes' list of label names")
@@ -90,21 +76,8 @@ def read_seg_index(root: Path, index_file: str = INDEX_FILE) -> tuple[list[Label
         where = f"{path} frame {i}"
         if not isinstance(entry, dict) or not {"color", "depth", "label"} <= entry.keys():
             raise DatasetError(f"{where} must have 'color', 'depth' and 'label', got {entry!r}")
-        files = {}
-        for key in ("color", "depth", "label"):
-            files[key] = root / str(entry[key])
-            if not files[key].is_file():
-                raise DatasetError(f"{where}: {key} image {files[key]} does not exist")
-        try:
-            k = PinholeIntrinsics.from_any(
-                entry.get("intrinsics", top.get("intrinsics", PRIMESENSE_DEFAULT))
-            )
-            scale = float(entry.get("depth_scale", top.get("depth_scale", 1000.0)))
-            trunc = float(entry.get("depth_trunc", top.get("depth_trunc", 3.0)))
-        except (TypeError, ValueError) as exc:
-            raise DatasetError(f"{where}: {' '.join(str(exc).split())}") from None
-        if not (scale > 0 and trunc > 0):
-            raise DatasetError(f"{where}: depth_scale and depth_trunc must be positive")
+        files = frame_files(root, entry, ("color", "depth", "label"), where)
+        k, scale, trunc = frame_camera(entry, top, where)
         frames.append(LabeledFrame(files["color"], files["depth"], files["label"], k, scale, trunc))
     return frames, top
 
