@@ -10,6 +10,7 @@ helper degrades to a no-op.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,6 +74,7 @@ def process_group(info: DistInfo) -> Iterator[None]:
         torch.cuda.set_device(info.device)
     dist.init_process_group(
         backend="nccl" if info.device.type == "cuda" else "gloo",
+        store=_fresh_store(info),
         rank=info.rank,
         world_size=info.world_size,
     )
@@ -80,6 +82,24 @@ def process_group(info: DistInfo) -> Iterator[None]:
         yield
     finally:
         teardown()
+
+
+#: How many groups this process has joined; names each join's keys in the shared store.
+_joins = itertools.count()
+
+
+def _fresh_store(info: DistInfo) -> dist.Store:
+    """The rendezvous store of ``MASTER_ADDR`` / ``MASTER_PORT``, under a key prefix of its
+    own for this join.
+
+    ``torchrun``'s store outlives a group, and torch names every default group alike, so a
+    second join in the same processes would find the first join's addresses already in the
+    store and connect to sockets that are closed (gloo: ``connectFullMesh ... Connection
+    refused``). Every process joins the same sequence of groups, so the join count names
+    the same prefix on every rank.
+    """
+    store, _, _ = next(dist.rendezvous("env://", rank=info.rank, world_size=info.world_size))
+    return dist.PrefixStore(f"pointset/join{next(_joins)}", store)
 
 
 def teardown() -> None:

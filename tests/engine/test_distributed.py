@@ -110,6 +110,40 @@ _GROUP_SCRIPT = textwrap.dedent(
 )
 
 
+_REJOIN_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import torch
+    from pointset.engine import distributed as D
+
+    info = D.process_info("cpu")
+    totals = []
+    for _ in range(12):
+        with D.process_group(info):
+            totals.append(D.all_reduce_sum(torch.tensor([info.rank + 1.0])).item())
+    print(json.dumps(totals))
+    """
+)
+
+
+def test_rejoining_under_one_torchrun_store(tmp_path):
+    """One process pair joins and leaves a group twelve times under ``torchrun``, whose store
+    outlives every group. Oracle: the sum 1 + 2 of the ranks' values in every join. (Each
+    join reading the previous join's addresses from the shared store made gloo connect to
+    closed sockets: ``connectFullMesh ... Connection refused``.)"""
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not on PATH")
+    script = tmp_path / "rejoin.py"
+    script.write_text(_REJOIN_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", "--tee=1", str(script)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [x.split("]:", 1)[-1].strip() for x in proc.stdout.splitlines() if "[" in x]
+    assert [json.loads(x) for x in lines if x.startswith("[")] == [[3.0] * 12] * 2
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
