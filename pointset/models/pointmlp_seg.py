@@ -210,10 +210,9 @@ class PointMLPSegBackbone(nn.Module):
         for grouper, pre, pos in zip(
             self.local_grouper_list, self.pre_blocks_list, self.pos_blocks_list
         ):
-            xyz, grouped = grouper.forward_dense(
-                xyz, x.transpose(1, 2)
-            )  # [B, S, 3], [B, S, k, 2C+3]
-            x = pos.forward_dense(pre.forward_dense(grouped))  # [B, C', S]
+            # grouper + pre, with pre's first product on points instead of group members
+            xyz, x = pre.forward_grouped(grouper, xyz, x.transpose(1, 2))  # [B, S, 3], [B, C', S]
+            x = pos.forward_dense(x)  # [B, C', S]
             levels.append((xyz, x))
         decoded = []
         for i, step in enumerate(self.decode_list):
