@@ -153,7 +153,11 @@ def _free_port() -> int:
 def test_process_group_is_destroyed_after_the_block_also_on_error(tmp_path):
     """Oracle: ``torch.distributed.is_initialized`` in two real gloo processes, and the sum
     1 + 2 of their ranks' values inside the group."""
-    ports = [str(_free_port()), str(_free_port())]
+    ports = [str(_free_port())]
+    while len(ports) < 2:  # two different ports: each join has its own rendezvous
+        port = str(_free_port())
+        if port not in ports:
+            ports.append(port)
     env = {
         **os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
         "MASTER_ADDR": "127.0.0.1", "WORLD_SIZE": "2",
