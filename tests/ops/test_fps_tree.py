@@ -2,7 +2,7 @@
 
 Oracle: ``fps_oracle`` of ``test_fps.py``, the brute-force plain loop (squared distances by
 direct differences, running minimum, next sample = lowest index of the maximum). The tree
-loop is run directly with tiny leaves and no size threshold, so that every cloud goes
+loop is run directly with tiny leaves and no work threshold, so that every cloud goes
 through the tree, its pruning and its held-back samples; it must give the oracle's
 sequence from any start, ties included.
 """
@@ -23,7 +23,7 @@ from pointset.ops._numba_fps import fps_clouds  # noqa: E402
 
 def tree_fps(points: torch.Tensor, num: int, start: int, leaf_size: int) -> list[int]:
     arr = points.numpy()[None]
-    out = fps_clouds(arr, [arr.shape[1]], [num], [start], tree_min=1, leaf_size=leaf_size)
+    out = fps_clouds(arr, [arr.shape[1]], [num], [start], tree_work=0, leaf_size=leaf_size)
     return out[0].tolist()
 
 
@@ -71,7 +71,7 @@ def test_tree_fps_large_lattice_equals_oracle(dim):
     gen = torch.Generator().manual_seed(dim)
     pos = lattice(gen, 5000, dim, 4).float()
     arr = pos.numpy()[None]
-    got = fps_clouds(arr, [5000], [400], [2500], tree_min=1)[0].tolist()
+    got = fps_clouds(arr, [5000], [400], [2500], tree_work=0)[0].tolist()
     assert got == fps_oracle(pos, 400, 2500)
 
 
@@ -86,14 +86,14 @@ def test_tree_fps_tiny_and_subnormal_coordinates():
 
 
 def test_several_clouds_mix_tree_and_plain_loops():
-    """Clouds above and below the tree threshold in one call, unequal sizes and starts:
-    each equals brute force on its own points."""
+    """Clouds above and below the tree threshold (points x samples) in one call, unequal
+    sizes and starts: each equals brute force on its own points."""
     gen = torch.Generator().manual_seed(4)
     sizes = [700, 40, 1500]
     pad = torch.zeros(3, 1500, 3)
     for b, n in enumerate(sizes):
         pad[b, :n] = torch.randint(0, 8, (n, 3), generator=gen).float()
-    out = fps_clouds(pad.numpy(), sizes, [100, 40, 100], [5, 0, 1499], tree_min=512)
+    out = fps_clouds(pad.numpy(), sizes, [100, 40, 100], [5, 0, 1499], tree_work=50_000)
     for b, (n, s, start) in enumerate(zip(sizes, [100, 40, 100], [5, 0, 1499])):
         assert out[b, :s].tolist() == fps_oracle(pad[b, :n], s, start)
     assert not np.any(out[1, 40:])
