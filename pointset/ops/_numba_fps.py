@@ -8,8 +8,8 @@ differences in the input dtype, ``((p0 - q0)^2 + (p1 - q1)^2) + ...``.
 * :func:`_fps_plain` - the O(N x samples) loop over coordinate planes (it vectorises). Used
   when points x samples is below :data:`TREE_MIN_WORK`.
 * :func:`_fps_tree` - the same loop over a KD-tree. A node of more than a leaf's worth of
-  points is cut at the middle of the widest side of its bounding box, down to leaves of at
-  most :data:`LEAF_SIZE` (large clouds :data:`LEAF_SIZE_LARGE`) points; every node keeps its
+  points is cut at the middle of the widest sides of its bounding box (up to three sides in
+  one counting-sort pass), down to leaves of at most :data:`LEAF_SIZE` points; every node keeps its
   bounding box and the largest running distance inside it, with the lowest index holding
   it. A new sample is only handed to leaves whose box is closer to it than that largest
   distance, since no other point's distance can shrink, and a leaf applies the samples it
@@ -33,15 +33,13 @@ from ._numba_kernels import _LOCK, _threads
 
 #: A cloud runs the KD-tree loop when its points x samples reach this (below, the plain
 #: loop). Measured on uniform clouds of 512 to 16,384 points and 1/16 to 1/2 of them as
-#: samples, one thread: the two loops break even between 1.0M and 2.1M (1,024 -> 512:
-#: plain 0.37 ms, tree 0.43 ms; 2,048 -> 1,024: plain 1.45 ms, tree 0.97 ms).
-TREE_MIN_WORK = 1_500_000
+#: samples, one thread: the two loops break even between 0.5 M and 1.05 M (1,024 -> 512:
+#: plain 0.38 ms, tree 0.41 ms; 2,048 -> 512: plain 0.79 ms, tree 0.64 ms).
+TREE_MIN_WORK = 800_000
 
-#: Points per KD-tree leaf (at most, short of equal points): 64 below ``LARGE_CLOUD``
-#: points, 256 from there (fastest of 64/128/256 measured on 1,024 to 200,000 points).
-LEAF_SIZE = 64
-LEAF_SIZE_LARGE = 256
-LARGE_CLOUD = 65_536
+#: Points per KD-tree leaf (at most, short of equal points): the fastest of 32/64/128/256
+#: measured on 4,096 -> 1,024 to 200,000 -> 4,096 samples.
+LEAF_SIZE = 128
 
 #: The box bound is shrunk by this factor before a node is skipped.
 _SHRINK = 1.0 - 1e-4
@@ -103,28 +101,6 @@ def _box_of(work, lo, hi, box_lo, box_hi, node):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _partition(work, idx, axis, lo, hi, split):  # pragma: no cover - compiled
-    """Reorder points ``lo .. hi`` of ``work: [D, n]`` (and ``idx`` alongside) so that those
-    with ``work[axis] < split`` come first; returns where the others begin."""
-    keys = work[axis]
-    dim = work.shape[0]
-    i = lo
-    j = hi - 1
-    while True:
-        while i <= j and keys[i] < split:
-            i += 1
-        while i <= j and not keys[j] < split:
-            j -= 1
-        if i >= j:
-            return i
-        for r in range(dim):
-            work[r, i], work[r, j] = work[r, j], work[r, i]
-        idx[i], idx[j] = idx[j], idx[i]
-        i += 1
-        j -= 1
-
-
-@njit(cache=True, nogil=True)
 def _grown(arr, size):  # pragma: no cover - compiled
     out = np.empty((size,) + arr.shape[1:], dtype=arr.dtype)
     out[: arr.shape[0]] = arr
@@ -132,11 +108,40 @@ def _grown(arr, size):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def _split_axes(box_lo, box_hi, node, axes):  # pragma: no cover - compiled
+    """The (at most ``len(axes)``) widest sides of ``node``'s box into ``axes``, widest
+    first; returns how many have a positive extent."""
+    dim = box_lo.shape[1]
+    used = 0
+    for t in range(axes.shape[0]):
+        best = -1
+        width = 0.0
+        for c in range(dim):
+            taken = False
+            for u in range(t):
+                if axes[u] == c:
+                    taken = True
+            extent = np.float64(box_hi[node, c]) - np.float64(box_lo[node, c])
+            if not taken and (best < 0 or extent > width):
+                best = c
+                width = extent
+        axes[t] = best
+        if width > 0:
+            used += 1
+    return used
+
+
+@njit(cache=True, nogil=True)
 def _build_tree(pts, leaf_size):  # pragma: no cover - compiled
-    """KD-tree of ``pts: [D, n]``: a node of more than ``leaf_size`` points is cut at the
-    middle of the widest side of its bounding box (at the median when the middle leaves a
-    side empty; a node of equal points stays a leaf). Node 0 is the root; an internal
-    node's children are ``child[i]`` and ``child[i] + 1``, a leaf has ``child[i] = -1``.
+    """KD-tree of ``pts: [D, n]``. A node of more than ``leaf_size`` points is cut at the
+    middle of the widest sides of its bounding box, up to three sides in one counting-sort
+    pass over its points (at most 8 parts: the widest side's cut first, then the next one's
+    in each half, ...; a cut that would leave a side empty is not made, and a part of at
+    most ``leaf_size`` points is not cut further). A node whose middle cuts all leave a side
+    empty (rounding on a tiny extent) is cut at the median of its widest side; a node of
+    equal points stays a leaf. Node 0 is the root; an internal node's children are
+    ``child[i]`` and ``child[i] + 1``, numbered after their parent; a leaf has
+    ``child[i] = -1``.
 
     Returns ``(work, idx, start, stop, child, box_lo, box_hi, depth)``: the points in tree
     order ``[D, n]``, their original indices, every node's range of points, children and
@@ -148,10 +153,22 @@ def _build_tree(pts, leaf_size):  # pragma: no cover - compiled
         for p in range(n):
             work[c, p] = pts[c, p]
     idx = np.arange(n)
+    spare = np.empty((dim, n), dtype=pts.dtype)
+    spare_idx = np.empty(n, dtype=np.int64)
+    part = np.empty(n, dtype=np.int64)
+    ways = min(dim, 3)
+    parts = 1 << ways
+    axes = np.empty(ways, dtype=np.int64)
+    mid = np.empty(ways, dtype=pts.dtype)
+    sizes = np.empty(parts + 1, dtype=np.int64)
+    fill = np.empty(parts, dtype=np.int64)
+    part_lo = np.empty((parts, dim), dtype=pts.dtype)
+    part_hi = np.empty((parts, dim), dtype=pts.dtype)
+    todo = np.empty((2 * parts, 3), dtype=np.int64)  # (node, first part, last part + 1)
     cap = max(16, 4 * (n // max(leaf_size, 1)) + 4)
     start = np.empty(cap, dtype=np.int64)
     stop = np.empty(cap, dtype=np.int64)
-    child = np.empty(cap, dtype=np.int64)
+    child = np.full(cap, -2, dtype=np.int64)  # -2: not decided yet
     level = np.empty(cap, dtype=np.int64)
     box_lo = np.empty((cap, dim), dtype=pts.dtype)
     box_hi = np.empty((cap, dim), dtype=pts.dtype)
@@ -162,41 +179,114 @@ def _build_tree(pts, leaf_size):  # pragma: no cover - compiled
     count = 1
     depth = 0
     node = 0
-    while node < count:  # breadth first: parents before children
+    while node < count:  # parents before children
+        if child[node] != -2:  # cut already, by its parent's pass
+            node += 1
+            continue
         lo = start[node]
         hi = stop[node]
         child[node] = -1
         depth = max(depth, level[node])
-        axis = 0
-        for c in range(1, dim):
-            if box_hi[node, c] - box_lo[node, c] > box_hi[node, axis] - box_lo[node, axis]:
-                axis = c
-        if hi - lo <= leaf_size or not box_hi[node, axis] > box_lo[node, axis]:
+        if hi - lo <= leaf_size or _split_axes(box_lo, box_hi, node, axes) == 0:
             node += 1
             continue
-        split = box_lo[node, axis] + (box_hi[node, axis] - box_lo[node, axis]) / 2
-        mid = _partition(work, idx, axis, lo, hi, split)
-        if mid == lo or mid == hi:  # noqa: SIM109 - rounding left a side empty: median cut
-            mid = (lo + hi) // 2
+        if count + 2 * parts > cap:
+            cap = 2 * cap + 2 * parts
+            start = _grown(start, cap)
+            stop = _grown(stop, cap)
+            child = _grown(child, cap)
+            child[count:] = -2
+            level = _grown(level, cap)
+            box_lo = _grown(box_lo, cap)
+            box_hi = _grown(box_hi, cap)
+        for t in range(ways):
+            a = axes[t]
+            mid[t] = box_lo[node, a] + (box_hi[node, a] - box_lo[node, a]) / 2
+        sizes[:] = 0
+        part_lo[:] = np.inf
+        part_hi[:] = -np.inf
+        for p in range(lo, hi):  # which part, the parts' sizes and boxes
+            k = 0
+            for t in range(ways):
+                k = 2 * k + (0 if work[axes[t], p] < mid[t] else 1)
+            part[p] = k
+            sizes[k + 1] += 1
+            for c in range(dim):
+                v = work[c, p]
+                part_lo[k, c] = min(part_lo[k, c], v)
+                part_hi[k, c] = max(part_hi[k, c], v)
+        if sizes.max() == hi - lo:  # rounding put every point in one part: median cut
+            axis = axes[0]
+            cut = (lo + hi) // 2
             order = np.argsort(work[axis, lo:hi], kind="mergesort")
             idx[lo:hi] = idx[lo:hi][order]
             for c in range(dim):
                 work[c, lo:hi] = work[c, lo:hi][order]
-        if count + 2 > cap:
-            cap *= 2
-            start = _grown(start, cap)
-            stop = _grown(stop, cap)
-            child = _grown(child, cap)
-            level = _grown(level, cap)
-            box_lo = _grown(box_lo, cap)
-            box_hi = _grown(box_hi, cap)
-        child[node] = count
-        for t, (a, b) in enumerate(((lo, mid), (mid, hi))):
-            start[count + t] = a
-            stop[count + t] = b
-            level[count + t] = level[node] + 1
-            _box_of(work, a, b, box_lo, box_hi, count + t)
-        count += 2
+            child[node] = count
+            for t, (a, b) in enumerate(((lo, cut), (cut, hi))):
+                start[count + t] = a
+                stop[count + t] = b
+                level[count + t] = level[node] + 1
+                _box_of(work, a, b, box_lo, box_hi, count + t)
+            count += 2
+            node += 1
+            continue
+        for k in range(parts):  # counting sort of the points by part
+            sizes[k + 1] += sizes[k]
+            fill[k] = lo + sizes[k]
+        for p in range(lo, hi):
+            q = fill[part[p]]
+            fill[part[p]] = q + 1
+            for c in range(dim):
+                spare[c, q] = work[c, p]
+            spare_idx[q] = idx[p]
+        for c in range(dim):
+            work[c, lo:hi] = spare[c, lo:hi]
+        idx[lo:hi] = spare_idx[lo:hi]
+        # the binary cuts inside the pass: node over parts [0, parts), halves by the
+        # widest side's bit first
+        todo[0, 0] = node
+        todo[0, 1] = 0
+        todo[0, 2] = parts
+        pending = 1
+        while pending > 0:
+            pending -= 1
+            v = todo[pending, 0]
+            k0 = todo[pending, 1]
+            k1 = todo[pending, 2]
+            while True:
+                if k1 - k0 == 1:  # one part: cut again by a pass of its own, if needed
+                    if v != node:
+                        child[v] = -2
+                    break
+                half = (k0 + k1) // 2
+                left = sizes[half] - sizes[k0]
+                right = sizes[k1] - sizes[half]
+                if left == 0:
+                    k0 = half
+                    continue
+                if right == 0:
+                    k1 = half
+                    continue
+                child[v] = count
+                depth = max(depth, level[v] + 1)
+                for t, (a, b) in enumerate(((k0, half), (half, k1))):
+                    w = count + t
+                    start[w] = lo + sizes[a]
+                    stop[w] = lo + sizes[b]
+                    level[w] = level[v] + 1
+                    for c in range(dim):
+                        box_lo[w, c] = part_lo[a:b, c].min()
+                        box_hi[w, c] = part_hi[a:b, c].max()
+                    if stop[w] - start[w] <= leaf_size:
+                        child[w] = -1
+                    else:
+                        todo[pending, 0] = w
+                        todo[pending, 1] = a
+                        todo[pending, 2] = b
+                        pending += 1
+                count += 2
+                break
         node += 1
     return (
         work,
@@ -399,10 +489,7 @@ def _fps_clouds(planes, counts, steps, starts, tree_work, leaf_size, tiny, out, 
         n = counts[b]
         if steps[b] > 0:
             if n * steps[b] >= tree_work:  # (the tree copies the points in its order)
-                leaf = leaf_size
-                if leaf == 0:
-                    leaf = LEAF_SIZE if n < LARGE_CLOUD else LEAF_SIZE_LARGE
-                _fps_tree(planes[b, :, :n], starts[b], steps[b], leaf, tiny, out[b])
+                _fps_tree(planes[b, :, :n], starts[b], steps[b], leaf_size, tiny, out[b])
             else:  # a unit-stride copy: the plain loop vectorises on it (2x faster)
                 pts = np.ascontiguousarray(planes[b, :, :n])
                 _fps_plain(pts, starts[b], steps[b], out[b])
@@ -415,15 +502,15 @@ def fps_clouds(
     steps,
     starts,
     tree_work: int = TREE_MIN_WORK,
-    leaf_size: int | None = None,
+    leaf_size: int = LEAF_SIZE,
 ) -> np.ndarray:
     """Exact FPS of every cloud of ``pad: [B, N, D]`` (valid in its first ``counts[b]``
     slots), ``steps[b]`` samples from local index ``starts[b]``; returns ``[B, max(steps)]``
     int64 local indices in selection order (entries past ``steps[b]`` are 0).
 
     Clouds run in parallel; a cloud whose points x samples reach ``tree_work`` runs the
-    KD-tree loop with leaves of ``leaf_size`` points (None: :data:`LEAF_SIZE` or, from
-    :data:`LARGE_CLOUD` points, :data:`LEAF_SIZE_LARGE`), any other the plain loop.
+    KD-tree loop with leaves of ``leaf_size`` points (default :data:`LEAF_SIZE`), any other
+    the plain loop.
     """
     counts = np.asarray(counts, dtype=np.int64)
     steps = np.asarray(steps, dtype=np.int64)
@@ -441,7 +528,7 @@ def fps_clouds(
             steps,
             starts,
             tree_work,
-            0 if leaf_size is None else max(int(leaf_size), 1),
+            max(int(leaf_size), 1),
             tiny,
             out,
             done,

@@ -18,7 +18,7 @@ from test_fps import fps_oracle
 
 pytest.importorskip("numba")
 
-from pointset.ops._numba_fps import fps_clouds  # noqa: E402
+from pointset.ops._numba_fps import _build_tree, fps_clouds  # noqa: E402
 
 
 def tree_fps(points: torch.Tensor, num: int, start: int, leaf_size: int) -> list[int]:
@@ -97,3 +97,67 @@ def test_several_clouds_mix_tree_and_plain_loops():
     for b, (n, s, start) in enumerate(zip(sizes, [100, 40, 100], [5, 0, 1499])):
         assert out[b, :s].tolist() == fps_oracle(pad[b, :n], s, start)
     assert not np.any(out[1, 40:])
+
+
+def _check_tree(pts: np.ndarray, leaf_size: int) -> None:
+    """Invariants of ``_build_tree`` on ``pts: [D, n]``: the points are a reordering of the
+    input; node 0 covers them all; an internal node's two children are numbered after it,
+    adjacent, non-empty, and split its range; every box is the exact bounding box of its
+    range; a leaf of more than ``leaf_size`` points holds equal points (or ties the
+    median cut could not break)."""
+    work, idx, start, stop, child, box_lo, box_hi, depth = _build_tree(pts, leaf_size)
+    n = pts.shape[1]
+    assert sorted(idx.tolist()) == list(range(n))
+    assert np.array_equal(work, pts[:, idx])
+    assert (start[0], stop[0]) == (0, n)
+    seen_depth = {0: 0}
+    leaves = []
+    for v in range(len(start)):
+        assert np.array_equal(box_lo[v], work[:, start[v] : stop[v]].min(1))
+        assert np.array_equal(box_hi[v], work[:, start[v] : stop[v]].max(1))
+        c = child[v]
+        if c < 0:
+            assert c == -1
+            leaves.append(v)
+            if stop[v] - start[v] > leaf_size:
+                assert np.all(box_lo[v] == box_hi[v])
+            continue
+        assert c > v
+        assert start[c] == start[v] and stop[c] == start[c + 1] and stop[c + 1] == stop[v]
+        assert start[c] < stop[c] and start[c + 1] < stop[c + 1]
+        seen_depth[c] = seen_depth[c + 1] = seen_depth[v] + 1
+    assert depth == max(seen_depth.values())
+    covered = sorted((int(start[v]), int(stop[v])) for v in leaves)
+    assert covered[0][0] == 0 and covered[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(covered, covered[1:]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 400),
+    dim=st.sampled_from([1, 2, 3, 4, 6]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    kind=st.sampled_from(["uniform", "lattice", "flat", "one-ulp", "outlier"]),
+    leaf_size=st.sampled_from([1, 2, 5, 16]),
+    seed=st.integers(0, 2**16),
+)
+def test_property_tree_structure(n, dim, dtype, kind, leaf_size, seed):
+    """The KD-tree's invariants (see ``_check_tree``) on uniform points, a small integer
+    lattice (many equal points), a flat cloud (zero extent on all but one side), points
+    one unit in the last place apart (middle cuts round onto a side: the median cut
+    takes over) and one far outlier."""
+    rng = np.random.default_rng(seed)
+    if kind == "uniform":
+        pts = rng.random((dim, n))
+    elif kind == "lattice":
+        pts = rng.integers(0, 3, (dim, n)).astype(float)
+    elif kind == "flat":
+        pts = np.zeros((dim, n))
+        pts[0] = rng.random(n)
+    elif kind == "one-ulp":
+        one = np.ones(1, dtype=dtype)
+        pts = np.where(rng.random((dim, n)) < 0.5, one, np.nextafter(one, 2 * one))
+    else:
+        pts = rng.random((dim, n))
+        pts[:, 0] = 1e6
+    _check_tree(np.ascontiguousarray(pts.astype(dtype)), leaf_size)
