@@ -20,7 +20,7 @@ differences in the input dtype, ``((p0 - q0)^2 + (p1 - q1)^2) + ...``.
   absolute one of a few smallest normal numbers), far above the error of either distance.
 
 The tree is the idea of QuickFPS (Han et al., 2023), written here for an exact, given start.
-Clouds run in parallel on ``torch.get_num_threads()`` threads.
+Clouds run in parallel on ``torch.get_num_threads()`` threads (small calls on one thread).
 """
 
 from __future__ import annotations
@@ -482,18 +482,40 @@ def _fps_tree(pts, start, steps, leaf_size, tiny, out):  # pragma: no cover - co
         cur = node_arg[0]
 
 
+@njit(cache=True, nogil=True)
+def _one_cloud(b, planes, counts, steps, starts, tree_work, leaf_size, tiny, out, done):
+    # pragma: no cover - compiled
+    n = counts[b]
+    if steps[b] > 0:
+        if n * steps[b] >= tree_work:  # (the tree copies the points in its order)
+            _fps_tree(planes[b, :, :n], starts[b], steps[b], leaf_size, tiny, out[b])
+        else:  # a unit-stride copy: the plain loop vectorises on it (2x faster)
+            pts = np.ascontiguousarray(planes[b, :, :n])
+            _fps_plain(pts, starts[b], steps[b], out[b])
+    done[b] = 1
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def _fps_clouds(planes, counts, steps, starts, tree_work, leaf_size, tiny, out, done):
     # pragma: no cover - compiled
     for b in prange(planes.shape[0]):
-        n = counts[b]
-        if steps[b] > 0:
-            if n * steps[b] >= tree_work:  # (the tree copies the points in its order)
-                _fps_tree(planes[b, :, :n], starts[b], steps[b], leaf_size, tiny, out[b])
-            else:  # a unit-stride copy: the plain loop vectorises on it (2x faster)
-                pts = np.ascontiguousarray(planes[b, :, :n])
-                _fps_plain(pts, starts[b], steps[b], out[b])
-        done[b] = 1
+        _one_cloud(b, planes, counts, steps, starts, tree_work, leaf_size, tiny, out, done)
+
+
+@njit(cache=True, nogil=True)
+def _fps_clouds_serial(planes, counts, steps, starts, tree_work, leaf_size, tiny, out, done):
+    """:func:`_fps_clouds` on the calling thread alone: a call below
+    :data:`PARALLEL_MIN_WORK` spends longer starting threads than sampling."""
+    # pragma: no cover - compiled
+    for b in range(planes.shape[0]):
+        _one_cloud(b, planes, counts, steps, starts, tree_work, leaf_size, tiny, out, done)
+
+
+#: Calls whose points x samples summed over clouds stay below this run on one thread:
+#: starting the threads costs more than they save there (measured through ``fps``, 2
+#: threads: 8 x 256 -> 64 took 0.15 ms on one thread and 0.28 ms on two, 16 x 512 -> 128
+#: 0.82 / 0.99 ms, 16 x 1,024 -> 256 3.4 / 2.5 ms).
+PARALLEL_MIN_WORK = 2_000_000
 
 
 def fps_clouds(
@@ -508,9 +530,9 @@ def fps_clouds(
     slots), ``steps[b]`` samples from local index ``starts[b]``; returns ``[B, max(steps)]``
     int64 local indices in selection order (entries past ``steps[b]`` are 0).
 
-    Clouds run in parallel; a cloud whose points x samples reach ``tree_work`` runs the
-    KD-tree loop with leaves of ``leaf_size`` points (default :data:`LEAF_SIZE`), any other
-    the plain loop.
+    Clouds run in parallel (below :data:`PARALLEL_MIN_WORK` on one thread); a cloud whose
+    points x samples reach ``tree_work`` runs the KD-tree loop with leaves of ``leaf_size``
+    points (default :data:`LEAF_SIZE`), any other the plain loop.
     """
     counts = np.asarray(counts, dtype=np.int64)
     steps = np.asarray(steps, dtype=np.int64)
@@ -520,19 +542,13 @@ def fps_clouds(
     done = np.zeros(pad.shape[0], dtype=np.uint8)
     # Absolute margin of the box test: covers the error of distances in the subnormal range.
     tiny = 4.0 * float(np.finfo(pad.dtype).tiny)
-    with _LOCK:
-        numba.set_num_threads(_threads())
-        _fps_clouds(
-            planes,
-            counts,
-            steps,
-            starts,
-            tree_work,
-            max(int(leaf_size), 1),
-            tiny,
-            out,
-            done,
-        )
+    args = (planes, counts, steps, starts, tree_work, max(int(leaf_size), 1), tiny, out, done)
+    if int(counts @ steps) < PARALLEL_MIN_WORK:
+        _fps_clouds_serial(*args)
+    else:
+        with _LOCK:
+            numba.set_num_threads(_threads())
+            _fps_clouds(*args)
     if not done.all():
         raise RuntimeError(
             f"the numba FPS kernel stopped early on cloud {int(np.flatnonzero(done == 0)[0])}; "

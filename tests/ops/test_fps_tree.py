@@ -18,6 +18,7 @@ from test_fps import fps_oracle
 
 pytest.importorskip("numba")
 
+from pointset.ops import _numba_fps  # noqa: E402
 from pointset.ops._numba_fps import _build_tree, fps_clouds  # noqa: E402
 
 
@@ -85,9 +86,12 @@ def test_tree_fps_tiny_and_subnormal_coordinates():
     assert tree_fps(one, 3, 0, 1) == [0, 0, 0]
 
 
-def test_several_clouds_mix_tree_and_plain_loops():
+@pytest.mark.parametrize("threads", ["one", "all"])
+def test_several_clouds_mix_tree_and_plain_loops(threads, monkeypatch):
     """Clouds above and below the tree threshold (points x samples) in one call, unequal
-    sizes and starts: each equals brute force on its own points."""
+    sizes and starts, on the calling thread and on all threads: each equals brute force on
+    its own points."""
+    monkeypatch.setattr(_numba_fps, "PARALLEL_MIN_WORK", 10**15 if threads == "one" else 0)
     gen = torch.Generator().manual_seed(4)
     sizes = [700, 40, 1500]
     pad = torch.zeros(3, 1500, 3)
