@@ -50,6 +50,11 @@ def pixel_window(pos: Tensor, batch: Tensor | None = None, spacing: float = 1.0)
 def _pixel_window(pos: Tensor, batch: Tensor | None, spacing: float) -> PixelWindow:
     """:func:`pixel_window` for a ``batch`` its caller has checked."""
     check_points(pos, "pos")
+    return _window(pos, batch, spacing)
+
+
+def _window(pos: Tensor, batch: Tensor | None, spacing: float) -> PixelWindow:
+    """:func:`pixel_window` for ``pos`` and ``batch`` their caller has checked."""
     if pos.size(1) != 2:
         raise ValueError(
             f"pos must hold 2 coordinates (row, col) per point for the 5x5 window, got shape {tuple(pos.shape)}"
@@ -241,6 +246,11 @@ class KMaXPredictor(nn.Module):
                 f"x must be packed pixels [N, {self.in_channels}], got {shape} "
                 "(feature maps go to forward_dense)"
             )
+        batch = check_batch(batch, x.size(0))
+        if pos is not None:
+            check_points(pos, "pos")
+            if pos.size(0) != x.size(0):
+                raise ValueError(f"pos has {pos.size(0)} points but x has {x.size(0)}")
         return self._predict(x, query, batch, pos, spacing, class_query)
 
     def forward_dense(
@@ -287,7 +297,7 @@ class KMaXPredictor(nn.Module):
                 f"a cloud is empty: every one of the {query.size(0)} clouds of query needs points; per cloud "
                 f"from batch: {counts.tolist()}"
             )
-        window = pixel_window(pos, batch, spacing) if pos is not None else None
+        window = _window(pos, batch, spacing) if pos is not None else None
         feature = self.pixel_embedding(pixel, grid, window)
         kernels = self.mask_kernels(query)
         logits = self.mask_norm(cloud_logits(feature, kernels, batch, counts))

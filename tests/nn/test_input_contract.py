@@ -394,3 +394,44 @@ def test_kmax_decoder_layer_checks_each_input_once(check_counter):
     with torch.no_grad():
         layer(x, pos, batch, query_feature=torch.randn(2, 8, 5, generator=gen))
     assert check_counter == {"check_points": 1, "check_batch": 1}
+
+
+def test_kmax_predictor_checks_each_input_once(check_counter):
+    """The kMaX predictor's packed path checks ``batch`` once on entry and ``pos`` once in
+    its 5x5 window. Oracle: call spies on ``check_points`` / ``check_batch``."""
+    predictor = psnn.KMaXPredictor(C, 8, num_classes=3, pixel_head_dim=8, embed_dim=4).eval()
+    ys, xs = torch.meshgrid(torch.arange(4.0), torch.arange(6.0), indexing="ij")
+    pos = torch.stack([ys, xs], -1).view(-1, 2).repeat(2, 1)  # two 4 x 6 images
+    batch = torch.arange(2).repeat_interleave(24)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(48, C, generator=gen)
+    with torch.no_grad():
+        predictor(x, pos, batch, query=torch.randn(2, 8, 5, generator=gen))
+    assert check_counter == {"check_points": 1, "check_batch": 1}
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("unsorted", "sorted in non-decreasing order"),
+        ("pos rows", "pos has 47 points but x has 48"),
+        ("float batch", "integer tensor"),
+    ],
+)
+def test_kmax_predictor_names_a_bad_batch_or_pos(case, message):
+    """Oracle: the error text. A shuffled or float ``batch`` and a ``pos`` with one row
+    fewer than ``x`` are refused before any product runs, with or without positions."""
+    predictor = psnn.KMaXPredictor(C, 8, num_classes=3, pixel_head_dim=8, embed_dim=4).eval()
+    ys, xs = torch.meshgrid(torch.arange(4.0), torch.arange(6.0), indexing="ij")
+    pos = torch.stack([ys, xs], -1).view(-1, 2).repeat(2, 1)
+    batch = torch.arange(2).repeat_interleave(24)
+    x = torch.randn(48, C)
+    if case == "unsorted":
+        batch = batch.flip(0)
+    elif case == "pos rows":
+        pos = pos[:-1]
+    else:
+        batch = batch.float()
+    for p in [pos] if case == "pos rows" else [pos, None]:
+        with pytest.raises(ValueError, match=message):
+            predictor(x, p, batch, query=torch.randn(2, 8, 5))
