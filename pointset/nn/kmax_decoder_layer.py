@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -169,6 +171,28 @@ class KMaXDecoderLayer(nn.Module):
         self._kmeans_query_batch_norm_retrieved_value = kmax_norm(value_depth)
         self._kmeans_query_conv3_bn = ConvBN(value_depth, query_channels, norm_init=0.0)
         self.kmeans = KMeansCrossAttention()
+
+    #: The official ``kMaXTransformerLayer`` argument names that differ from ours.
+    OFFICIAL_NAMES = {"in_channel_pixel": "in_channels", "in_channel_query": "query_channels"}
+
+    @classmethod
+    def from_official(cls, config: dict, **kwargs) -> KMaXDecoderLayer:
+        """The layer of the official ``kMaXTransformerLayer(**config)``: ``in_channel_pixel``
+        and ``in_channel_query`` become ``in_channels`` and ``query_channels``; ``kwargs``
+        (e.g. the widths the official code hard-codes: ``pixel_head_dim``, ``embed_dim``,
+        ``ffn_dim``) are passed on. An argument neither layer knows is named in the error."""
+        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        unknown = sorted(k for k in config if cls.OFFICIAL_NAMES.get(k, k) not in known)
+        if unknown:
+            official = (known - set(cls.OFFICIAL_NAMES.values())) | set(cls.OFFICIAL_NAMES)
+            raise ValueError(
+                f"unknown kMaXTransformerLayer argument(s) {unknown}; known: {sorted(official)}"
+            )
+        renamed = {cls.OFFICIAL_NAMES.get(k, k): v for k, v in config.items()}
+        twice = sorted((set(renamed) & set(kwargs)) | ({*config} & {*cls.OFFICIAL_NAMES.values()}))
+        if twice or len(renamed) < len(config):
+            raise ValueError(f"argument(s) given twice: {twice or sorted(config)}")
+        return cls(**renamed, **kwargs)
 
     def reset_parameters(self) -> None:
         for m in self.children():

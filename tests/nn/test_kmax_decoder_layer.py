@@ -32,10 +32,8 @@ def fixture_layer(data, dtype=torch.float32) -> KMaXDecoderLayer:
     """The fixture's layer: its config (official argument names mapped to ours) with the
     literals 256/128/2048 mapped (width_map_json)."""
     widths = {int(k): v for k, v in json.loads(data["width_map_json"]).items()}
-    names = {"in_channel_pixel": "in_channels", "in_channel_query": "query_channels"}
-    config = {names.get(k, k): v for k, v in json.loads(data["config_json"]).items()}
-    layer = KMaXDecoderLayer(
-        **config,
+    layer = KMaXDecoderLayer.from_official(
+        json.loads(data["config_json"]),
         pixel_head_dim=widths[256],
         embed_dim=widths[128],
         ffn_dim=widths[2048],
@@ -433,3 +431,21 @@ def test_bfloat16_runs_close_to_float32():
     low = low[0]
     assert low.dtype == torch.bfloat16
     assert (low.float() - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_from_official_maps_the_argument_names_and_names_bad_ones():
+    """Oracle: the official ``kMaXTransformerLayer`` keyword names (deeplab2 / kmax-deeplab):
+    ``in_channel_pixel`` / ``in_channel_query`` land in ``in_channels`` /
+    ``query_channels``; an unknown or doubled argument is named in the error."""
+    official = dict(num_classes=9, in_channel_pixel=24, in_channel_query=48, base_filters=16)
+    layer = KMaXDecoderLayer.from_official(official, num_heads=4, pixel_head_dim=8)
+    same = KMaXDecoderLayer(9, 24, 48, 16, num_heads=4, pixel_head_dim=8)
+    assert {k: v.shape for k, v in layer.state_dict().items()} == {
+        k: v.shape for k, v in same.state_dict().items()
+    }
+    with pytest.raises(ValueError, match=r"unknown kMaXTransformerLayer argument\(s\) \['dim'\]"):
+        KMaXDecoderLayer.from_official({**official, "dim": 3})
+    with pytest.raises(ValueError, match=r"given twice: \['in_channels'\]"):
+        KMaXDecoderLayer.from_official({**official, "in_channels": 24})
+    with pytest.raises(ValueError, match=r"given twice: \['num_classes'\]"):
+        KMaXDecoderLayer.from_official(official, num_classes=3)

@@ -119,9 +119,8 @@ def test_official_fixture_step(shared_dir, case):
     ``mask_logits`` (after the 1-channel BN), ``assignment`` exactly, and ``kmeans_sum``."""
     data = torch.load(shared_dir / "reference/fixtures/kmax_small.pt", weights_only=True)
     widths = {int(k): v for k, v in json.loads(data["width_map_json"]).items()}
-    names = {"in_channel_pixel": "in_channels", "in_channel_query": "query_channels"}
-    layer = KMaXDecoderLayer(
-        **{names.get(k, k): v for k, v in json.loads(data["config_json"]).items()},
+    layer = KMaXDecoderLayer.from_official(
+        json.loads(data["config_json"]),
         pixel_head_dim=widths[256],
         embed_dim=widths[128],
         ffn_dim=widths[2048],
