@@ -453,7 +453,10 @@ def speed(folder: str, n: int, repeats: int) -> list[tuple[str, dict[str, list[f
     tasks.append(
         (
             "PCD write, binary_compressed",
-            {"pypcd4": lambda: pypcd4_write_compressed(io.BytesIO(), **pcd_args)},
+            {
+                "pointset": lambda: write_pcd(io.BytesIO(), compressed=True, **pcd_args),
+                "pypcd4": lambda: pypcd4_write_compressed(io.BytesIO(), **pcd_args),
+            },
         )
     )
     times: dict[str, dict[str, list[float]]] = {row: {k: [] for k in fns} for row, fns in tasks}

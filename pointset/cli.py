@@ -201,7 +201,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     else:
         points = read(src)
         what = "point file"
-    write(args.output, points, x_as=args.x_as, binary=not args.ascii)
+    write(args.output, points, x_as=args.x_as, binary=not args.ascii, compress=args.compress)
     print(f"{what} {src} -> {args.output}: {points.num_nodes} points")
     return 0
 
@@ -498,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="how features are stored in .ply/.pcd/.las/.laz (default: auto)",
     )
     conv.add_argument("--ascii", action="store_true", help="ASCII instead of binary .ply/.pcd")
+    conv.add_argument(
+        "--compress", action="store_true", help="LZF-compressed .pcd (DATA binary_compressed)"
+    )
     conv.set_defaults(func=_cmd_convert)
 
     viz = sub.add_parser(

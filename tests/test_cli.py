@@ -8,6 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from pointset.cli import build_parser, main
 
@@ -135,6 +136,9 @@ def test_convert_rgbd_image_and_file(tmp_path, capsys):
     assert cloud.pos.shape[1] == 3 and 0 < cloud.num_nodes <= 64 * 48
     assert main(["convert", str(ply), str(tmp_path / "frame.npz")]) == 0
     assert read(tmp_path / "frame.npz").num_nodes == cloud.num_nodes
+    assert main(["convert", str(ply), str(tmp_path / "frame.pcd"), "--compress"]) == 0
+    assert b"DATA binary_compressed" in (tmp_path / "frame.pcd").read_bytes()[:1000]
+    assert torch.equal(read(tmp_path / "frame.pcd").pos, cloud.pos)
     assert main(["convert", str(tmp_path / "color.png"), str(tmp_path / "img.npz")]) == 0
     assert read(tmp_path / "img.npz").num_nodes == 64 * 48
     capsys.readouterr()
@@ -143,6 +147,9 @@ def test_convert_rgbd_image_and_file(tmp_path, capsys):
                  "--intrinsics", "1,2,3"], "--intrinsics",
     )  # fmt: skip
     _one_line_error(capsys, ["convert", str(tmp_path / "none.ply"), str(ply)], "none.ply")
+    _one_line_error(
+        capsys, ["convert", str(ply), str(tmp_path / "again.ply"), "--compress"], "for .pcd files"
+    )
 
 
 def test_bench_lists_scripts(capsys):

@@ -280,7 +280,9 @@ def _split_las_x(x: Tensor | None, x_as: str) -> tuple[Tensor | None, Tensor | N
     return split_color(x, x_as)
 
 
-def _write_geometry(path: str, points: PointSet, suffix: str, x_as: str, binary: bool) -> None:
+def _write_geometry(
+    path: str, points: PointSet, suffix: str, x_as: str, binary: bool, compress: bool = False
+) -> None:
     _single_cloud(points, path)
     if points.pos.size(1) != 3:
         raise ValueError(f"{path}: {suffix} stores 3-D points, got pos {tuple(points.pos.shape)}")
@@ -306,8 +308,10 @@ def _write_geometry(path: str, points: PointSet, suffix: str, x_as: str, binary:
             arrays["color"] = arrays["color"].astype(np.uint16)
         _atomic_write(path, lambda f: write_las(f, path, **arrays))
         return
-    fn = write_ply if suffix == ".ply" else write_pcd
-    _atomic_write(path, lambda f: fn(f, binary=binary, **arrays))
+    if suffix == ".ply":
+        _atomic_write(path, lambda f: write_ply(f, binary=binary, **arrays))
+    else:
+        _atomic_write(path, lambda f: write_pcd(f, binary=binary, compressed=compress, **arrays))
 
 
 def _table(points: PointSet, path: str) -> np.ndarray:
@@ -340,6 +344,7 @@ def write(
     points: PointSet,
     x_as: str = "auto",
     binary: bool = True,
+    compress: bool = False,
 ) -> None:
     """Write ``points`` to ``path`` atomically (format by suffix; see the module docstring).
 
@@ -350,6 +355,8 @@ def write(
             ``[N, 3]`` in ``[0, 1]``, else float features), ``"color"``, ``"feature"`` or
             ``"none"`` (not stored).
         binary: binary rather than ASCII .ply/.pcd (.las/.laz are binary only).
+        compress: LZF-compressed .pcd (``DATA binary_compressed``, as PCL writes it); other
+            formats refuse it (.laz is compressed by its suffix).
     """
     path = os.fspath(path)
     suffix = _suffix(path)
@@ -359,8 +366,10 @@ def write(
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"folder {folder} does not exist")
+    if compress and suffix != ".pcd":
+        raise ValueError(f"{path}: compress=True is for .pcd files, not {suffix}")
     if suffix in (".ply", ".pcd", ".las", ".laz"):
-        _write_geometry(path, points, suffix, x_as, binary)
+        _write_geometry(path, points, suffix, x_as, binary, compress)
     elif suffix == ".xyz":
         table = _table(points, path)
         fmt = "%.17g" if table.dtype == np.float64 else "%.9g"

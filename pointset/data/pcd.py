@@ -5,7 +5,7 @@ module of python-neo-lzf; each field's values are stored together, point by poin
 attributes: ``x y z`` -> positions, ``normal_x normal_y normal_z`` -> normals, ``rgb`` /
 ``rgba`` (packed ``0x(AA)RRGGBB`` in a 4-byte field) -> colours, padding fields ``_`` are
 skipped and every other field (``count`` columns each) -> feature columns, in file order.
-Writes ``ascii`` or ``binary``.
+Writes ``ascii``, ``binary`` or ``binary_compressed``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,20 @@ def _lzf_decompress(src: bytes, size: int, path: str) -> bytes:
             f"{path}: binary_compressed PCD data decompressed to {got} of {size} bytes"
         )
     return out
+
+
+def _lzf_block(raw: bytes) -> bytes:
+    """``raw`` as a ``binary_compressed`` data block: compressed size, raw size (both
+    little-endian uint32), then the LZF bytes."""
+    if not raw:
+        return np.array([0, 0], "<u4").tobytes()
+    if len(raw) >= 2**32:
+        raise ValueError(
+            f"a compressed PCD block holds under 4 GiB; these points take {len(raw)} bytes"
+        )
+    # LZF grows incompressible input by at most one byte in 32, plus a little
+    packed = lzf.compress(raw, len(raw) + len(raw) // 32 + 64)
+    return np.array([len(packed), len(raw)], "<u4").tobytes() + packed
 
 
 def _parse_header(data: bytes, path: str) -> tuple[dict[str, list[str]], int]:
@@ -172,8 +186,12 @@ def write_pcd(
     color: np.ndarray | None = None,
     features: np.ndarray | None = None,
     binary: bool = True,
+    compressed: bool = False,
 ) -> None:
-    """Write points to an open binary file (``color [N, 3]`` uint8 packed into ``rgb``)."""
+    """Write points to an open binary file (``color [N, 3]`` uint8 packed into ``rgb``);
+    ``compressed``: ``binary_compressed`` data (needs ``binary``)."""
+    if compressed and not binary:
+        raise ValueError("a compressed PCD file is binary; got binary=False")
     n = pos.shape[0]
     cols: list[tuple[str, np.ndarray]] = []
 
@@ -205,9 +223,12 @@ def write_pcd(
         "HEIGHT 1",
         "VIEWPOINT 0 0 0 1 0 0 0",
         f"POINTS {n}",
-        f"DATA {'binary' if binary else 'ascii'}",
+        f"DATA {'binary_compressed' if compressed else 'binary' if binary else 'ascii'}",
     ]
     f.write(("\n".join(header) + "\n").encode("ascii"))
+    if compressed:
+        f.write(_lzf_block(b"".join(c.tobytes() for _, c in cols)))
+        return
     rec = np.empty(n, dtype=[(name, c.dtype) for name, c in cols])
     for name, c in cols:
         rec[name] = c
