@@ -15,7 +15,7 @@ the min-max spread and the speed-up.
 
 Usage (from the repository root)::
 
-    OMP_NUM_THREADS=2 python benchmarks/partseg.py --threads 2 --runs 5
+    OMP_NUM_THREADS=2 python benchmarks/partseg.py --threads 2 --runs 9
 """
 
 from __future__ import annotations
@@ -31,42 +31,28 @@ import torch
 import torch.nn.functional as F
 
 from pointset.models import create_model
-from pointset.models.pointmlp_seg import PointMLPSegBackbone, SegFeatures
+from pointset.nn import LocalGrouper, PreExtraction
 
 
-def grouped_features(self: PointMLPSegBackbone, points: torch.Tensor) -> SegFeatures:
-    """``PointMLPSegBackbone.forward_features`` with the grouped tensor built per stage."""
-    self.check_points(points)
-    xyz = points[:, :3].transpose(1, 2)
-    x = self.embedding.forward_dense(points)
-    levels = [(xyz, x)]
-    for grouper, pre, pos in zip(
-        self.local_grouper_list, self.pre_blocks_list, self.pos_blocks_list
-    ):
-        xyz, grouped = grouper.forward_dense(xyz, x.transpose(1, 2))  # [B, S, k, 2C (+3)]
-        x = pos.forward_dense(pre.forward_dense(grouped))
-        levels.append((xyz, x))
-    decoded = []
-    for i, step in enumerate(self.decode_list):
-        fine_xyz, skip = levels[-2 - i]
-        x = step.forward_dense(fine_xyz, levels[-1 - i][0], skip, x)
-        decoded.append((fine_xyz, x))
-    return SegFeatures(
-        encoder=[(p.transpose(1, 2), f) for p, f in levels],
-        decoder=[(p.transpose(1, 2), f) for p, f in decoded],
-    )
+def grouped_way(
+    self: PreExtraction, grouper: LocalGrouper, xyz: torch.Tensor, points: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``PreExtraction.forward_grouped`` the direct way: build the grouped tensor
+    ``[B, S, k, 2C]`` with ``LocalGrouper.forward_dense``, then ``forward_dense`` on it."""
+    new_xyz, grouped = grouper.forward_dense(xyz, points)
+    return new_xyz, self.forward_dense(grouped)
 
 
 @contextlib.contextmanager
 def way(name: str) -> Iterator[None]:
-    """Run the model's encoder the ``name`` way inside the block."""
-    own = PointMLPSegBackbone.forward_features
+    """Run every encoder stage the ``name`` way inside the block."""
+    own = PreExtraction.forward_grouped
     if name == "grouped":
-        PointMLPSegBackbone.forward_features = grouped_features
+        PreExtraction.forward_grouped = grouped_way
     try:
         yield
     finally:
-        PointMLPSegBackbone.forward_features = own
+        PreExtraction.forward_grouped = own
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -379,6 +379,15 @@ def test_each_input_is_checked_once(name, check_counter):
     assert not repeated, f"{name} checks the same tensor more than once: {repeated}"
 
 
+def _two_images():
+    """``(x [48, C], pos [48, 2], batch [48], generator)``: two 4 x 6 pixel lattices."""
+    ys, xs = torch.meshgrid(torch.arange(4.0), torch.arange(6.0), indexing="ij")
+    pos = torch.stack([ys, xs], -1).view(-1, 2).repeat(2, 1)
+    batch = torch.arange(2).repeat_interleave(24)
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(48, C, generator=gen), pos, batch, gen
+
+
 def test_kmax_decoder_layer_checks_each_input_once(check_counter):
     """The kMaX layer's point path checks ``batch`` once on entry and ``pos`` once in its
     5x5 window, then runs the k-means step and the radius search without checking them
@@ -386,11 +395,7 @@ def test_kmax_decoder_layer_checks_each_input_once(check_counter):
     layer = psnn.KMaXDecoderLayer(
         num_classes=5, in_channels=C, query_channels=8, base_filters=4, num_heads=2
     ).eval()
-    ys, xs = torch.meshgrid(torch.arange(4.0), torch.arange(6.0), indexing="ij")
-    pos = torch.stack([ys, xs], -1).view(-1, 2).repeat(2, 1)  # two 4 x 6 images
-    batch = torch.arange(2).repeat_interleave(24)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(48, C, generator=gen)
+    x, pos, batch, gen = _two_images()
     with torch.no_grad():
         layer(x, pos, batch, query_feature=torch.randn(2, 8, 5, generator=gen))
     assert check_counter == {"check_points": 1, "check_batch": 1}
@@ -400,11 +405,7 @@ def test_kmax_predictor_checks_each_input_once(check_counter):
     """The kMaX predictor's packed path checks ``batch`` once on entry and ``pos`` once in
     its 5x5 window. Oracle: call spies on ``check_points`` / ``check_batch``."""
     predictor = psnn.KMaXPredictor(C, 8, num_classes=3, pixel_head_dim=8, embed_dim=4).eval()
-    ys, xs = torch.meshgrid(torch.arange(4.0), torch.arange(6.0), indexing="ij")
-    pos = torch.stack([ys, xs], -1).view(-1, 2).repeat(2, 1)  # two 4 x 6 images
-    batch = torch.arange(2).repeat_interleave(24)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(48, C, generator=gen)
+    x, pos, batch, gen = _two_images()
     with torch.no_grad():
         predictor(x, pos, batch, query=torch.randn(2, 8, 5, generator=gen))
     assert check_counter == {"check_points": 1, "check_batch": 1}
@@ -422,10 +423,7 @@ def test_kmax_predictor_names_a_bad_batch_or_pos(case, message):
     """Oracle: the error text. A shuffled or float ``batch`` and a ``pos`` with one row
     fewer than ``x`` are refused before any product runs, with or without positions."""
     predictor = psnn.KMaXPredictor(C, 8, num_classes=3, pixel_head_dim=8, embed_dim=4).eval()
-    ys, xs = torch.meshgrid(torch.arange(4.0), torch.arange(6.0), indexing="ij")
-    pos = torch.stack([ys, xs], -1).view(-1, 2).repeat(2, 1)
-    batch = torch.arange(2).repeat_interleave(24)
-    x = torch.randn(48, C)
+    x, pos, batch, _ = _two_images()
     if case == "unsorted":
         batch = batch.flip(0)
     elif case == "pos rows":
