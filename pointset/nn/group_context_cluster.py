@@ -9,6 +9,8 @@ from torch_geometric.utils import scatter
 
 from pointset._checks import check_positive_int
 
+from ._row_product import linear_rows
+
 
 class GroupContextCluster(nn.Module):
     r"""The Context Cluster block of PointMLP-CoC, one cluster per point group.
@@ -105,7 +107,7 @@ class GroupContextCluster(nn.Module):
         # no normalised copy of the features and no weighted copy of the values is built
         weight = torch.cat([self.fc1.weight, self.fc_v.weight])
         bias = torch.cat([self.fc1.bias, self.fc_v.bias])
-        feats, value = F.linear(tokens, weight, bias).view(g, k, 2, h, d).unbind(2)
+        feats, value = linear_rows(tokens, weight, bias).view(g, k, 2, h, d).unbind(2)
         center = F.normalize(feats.mean(dim=1), dim=-1)  # [G, H, d]
         norm = torch.linalg.vector_norm(feats, dim=-1).clamp_min(1e-12)  # [G, k, H]
         cos = torch.einsum("gkhd,ghd->gkh", feats, center) / norm

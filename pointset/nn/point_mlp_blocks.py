@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from pointset._checks import check_int, check_positive_int
 
+from ._row_product import linear_rows
 from .group_context_cluster import GroupContextCluster
 from .local_grouper import LocalGrouper
 
@@ -101,7 +102,7 @@ def conv_rows(conv: nn.Conv1d, x: Tensor) -> Tensor:
 def _linear_rows(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int = 1) -> Tensor:
     """Rows ``x [M, C_in]`` times a (grouped) ``weight [C_out, C_in / groups]`` plus ``bias``."""
     if groups == 1:
-        return F.linear(x, weight, bias)
+        return linear_rows(x, weight, bias)
     y = torch.einsum(
         "mgi,goi->mgo", x.view(x.size(0), groups, -1), weight.view(groups, -1, weight.size(1))
     ).reshape(x.size(0), -1)
@@ -461,11 +462,11 @@ class PreExtraction(nn.Module):
         w_member, w_anchor = weight[:, :c_member], weight[:, c_member:]
         per_anchor = F.linear(parts.anchor, w_anchor, bias)  # [B, S, C_out]
         if parts.scale is None:
-            per_point = F.linear(parts.feats, w_member)  # [B, N, C_out]
+            per_point = linear_rows(parts.feats, w_member)  # [B, N, C_out]
         else:
             w_scaled = w_member * grouper.affine_alpha.view(1, -1)
             scale = parts.scale.view(-1, 1, 1)
-            per_point = F.linear(parts.feats, w_scaled) * scale
+            per_point = linear_rows(parts.feats, w_scaled) * scale
             per_anchor = (
                 per_anchor
                 + F.linear(grouper.affine_beta.view(-1), w_member)
