@@ -188,10 +188,15 @@ class KMaXDecoderLayer(nn.Module):
             raise ValueError(
                 f"unknown kMaXTransformerLayer argument(s) {unknown}; known: {sorted(official)}"
             )
-        renamed = {cls.OFFICIAL_NAMES.get(k, k): v for k, v in config.items()}
-        twice = sorted((set(renamed) & set(kwargs)) | ({*config} & {*cls.OFFICIAL_NAMES.values()}))
-        if twice or len(renamed) < len(config):
-            raise ValueError(f"argument(s) given twice: {twice or sorted(config)}")
+        renamed: dict = {}
+        twice = set(kwargs) & {cls.OFFICIAL_NAMES.get(k, k) for k in config}
+        for key, value in config.items():
+            name = cls.OFFICIAL_NAMES.get(key, key)
+            if name in renamed:  # both the official and our name of one argument
+                twice.add(name)
+            renamed[name] = value
+        if twice:
+            raise ValueError(f"argument(s) given twice: {sorted(twice)}")
         return cls(**renamed, **kwargs)
 
     def reset_parameters(self) -> None:
